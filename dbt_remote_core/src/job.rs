@@ -1,0 +1,333 @@
+//! The job model: ids, specs, statuses and records.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::blob::BlobHash;
+use crate::paths::RelPath;
+use crate::{Error, Result};
+
+/// A job's id: a UUID v7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    /// A new id, later than every id made before it in this process.
+    pub fn new() -> Self {
+        JobId(Uuid::now_v7())
+    }
+
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FromStr for JobId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Uuid::parse_str(s)
+            .map(JobId)
+            .map_err(|_| Error::invalid(format!("invalid job id {s:?}: expected a UUID")))
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// dbt subcommands a job may run. Two-word commands are written with a space.
+pub const DBT_COMMANDS: &[&str] = &[
+    "build",
+    "run",
+    "test",
+    "seed",
+    "snapshot",
+    "compile",
+    "ls",
+    "list",
+    "parse",
+    "docs generate",
+    "run-operation",
+    "source freshness",
+    "deps",
+    "debug",
+    "show",
+    "retry",
+    "clean",
+];
+
+/// Flags a job may not pass: the server owns where dbt finds its project, profiles and logs,
+/// and how it formats them.
+const SERVER_OWNED_FLAGS: &[&str] = &[
+    "--profiles-dir",
+    "--project-dir",
+    "--log-path",
+    "--target-path",
+    "--log-format",
+    "--use-colors",
+    "--no-use-colors",
+];
+
+/// Longest accepted argument list, in total bytes.
+pub const MAX_ARGS_BYTES: usize = 64 * 1024;
+
+/// What a job runs: dbt's arguments and the project files it runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// dbt's arguments, subcommand first, e.g. `["build", "--select", "orders+"]`.
+    pub args: Vec<String>,
+    /// The project files, by content address; the job's work dir is made of exactly these.
+    #[serde(default)]
+    pub files: Vec<FileEntry>,
+}
+
+/// One project file of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: RelPath,
+    pub sha256: BlobHash,
+}
+
+impl JobSpec {
+    /// The dbt subcommand (one or two words) the arguments start with, if it is a known one.
+    pub fn command(&self) -> Option<&'static str> {
+        DBT_COMMANDS.iter().copied().find(|c| {
+            let words = c.split(' ');
+            self.args.len() >= words.clone().count() && words.zip(&self.args).all(|(w, a)| w == a)
+        })
+    }
+
+    /// Checks the spec; the error says what to change.
+    pub fn validate(&self) -> Result<()> {
+        let Some(first) = self.args.first() else {
+            return Err(Error::invalid(format!(
+                "no dbt command given: the first argument must be one of {}",
+                DBT_COMMANDS.join(", ")
+            )));
+        };
+        if self.command().is_none() {
+            return Err(Error::invalid(format!(
+                "unknown dbt command {first:?}: expected one of {}",
+                DBT_COMMANDS.join(", ")
+            )));
+        }
+        let total: usize = self.args.iter().map(|a| a.len()).sum();
+        if total > MAX_ARGS_BYTES {
+            return Err(Error::invalid(format!(
+                "dbt arguments are {total} bytes long, over the limit of {MAX_ARGS_BYTES}"
+            )));
+        }
+        if let Some(arg) = self.args.iter().find(|a| a.contains('\0')) {
+            return Err(Error::invalid(format!(
+                "dbt argument {arg:?} contains a NUL byte"
+            )));
+        }
+        if let Some(flag) = self.args.iter().find(|a| {
+            SERVER_OWNED_FLAGS
+                .iter()
+                .any(|f| a == f || a.starts_with(&format!("{f}=")))
+        }) {
+            return Err(Error::invalid(format!(
+                "{flag} is set by the server and cannot be passed to a job"
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.files.iter().find(|f| !seen.insert(f.path.as_str())) {
+            return Err(Error::invalid(format!("file {} is listed twice", dup.path)));
+        }
+        Ok(())
+    }
+}
+
+/// Where a job is in its life. `succeeded`, `failed` and `cancelled` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                "unknown job status {s:?}: expected queued, running, succeeded, failed or cancelled"
+            ))
+            })
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job as the state store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub status: JobStatus,
+    /// Bumped by the store on every update; the compare-and-set token.
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// dbt's exit code, once dbt has run.
+    pub exit_code: Option<i32>,
+    /// Why the job failed or was cancelled, in words.
+    pub failure_reason: Option<String>,
+    /// Set when a cancel was asked for; the runner and launcher stop the job as soon as they see it.
+    #[serde(default)]
+    pub cancel_requested: bool,
+}
+
+impl JobRecord {
+    /// A new queued job.
+    pub fn new(spec: JobSpec) -> Self {
+        JobRecord {
+            id: JobId::new(),
+            spec,
+            status: JobStatus::Queued,
+            version: 0,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            failure_reason: None,
+            cancel_requested: false,
+        }
+    }
+
+    /// Moves the record to `running`, stamping the start time.
+    pub fn start(&mut self) {
+        self.status = JobStatus::Running;
+        self.started_at.get_or_insert_with(Utc::now);
+    }
+
+    /// Moves the record to a final status, stamping the end time.
+    pub fn finish(&mut self, status: JobStatus, exit_code: Option<i32>, reason: Option<String>) {
+        debug_assert!(status.is_final());
+        self.status = status;
+        self.finished_at = Some(Utc::now());
+        if exit_code.is_some() {
+            self.exit_code = exit_code;
+        }
+        if reason.is_some() {
+            self.failure_reason = reason;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(args: &[&str]) -> JobSpec {
+        JobSpec {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            files: vec![],
+        }
+    }
+
+    #[test]
+    fn known_commands_validate() {
+        for args in [
+            &["build", "--select", "orders+"][..],
+            &["docs", "generate"],
+            &["source", "freshness"],
+            &["ls"],
+            &["run-operation", "my_macro", "--args", "{a: 1}"],
+        ] {
+            spec(args).validate().unwrap();
+        }
+        assert_eq!(spec(&["docs", "generate"]).command(), Some("docs generate"));
+        assert_eq!(
+            spec(&["source", "freshness", "-s", "x"]).command(),
+            Some("source freshness")
+        );
+    }
+
+    #[test]
+    fn bad_commands_are_refused() {
+        for args in [
+            &[][..],
+            &[""],
+            &["rm", "-rf", "/"],
+            &["docs"],
+            &["docs", "serve"],
+            &["--select", "build"],
+            &["build", "--profiles-dir", "/etc"],
+            &["build", "--project-dir=/"],
+            &["build", "a\0b"],
+        ] {
+            let err = spec(args).validate().unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{args:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn ids_sort_by_creation() {
+        let a = JobId::new();
+        let b = JobId::new();
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<JobId>().unwrap(), a);
+        assert!("nope".parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! dbt-remote's core: the job model, where jobs live ([`StateStore`]), how they are started
+//! ([`JobLauncher`]), the job runner that runs real dbt, and the HTTP API's wire types.
+//!
+//! Frontends (the `dbt-server` binary, the `dbt-remote` CLI, the Python binding) only translate
+//! their input into calls of this crate.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use dbt_remote_core::{JobRecord, JobSpec, JobStatus, LogEntry, LogLevel, MemoryStore, StateStore, StateStoreExt};
+//!
+//! # tokio_test_block_on(async {
+//! let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+//! let spec = JobSpec { args: vec!["build".into(), "--select".into(), "orders+".into()], files: vec![] };
+//! spec.validate()?;
+//! let job = store.create_job(&JobRecord::new(spec)).await?;
+//! store.log(job.id, LogEntry::remote(LogLevel::Info, "hello")).await?;
+//! let done = store.finish_job(job.id, JobStatus::Succeeded, Some(0), None).await?;
+//! assert_eq!(done.status, JobStatus::Succeeded);
+//! assert_eq!(store.read_logs(job.id, 0, 10).await?[0].entry.message, "hello");
+//! # Ok::<(), dbt_remote_core::Error>(())
+//! # }).unwrap();
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Runtime::new().unwrap().block_on(f)
+//! # }
+//! ```
+
+pub mod blob;
+mod error;
+pub mod job;
+pub mod log;
+pub mod paths;
+pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use blob::BlobHash;
+pub use error::{Error, Result};
+pub use job::{FileEntry, JobId, JobRecord, JobSpec, JobStatus};
+pub use log::{LogEntry, LogLevel, LogRecord, NodeInfo};
+pub use paths::RelPath;
+pub use state::{LocalStore, MemoryStore, StateStore, StateStoreExt};

@@ -1,0 +1,179 @@
+//! A [`StateStore`] in memory, for tests and for embedding.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{ArtifactInfo, JobPage, JobQuery, StateStore};
+use crate::blob::BlobHash;
+use crate::job::{JobId, JobRecord};
+use crate::log::{LogEntry, LogRecord};
+use crate::paths::RelPath;
+use crate::{Error, Result};
+
+/// Keeps everything in memory; lost when dropped.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    jobs: BTreeMap<JobId, Job>,
+    blobs: HashMap<BlobHash, Bytes>,
+}
+
+#[derive(Debug)]
+struct Job {
+    record: JobRecord,
+    logs: Vec<LogRecord>,
+    artifacts: BTreeMap<RelPath, Bytes>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_job<T>(&self, id: JobId, f: impl FnOnce(&mut Job) -> Result<T>) -> Result<T> {
+        let mut inner = self.inner.lock().unwrap();
+        let job = inner
+            .jobs
+            .get_mut(&id)
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
+        f(job)
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn create_job(&self, job: &JobRecord) -> Result<JobRecord> {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.jobs.contains_key(&job.id) {
+            return Err(Error::already_exists(format!("job {}", job.id)));
+        }
+        let record = JobRecord {
+            version: 1,
+            ..job.clone()
+        };
+        let stored = Job {
+            record: record.clone(),
+            logs: Vec::new(),
+            artifacts: BTreeMap::new(),
+        };
+        inner.jobs.insert(job.id, stored);
+        Ok(record)
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<JobRecord> {
+        self.with_job(id, |job| Ok(job.record.clone()))
+    }
+
+    async fn update_job(&self, job: &JobRecord) -> Result<JobRecord> {
+        self.with_job(job.id, |stored| {
+            if stored.record.version != job.version {
+                return Err(Error::precondition(format!(
+                    "job {} is at version {}, not {}",
+                    job.id, stored.record.version, job.version
+                )));
+            }
+            stored.record = JobRecord {
+                version: job.version + 1,
+                ..job.clone()
+            };
+            Ok(stored.record.clone())
+        })
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage> {
+        let inner = self.inner.lock().unwrap();
+        let limit = query.limit.max(1);
+        let matching = inner
+            .jobs
+            .values()
+            .rev()
+            .filter(|j| query.before.is_none_or(|b| j.record.id < b))
+            .filter(|j| query.status.is_none_or(|s| j.record.status == s))
+            .map(|j| j.record.clone());
+        Ok(super::page(matching, limit))
+    }
+
+    async fn put_blob(&self, hash: &BlobHash, content: Bytes) -> Result<()> {
+        super::check_blob(hash, &content)?;
+        self.inner
+            .lock()
+            .unwrap()
+            .blobs
+            .insert(hash.clone(), content);
+        Ok(())
+    }
+
+    async fn missing_blobs(&self, hashes: &[BlobHash]) -> Result<Vec<BlobHash>> {
+        let inner = self.inner.lock().unwrap();
+        Ok(hashes
+            .iter()
+            .filter(|h| !inner.blobs.contains_key(h))
+            .cloned()
+            .collect())
+    }
+
+    async fn get_blob(&self, hash: &BlobHash) -> Result<Bytes> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .blobs
+            .get(hash)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("blob {hash}")))
+    }
+
+    async fn append_logs(&self, id: JobId, entries: &[LogEntry]) -> Result<u64> {
+        self.with_job(id, |job| {
+            for entry in entries {
+                let seq = job.logs.len() as u64 + 1;
+                job.logs.push(LogRecord {
+                    seq,
+                    entry: entry.clone(),
+                });
+            }
+            Ok(job.logs.len() as u64)
+        })
+    }
+
+    async fn read_logs(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
+        self.with_job(id, |job| {
+            let start = (after as usize).min(job.logs.len());
+            Ok(job.logs[start..].iter().take(limit).cloned().collect())
+        })
+    }
+
+    async fn put_artifact(&self, id: JobId, name: &RelPath, content: Bytes) -> Result<()> {
+        self.with_job(id, |job| {
+            job.artifacts.insert(name.clone(), content);
+            Ok(())
+        })
+    }
+
+    async fn list_artifacts(&self, id: JobId) -> Result<Vec<ArtifactInfo>> {
+        self.with_job(id, |job| {
+            Ok(job
+                .artifacts
+                .iter()
+                .map(|(name, c)| ArtifactInfo {
+                    name: name.clone(),
+                    size: c.len() as u64,
+                })
+                .collect())
+        })
+    }
+
+    async fn get_artifact(&self, id: JobId, name: &RelPath) -> Result<Bytes> {
+        self.with_job(id, |job| {
+            job.artifacts
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::not_found(format!("artifact {name} of job {id}")))
+        })
+    }
+}

@@ -1,0 +1,248 @@
+//! Where jobs live: the [`StateStore`] trait, its contract, and its implementations.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::blob::BlobHash;
+use crate::job::{JobId, JobRecord, JobStatus};
+use crate::log::{LogEntry, LogRecord};
+use crate::paths::RelPath;
+use crate::{Error, Result};
+
+mod local;
+mod memory;
+
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+
+/// A page of [`StateStore::list_jobs`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobQuery {
+    /// Only jobs with this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs created before this one (the `next` of the previous page).
+    pub before: Option<JobId>,
+    /// At most this many jobs (at least 1 is returned when any match).
+    pub limit: usize,
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPage {
+    pub jobs: Vec<JobRecord>,
+    /// Pass as [`JobQuery::before`] to get the next page; `None` on the last page.
+    pub next: Option<JobId>,
+}
+
+/// A stored artifact's name and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    pub name: RelPath,
+    pub size: u64,
+}
+
+/// Durable state of jobs: records, input blobs, logs and artifacts.
+///
+/// # Contract
+/// - **Job records.** [`create_job`](Self::create_job) is create-only: it fails with
+///   [`Error::AlreadyExists`] when the id exists, and stores the record with `version = 1`.
+///   [`update_job`](Self::update_job) is a compare-and-set: it replaces the record only if the
+///   stored version equals the given record's `version`, stores it with `version + 1` and returns
+///   it; otherwise [`Error::Precondition`] and nothing changes. Two concurrent updates of the same
+///   version: exactly one wins. Records are never deleted by the store.
+/// - **Listing** is newest first (job ids are UUID v7, so by id), paged by
+///   [`JobQuery::before`]; a record being updated concurrently appears once, in some version.
+/// - **Blobs** are content-addressed by SHA-256. [`put_blob`](Self::put_blob) checks the hash
+///   (else [`Error::InvalidInput`]) and is idempotent; a blob is visible whole or not at all.
+/// - **Logs** are append-only per job. [`append_logs`](Self::append_logs) gives the entries the
+///   next sequence numbers (the first record of a job is 1, no gaps), atomically for the batch
+///   and safely against concurrent appenders (also from other processes, for stores that are
+///   shared between processes). Its cost depends on the batch, not on the length of the log.
+///   [`read_logs`](Self::read_logs) returns records with `seq > after`, in order; it never
+///   changes state, so any number of readers each see every record.
+/// - **Artifacts** are files a job produced, by relative name; a put replaces the previous one
+///   atomically.
+/// - Logs and artifacts of an unknown job fail with [`Error::NotFound`].
+#[async_trait]
+pub trait StateStore: fmt::Debug + Send + Sync + 'static {
+    /// Stores a new job record (create-only); returns it as stored.
+    async fn create_job(&self, job: &JobRecord) -> Result<JobRecord>;
+    /// The job's current record.
+    async fn get_job(&self, id: JobId) -> Result<JobRecord>;
+    /// Compare-and-set on `job.version`; returns the record as stored (version bumped).
+    async fn update_job(&self, job: &JobRecord) -> Result<JobRecord>;
+    /// Jobs, newest first.
+    async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage>;
+
+    /// Stores a blob under its hash; fails if `content` does not hash to `hash`.
+    async fn put_blob(&self, hash: &BlobHash, content: Bytes) -> Result<()>;
+    /// The hashes of `hashes` that the store does not hold, in the given order.
+    async fn missing_blobs(&self, hashes: &[BlobHash]) -> Result<Vec<BlobHash>>;
+    /// A blob's content.
+    async fn get_blob(&self, hash: &BlobHash) -> Result<Bytes>;
+
+    /// Appends log entries; returns the sequence number of the last one (of the log, if
+    /// `entries` is empty).
+    async fn append_logs(&self, id: JobId, entries: &[LogEntry]) -> Result<u64>;
+    /// Up to `limit` records with `seq > after`, in order.
+    async fn read_logs(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<LogRecord>>;
+
+    /// Stores (or replaces) an artifact of a job.
+    async fn put_artifact(&self, id: JobId, name: &RelPath, content: Bytes) -> Result<()>;
+    /// The job's artifacts, by name.
+    async fn list_artifacts(&self, id: JobId) -> Result<Vec<ArtifactInfo>>;
+    /// One artifact's content.
+    async fn get_artifact(&self, id: JobId, name: &RelPath) -> Result<Bytes>;
+}
+
+/// What a [`StateStoreExt::modify_job`] closure decides.
+pub enum Modify {
+    /// Store the modified record.
+    Write,
+    /// Leave the record as it is.
+    Keep,
+}
+
+/// Conveniences over every [`StateStore`].
+#[async_trait]
+pub trait StateStoreExt: StateStore {
+    /// Reads the job, lets `f` change it, and writes it back with compare-and-set, retrying on
+    /// a concurrent write. Returns the record as stored (or as read, if `f` kept it).
+    async fn modify_job<F>(&self, id: JobId, mut f: F) -> Result<JobRecord>
+    where
+        F: FnMut(&mut JobRecord) -> Modify + Send,
+    {
+        loop {
+            let mut job = self.get_job(id).await?;
+            match f(&mut job) {
+                Modify::Keep => return Ok(job),
+                Modify::Write => match self.update_job(&job).await {
+                    Err(Error::Precondition { .. }) => continue,
+                    other => return other,
+                },
+            }
+        }
+    }
+
+    /// Moves a job that is not final yet to the final `status`. Returns the record as stored;
+    /// a job that was final already keeps its status (a late writer never overwrites it).
+    async fn finish_job(
+        &self,
+        id: JobId,
+        status: JobStatus,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+    ) -> Result<JobRecord> {
+        self.modify_job(id, |job| {
+            if job.status.is_final() {
+                return Modify::Keep;
+            }
+            job.finish(status, exit_code, reason.clone());
+            Modify::Write
+        })
+        .await
+    }
+
+    /// Appends one entry.
+    async fn log(&self, id: JobId, entry: LogEntry) -> Result<u64> {
+        self.append_logs(id, std::slice::from_ref(&entry)).await
+    }
+
+    /// Every log record after `after`, reading in pages.
+    async fn read_all_logs(&self, id: JobId, mut after: u64) -> Result<Vec<LogRecord>> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.read_logs(id, after, 1000).await?;
+            match page.last() {
+                None => return Ok(all),
+                Some(last) => after = last.seq,
+            }
+            all.extend(page);
+        }
+    }
+}
+
+impl<T: StateStore + ?Sized> StateStoreExt for T {}
+
+/// One step of [`follow_logs`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum FollowEvent {
+    /// A log record, in order.
+    Record(LogRecord),
+    /// The job has ended and every record has been returned.
+    End(JobRecord),
+}
+
+/// Follows a job's log from `after` until the job ends: every record exactly once, in order,
+/// then [`FollowEvent::End`]. Polls the store every `poll`.
+pub fn follow_logs(
+    store: Arc<dyn StateStore>,
+    id: JobId,
+    after: u64,
+    poll: Duration,
+) -> impl futures::Stream<Item = Result<FollowEvent>> + Send {
+    struct State {
+        store: Arc<dyn StateStore>,
+        after: u64,
+        buffered: std::collections::VecDeque<LogRecord>,
+        ended: bool,
+    }
+    let state = State {
+        store,
+        after,
+        buffered: Default::default(),
+        ended: false,
+    };
+    futures::stream::try_unfold(state, move |mut st| async move {
+        loop {
+            if let Some(rec) = st.buffered.pop_front() {
+                return Ok(Some((FollowEvent::Record(rec), st)));
+            }
+            if st.ended {
+                return Ok(None);
+            }
+            // Read the status first: the runner writes every record before the final status,
+            // so records read after seeing a final status are the last ones.
+            let job = st.store.get_job(id).await?;
+            let page = st.store.read_logs(id, st.after, 1000).await?;
+            if let Some(last) = page.last() {
+                st.after = last.seq;
+                st.buffered.extend(page);
+                continue;
+            }
+            if job.status.is_final() {
+                st.ended = true;
+                return Ok(Some((FollowEvent::End(job), st)));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    })
+}
+
+/// Takes up to `limit` of `jobs` (already filtered, newest first) as one page.
+fn page(jobs: impl Iterator<Item = JobRecord>, limit: usize) -> JobPage {
+    let mut jobs: Vec<JobRecord> = jobs.take(limit + 1).collect();
+    let next = if jobs.len() > limit {
+        jobs.truncate(limit);
+        jobs.last().map(|j| j.id)
+    } else {
+        None
+    };
+    JobPage { jobs, next }
+}
+
+/// Fails unless `content` hashes to `hash`.
+fn check_blob(hash: &BlobHash, content: &[u8]) -> Result<()> {
+    let actual = BlobHash::of(content);
+    if &actual != hash {
+        return Err(Error::invalid(format!(
+            "blob content does not match its hash: expected {hash}, got {actual}"
+        )));
+    }
+    Ok(())
+}

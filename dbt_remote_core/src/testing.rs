@@ -1,0 +1,303 @@
+//! Conformance suites: one async fn per behaviour of a trait's contract, run unchanged against
+//! every implementation (`cargo test` runs them on the memory and local stores).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::blob::BlobHash;
+use crate::job::{JobRecord, JobSpec, JobStatus};
+use crate::log::{LogEntry, LogLevel};
+use crate::paths::RelPath;
+use crate::state::{JobQuery, StateStore, StateStoreExt};
+use crate::Error;
+
+/// A queued job running `dbt build`.
+pub fn sample_job() -> JobRecord {
+    JobRecord::new(JobSpec {
+        args: vec!["build".into()],
+        files: vec![],
+    })
+}
+
+/// Runs every store behaviour against `store`. `store` must start empty.
+pub async fn run_store_suite(store: Arc<dyn StateStore>) {
+    create_is_create_only(&*store).await;
+    update_is_compare_and_set(&*store).await;
+    concurrent_updates_have_one_winner(store.clone()).await;
+    final_status_is_never_overwritten(&*store).await;
+    list_is_newest_first_and_paged(&*store).await;
+    blobs_are_content_addressed(&*store).await;
+    logs_are_sequenced_and_read_without_change(&*store).await;
+    concurrent_appends_lose_nothing(store.clone()).await;
+    artifacts_round_trip(&*store).await;
+    unknown_jobs_are_not_found(&*store).await;
+}
+
+pub async fn create_is_create_only(store: &dyn StateStore) {
+    let job = sample_job();
+    let stored = store.create_job(&job).await.unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(store.get_job(job.id).await.unwrap(), stored);
+    let err = store.create_job(&job).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(
+        store.get_job(job.id).await.unwrap(),
+        stored,
+        "a refused create changes nothing"
+    );
+}
+
+pub async fn update_is_compare_and_set(store: &dyn StateStore) {
+    let mut job = store.create_job(&sample_job()).await.unwrap();
+    job.start();
+    let running = store.update_job(&job).await.unwrap();
+    assert_eq!(running.version, 2);
+    assert_eq!(running.status, JobStatus::Running);
+    // A writer still holding version 1 loses.
+    job.status = JobStatus::Cancelled;
+    let err = store.update_job(&job).await.unwrap_err();
+    assert!(matches!(err, Error::Precondition { .. }), "{err:?}");
+    assert_eq!(store.get_job(job.id).await.unwrap(), running);
+}
+
+pub async fn concurrent_updates_have_one_winner(store: Arc<dyn StateStore>) {
+    let job = store.create_job(&sample_job()).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, mut job) = (store.clone(), job.clone());
+            tokio::spawn(async move {
+                job.failure_reason = Some(format!("writer {i}"));
+                store.update_job(&job).await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(Error::Precondition { .. }) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.get_job(job.id).await.unwrap().version, 2);
+}
+
+pub async fn final_status_is_never_overwritten(store: &dyn StateStore) {
+    let job = store.create_job(&sample_job()).await.unwrap();
+    let done = store
+        .finish_job(job.id, JobStatus::Succeeded, Some(0), None)
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert!(done.finished_at.is_some());
+    let late = store
+        .finish_job(job.id, JobStatus::Failed, Some(1), Some("late".into()))
+        .await
+        .unwrap();
+    assert_eq!(late.status, JobStatus::Succeeded);
+    assert_eq!(late.exit_code, Some(0));
+    assert_eq!(store.get_job(job.id).await.unwrap(), done);
+}
+
+pub async fn list_is_newest_first_and_paged(store: &dyn StateStore) {
+    let before_all = store
+        .list_jobs(&JobQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await;
+    let existing = before_all.unwrap().jobs.len();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut job = store.create_job(&sample_job()).await.unwrap();
+        if i % 2 == 0 {
+            job.start();
+            store.update_job(&job).await.unwrap();
+        }
+        ids.push(job.id);
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut query = JobQuery {
+        limit: 2,
+        ..Default::default()
+    };
+    loop {
+        let page = store.list_jobs(&query).await.unwrap();
+        assert!(page.jobs.len() <= 2);
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(next) => query.before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), existing + 5);
+    assert_eq!(&seen[..5], &ids[..], "newest first");
+    let running = store
+        .list_jobs(&JobQuery {
+            status: Some(JobStatus::Running),
+            limit: 100,
+            before: None,
+        })
+        .await
+        .unwrap();
+    let running_ids: Vec<_> = running.jobs.iter().map(|j| j.id).collect();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(running_ids.contains(id), i % 2 == 0, "status filter");
+    }
+    assert!(running.jobs.iter().all(|j| j.status == JobStatus::Running));
+}
+
+pub async fn blobs_are_content_addressed(store: &dyn StateStore) {
+    let content = Bytes::from_static(b"select 1 as id\n");
+    let hash = BlobHash::of(&content);
+    let other = BlobHash::of(b"something else");
+    assert_eq!(
+        store
+            .missing_blobs(&[hash.clone(), other.clone()])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let err = store.put_blob(&other, content.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert_eq!(
+        store
+            .missing_blobs(std::slice::from_ref(&other))
+            .await
+            .unwrap(),
+        [other.clone()]
+    );
+    store.put_blob(&hash, content.clone()).await.unwrap();
+    store.put_blob(&hash, content.clone()).await.unwrap();
+    assert_eq!(
+        store
+            .missing_blobs(&[hash.clone(), other.clone()])
+            .await
+            .unwrap(),
+        [other.clone()]
+    );
+    assert_eq!(store.get_blob(&hash).await.unwrap(), content);
+    let err = store.get_blob(&other).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+}
+
+fn entry(i: usize) -> LogEntry {
+    LogEntry::remote(
+        LogLevel::Info,
+        format!("line {i} with \"quotes\" and ünïcode\nand a newline"),
+    )
+}
+
+pub async fn logs_are_sequenced_and_read_without_change(store: &dyn StateStore) {
+    let job = store.create_job(&sample_job()).await.unwrap();
+    assert!(store.read_logs(job.id, 0, 10).await.unwrap().is_empty());
+    assert_eq!(store.append_logs(job.id, &[]).await.unwrap(), 0);
+    assert_eq!(store.append_logs(job.id, &[entry(1)]).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .append_logs(job.id, &[entry(2), entry(3), entry(4)])
+            .await
+            .unwrap(),
+        4
+    );
+    for _reader in 0..2 {
+        let all = store.read_logs(job.id, 0, 100).await.unwrap();
+        assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(all[1].entry.message, entry(2).message);
+    }
+    let tail = store.read_logs(job.id, 2, 1).await.unwrap();
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[0].seq, 3);
+    assert!(store.read_logs(job.id, 4, 10).await.unwrap().is_empty());
+    assert!(store.read_logs(job.id, 99, 10).await.unwrap().is_empty());
+}
+
+pub async fn concurrent_appends_lose_nothing(store: Arc<dyn StateStore>) {
+    let job = store.create_job(&sample_job()).await.unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    store
+                        .append_logs(job.id, &[entry(w * 100 + i)])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = store.read_all_logs(job.id, 0).await.unwrap();
+    assert_eq!(all.len(), 100);
+    assert!(all.iter().enumerate().all(|(i, r)| r.seq == i as u64 + 1));
+    let mut messages: Vec<_> = all.iter().map(|r| r.entry.message.clone()).collect();
+    messages.sort();
+    messages.dedup();
+    assert_eq!(messages.len(), 100, "every record kept once");
+}
+
+pub async fn artifacts_round_trip(store: &dyn StateStore) {
+    let job = store.create_job(&sample_job()).await.unwrap();
+    assert!(store.list_artifacts(job.id).await.unwrap().is_empty());
+    let manifest = RelPath::new("manifest.json").unwrap();
+    let nested = RelPath::new("compiled/a.sql").unwrap();
+    store
+        .put_artifact(job.id, &manifest, Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    store
+        .put_artifact(job.id, &manifest, Bytes::from_static(b"{\"v\":2}"))
+        .await
+        .unwrap();
+    store
+        .put_artifact(job.id, &nested, Bytes::from_static(b"select 1"))
+        .await
+        .unwrap();
+    let list = store.list_artifacts(job.id).await.unwrap();
+    let names: Vec<_> = list.iter().map(|a| (a.name.as_str(), a.size)).collect();
+    assert_eq!(names, [("compiled/a.sql", 8), ("manifest.json", 7)]);
+    assert_eq!(
+        store.get_artifact(job.id, &manifest).await.unwrap(),
+        &b"{\"v\":2}"[..]
+    );
+    let missing = RelPath::new("catalog.json").unwrap();
+    let err = store.get_artifact(job.id, &missing).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+}
+
+pub async fn unknown_jobs_are_not_found(store: &dyn StateStore) {
+    let ghost = sample_job();
+    let name = RelPath::new("x").unwrap();
+    let errs = [
+        store.get_job(ghost.id).await.unwrap_err(),
+        store.update_job(&ghost).await.unwrap_err(),
+        store.append_logs(ghost.id, &[entry(0)]).await.unwrap_err(),
+        store.read_logs(ghost.id, 0, 10).await.unwrap_err(),
+        store
+            .put_artifact(ghost.id, &name, Bytes::new())
+            .await
+            .unwrap_err(),
+        store.list_artifacts(ghost.id).await.unwrap_err(),
+        store.get_artifact(ghost.id, &name).await.unwrap_err(),
+    ];
+    for err in errs {
+        assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    }
+    assert!(store
+        .list_jobs(&JobQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .jobs
+        .iter()
+        .all(|j| j.id != ghost.id));
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Create or update the Python venv holding dbt (dbt-core + dbt-duckdb).
+#
+# Usage: VENV=$(scripts/setup-python.sh)
+#
+# The venv lives at ${DBT_REMOTE_VENV:-$HOME/.cache/dbt-remote/venv}.
+# Requirements come from scripts/requirements-dbt.txt; a marker file in the
+# venv records a hash of that file, so re-runs with unchanged requirements
+# skip pip entirely. All progress output goes to stderr; the only line on
+# stdout is the venv path (printed last).
+set -euo pipefail
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+req_file="${script_dir}/requirements-dbt.txt"
+venv="${DBT_REMOTE_VENV:-${HOME}/.cache/dbt-remote/venv}"
+python="${PYTHON:-python3}"
+marker="${venv}/.dbt-remote-requirements.sha256"
+
+log() { printf 'setup-python: %s\n' "$*" >&2; }
+
+if [[ ! -f "${req_file}" ]]; then
+    log "requirements file not found: ${req_file}"
+    exit 1
+fi
+
+req_hash="$(sha256sum "${req_file}" | cut -d' ' -f1)"
+
+if [[ ! -x "${venv}/bin/python" ]]; then
+    log "creating venv at ${venv}"
+    mkdir -p "$(dirname "${venv}")"
+    "${python}" -m venv "${venv}" >&2
+    rm -f "${marker}"
+fi
+
+if [[ -f "${marker}" && "$(cat "${marker}")" == "${req_hash}" && -x "${venv}/bin/dbt" ]]; then
+    log "requirements already installed (${req_hash:0:12}), skipping pip"
+else
+    log "installing requirements from ${req_file}"
+    rm -f "${marker}"
+    "${venv}/bin/python" -m pip install --disable-pip-version-check --quiet \
+        --upgrade pip >&2
+    "${venv}/bin/python" -m pip install --disable-pip-version-check --quiet \
+        -r "${req_file}" >&2
+    "${venv}/bin/dbt" --version >&2
+    printf '%s\n' "${req_hash}" > "${marker}"
+    log "installed; marker written to ${marker}"
+fi
+
+printf '%s\n' "${venv}"
