@@ -24,18 +24,29 @@
 //! # }
 //! ```
 
+pub mod api;
 pub mod blob;
+pub mod client;
+pub mod env;
 mod error;
 pub mod job;
+pub mod launcher;
 pub mod log;
+pub mod package;
 pub mod paths;
+mod process;
+pub mod runner;
+pub mod service;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use blob::BlobHash;
+pub use client::Client;
 pub use error::{Error, Result};
 pub use job::{FileEntry, JobId, JobRecord, JobSpec, JobStatus};
+pub use launcher::{InProcessLauncher, JobLauncher, ProcessLauncher};
 pub use log::{LogEntry, LogLevel, LogRecord, NodeInfo};
 pub use paths::RelPath;
+pub use service::JobService;
 pub use state::{LocalStore, MemoryStore, StateStore, StateStoreExt};

@@ -1,1 +1,250 @@
-fn main() {}
+//! `dbt-server`: the HTTP server of dbt-remote (`dbt-server [serve]`) and the job entry point
+//! that each job process or Cloud Run Job executes (`dbt-server run-job <ID>`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use dbt_remote_core::env;
+use dbt_remote_core::launcher::{JobCommand, ProcessLauncherConfig, RunnerLock};
+use dbt_remote_core::runner::{run_job, RunnerConfig};
+use dbt_remote_core::{JobId, JobService, LocalStore, ProcessLauncher, StateStore};
+use tokio_util::sync::CancellationToken;
+
+mod routes;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dbt-server",
+    version,
+    about = "Runs dbt jobs submitted over HTTP, keeping their state, logs and artifacts.",
+    after_help = "Examples:\n  dbt-server --profiles-dir examples/profiles\n  PORT=8080 dbt-server --host 0.0.0.0 --state-dir /var/lib/dbt-remote\n  dbt-server run-job 0190c2a4-7c1e-7b4a-9f3e-2d1c0b9a8f7e --state-dir /var/lib/dbt-remote",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Run one job to its end (the job entry point the server starts; exits with dbt's code).
+    RunJob(RunJobArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct StateArgs {
+    /// Folder of the local state store (jobs, logs, artifacts, uploaded files).
+    #[arg(long, env = env::STATE_DIR, default_value = ".dbt-remote/state")]
+    state_dir: PathBuf,
+    /// Folder in which each job gets a fresh work dir [default: <state dir>/../work].
+    #[arg(long, env = env::WORK_DIR)]
+    work_dir: Option<PathBuf>,
+    /// The dbt executable.
+    #[arg(long = "dbt", env = env::DBT_PATH, default_value = "dbt")]
+    dbt_path: PathBuf,
+    /// dbt's profiles dir, owned by the server (jobs name only --profile/--target).
+    #[arg(long, env = env::PROFILES_DIR)]
+    profiles_dir: Option<PathBuf>,
+    /// Keep each job's work dir after it ends, for debugging.
+    #[arg(long, env = env::KEEP_WORK_DIRS)]
+    keep_work_dirs: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServeArgs {
+    /// Port to listen on (Cloud Run sets PORT).
+    #[arg(long, env = env::PORT, default_value_t = 8001)]
+    port: u16,
+    /// Address to bind; use 0.0.0.0 to accept connections from other machines.
+    #[arg(long, env = env::HOST, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Jobs running at once; more wait queued, in order.
+    #[arg(long, env = env::MAX_CONCURRENT_JOBS, default_value_t = 4)]
+    max_concurrent_jobs: usize,
+    /// Largest accepted request body or uploaded file, in bytes.
+    #[arg(long, env = env::MAX_UPLOAD_BYTES, default_value_t = 64 * 1024 * 1024)]
+    max_upload_bytes: u64,
+    /// Seconds a cancelled job has to stop before it is killed.
+    #[arg(long, env = env::CANCEL_GRACE_SECONDS, default_value_t = 30)]
+    cancel_grace_seconds: u64,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+#[derive(Args, Debug)]
+struct RunJobArgs {
+    /// The job to run.
+    job_id: JobId,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+impl StateArgs {
+    fn absolute(&self) -> std::io::Result<StateArgs> {
+        let abs = |p: &Path| std::path::absolute(p);
+        let state_dir = abs(&self.state_dir)?;
+        let work_dir = match &self.work_dir {
+            Some(w) => abs(w)?,
+            None => state_dir.parent().unwrap_or(&state_dir).join("work"),
+        };
+        let dbt_path = if self.dbt_path.components().count() > 1 {
+            abs(&self.dbt_path)?
+        } else {
+            self.dbt_path.clone()
+        };
+        Ok(StateArgs {
+            state_dir,
+            work_dir: Some(work_dir),
+            dbt_path,
+            profiles_dir: self.profiles_dir.as_deref().map(abs).transpose()?,
+            keep_work_dirs: self.keep_work_dirs,
+        })
+    }
+
+    fn runner_config(&self) -> RunnerConfig {
+        let mut config = RunnerConfig::new(self.work_dir.clone().expect("made absolute"));
+        config.dbt_path = self.dbt_path.clone();
+        config.profiles_dir = self.profiles_dir.clone();
+        config.keep_work_dir = self.keep_work_dirs;
+        config
+    }
+
+    /// The arguments that make `run-job` see the same state and runner config.
+    fn run_job_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["run-job".into()];
+        args.extend([
+            "--state-dir".into(),
+            self.state_dir.clone().into_os_string(),
+        ]);
+        if let Some(w) = &self.work_dir {
+            args.extend(["--work-dir".into(), w.clone().into_os_string()]);
+        }
+        args.extend(["--dbt".into(), self.dbt_path.clone().into_os_string()]);
+        if let Some(p) = &self.profiles_dir {
+            args.extend(["--profiles-dir".into(), p.clone().into_os_string()]);
+        }
+        if self.keep_work_dirs {
+            args.push("--keep-work-dirs".into());
+        }
+        args
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::RunJob(args)) => run_job_command(args).await,
+            Some(Command::Serve(args)) => serve(args).await,
+            None => serve(cli.serve).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&*e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, BoxError> {
+    let state = args.state.absolute()?;
+    let store = LocalStore::new(&state.state_dir)?;
+    let store: Arc<dyn StateStore> = Arc::new(store);
+    let launcher = ProcessLauncher::new(
+        store.clone(),
+        ProcessLauncherConfig {
+            command: JobCommand {
+                program: std::env::current_exe()?,
+                args: state.run_job_args(),
+            },
+            runs_dir: state.state_dir.join("runs"),
+            max_concurrent: args.max_concurrent_jobs,
+            cancel_grace: Duration::from_secs(args.cancel_grace_seconds),
+            watch_interval: Duration::from_secs(1),
+        },
+    )?;
+    let service = JobService::new(store, Arc::new(launcher));
+    service.recover().await?;
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("could not listen on {addr}: {e}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        state_dir = %state.state_dir.display(),
+        "dbt-server {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let config = routes::Config {
+        port: addr.port(),
+        max_upload_bytes: args.max_upload_bytes,
+    };
+    warp::serve(routes::routes(service, config))
+        .incoming(listener)
+        .graceful(shutdown_signal())
+        .run()
+        .await;
+    tracing::info!("dbt-server stopped; running jobs go on and are taken over at the next start");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn run_job_command(args: RunJobArgs) -> Result<ExitCode, BoxError> {
+    let _lock = RunnerLock::acquire_from_env()?;
+    let state = args.state.absolute()?;
+    let store: Arc<dyn StateStore> = Arc::new(LocalStore::new(&state.state_dir)?);
+    let cancel = CancellationToken::new();
+    tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::warn!("stop signal received: interrupting dbt");
+            cancel.cancel();
+        }
+    });
+    let job = run_job(store, args.job_id, &state.runner_config(), cancel).await?;
+    tracing::info!(job = %job.id, status = %job.status, exit_code = ?job.exit_code, "job ended");
+    Ok(match (job.status, job.exit_code) {
+        (dbt_remote_core::JobStatus::Succeeded, _) => ExitCode::SUCCESS,
+        (_, Some(code)) => ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
+        _ => ExitCode::from(1),
+    })
+}

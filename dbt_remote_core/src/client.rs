@@ -1,0 +1,372 @@
+//! The HTTP client of dbt-server's API, used by the CLI, the Python binding and tests.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    self, ArtifactList, BlobQuery, Health, Job, JobList, LogPage, MissingBlobs, SubmitFile,
+    SubmitJob,
+};
+use crate::blob::BlobHash;
+use crate::job::JobId;
+use crate::log::LogRecord;
+use crate::package::ProjectFile;
+use crate::{Error, Result};
+
+/// How many times in a row [`Client::follow`] reconnects a dropped stream before giving up.
+const MAX_RECONNECTS: u32 = 10;
+
+/// A client of one dbt-server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// What [`Client::submit`] sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadStats {
+    /// Files in the job.
+    pub files: usize,
+    /// Blobs the server lacked and that were uploaded.
+    pub uploaded_blobs: usize,
+    /// Bytes of those blobs.
+    pub uploaded_bytes: u64,
+}
+
+/// One step of [`Client::follow`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    Record(LogRecord),
+    End(Job),
+}
+
+impl Client {
+    /// A client of the server at `base_url` (`http://host:port`, optionally with a path prefix).
+    pub fn new(base_url: &str) -> Result<Self> {
+        let base = base_url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::invalid(format!(
+                "invalid server URL {base_url:?}: it must start with http:// or https://"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("dbt-remote/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::backend("http", e))?;
+        Ok(Client { base, http })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let (code, message) = match serde_json::from_str::<api::ErrorBody>(&text) {
+            Ok(body) => (body.error.code, body.error.message),
+            Err(_) => ("http".to_string(), text.chars().take(300).collect()),
+        };
+        Err(match status.as_u16() {
+            404 if code == "not_found" => Error::NotFound { what: message },
+            401 | 403 => Error::Unauthenticated(message),
+            s => Error::Server {
+                status: s,
+                code,
+                message,
+            },
+        })
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> Error {
+        Error::backend(
+            "http",
+            format!("could not reach dbt-server at {}: {e}", self.base),
+        )
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        self.send(request)
+            .await?
+            .json()
+            .await
+            .map_err(|e| self.transport_error(e))
+    }
+
+    /// `GET /check`: the original dbt-server's liveness answer.
+    pub async fn check(&self) -> Result<String> {
+        #[derive(serde::Deserialize)]
+        struct Check {
+            response: String,
+        }
+        Ok(self
+            .json::<Check>(self.http.get(self.url("/check")))
+            .await?
+            .response)
+    }
+
+    pub async fn health(&self) -> Result<Health> {
+        self.json(self.http.get(self.url("/health"))).await
+    }
+
+    pub async fn missing_blobs(&self, hashes: &[BlobHash]) -> Result<Vec<BlobHash>> {
+        let body = BlobQuery {
+            hashes: hashes.to_vec(),
+        };
+        let answer: MissingBlobs = self
+            .json(
+                self.http
+                    .post(self.url("/api/v1/blobs/missing"))
+                    .json(&body),
+            )
+            .await?;
+        Ok(answer.missing)
+    }
+
+    pub async fn put_blob(&self, content: Bytes) -> Result<BlobHash> {
+        let hash = BlobHash::of(&content);
+        self.send(
+            self.http
+                .put(self.url(&format!("/api/v1/blobs/{hash}")))
+                .body(content),
+        )
+        .await?;
+        Ok(hash)
+    }
+
+    /// Uploads the files the server lacks, then submits the job.
+    pub async fn submit(
+        &self,
+        args: Vec<String>,
+        files: &[ProjectFile],
+    ) -> Result<(Job, UploadStats)> {
+        let hashes: Vec<BlobHash> = files.iter().map(|f| f.sha256.clone()).collect();
+        let mut missing = self.missing_blobs(&hashes).await?;
+        missing.sort();
+        missing.dedup();
+        let mut stats = UploadStats {
+            files: files.len(),
+            ..Default::default()
+        };
+        for hash in &missing {
+            let file = files
+                .iter()
+                .find(|f| &f.sha256 == hash)
+                .expect("asked for our own hashes");
+            self.put_blob(file.content.clone()).await?;
+            stats.uploaded_blobs += 1;
+            stats.uploaded_bytes += file.content.len() as u64;
+        }
+        let request = SubmitJob {
+            args,
+            files: files
+                .iter()
+                .map(|f| SubmitFile {
+                    path: f.path.to_string(),
+                    sha256: f.sha256.to_string(),
+                    kind: "file".into(),
+                })
+                .collect(),
+        };
+        let job = self
+            .json(self.http.post(self.url("/api/v1/jobs")).json(&request))
+            .await?;
+        Ok((job, stats))
+    }
+
+    pub async fn job(&self, id: JobId) -> Result<Job> {
+        self.json(self.http.get(self.url(&format!("/api/v1/jobs/{id}"))))
+            .await
+    }
+
+    pub async fn jobs(
+        &self,
+        status: Option<&str>,
+        limit: Option<usize>,
+        page_token: Option<&str>,
+    ) -> Result<JobList> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = status {
+            query.push(("status", s.to_string()));
+        }
+        if let Some(l) = limit {
+            query.push(("limit", l.to_string()));
+        }
+        if let Some(t) = page_token {
+            query.push(("page_token", t.to_string()));
+        }
+        self.json(self.http.get(self.url("/api/v1/jobs")).query(&query))
+            .await
+    }
+
+    pub async fn cancel(&self, id: JobId) -> Result<Job> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/api/v1/jobs/{id}/cancel"))),
+        )
+        .await
+    }
+
+    pub async fn logs(&self, id: JobId, after: u64, limit: Option<usize>) -> Result<LogPage> {
+        let mut query = vec![("after", after.to_string())];
+        if let Some(l) = limit {
+            query.push(("limit", l.to_string()));
+        }
+        self.json(
+            self.http
+                .get(self.url(&format!("/api/v1/jobs/{id}/logs")))
+                .query(&query),
+        )
+        .await
+    }
+
+    pub async fn artifacts(&self, id: JobId) -> Result<ArtifactList> {
+        self.json(
+            self.http
+                .get(self.url(&format!("/api/v1/jobs/{id}/artifacts"))),
+        )
+        .await
+    }
+
+    pub async fn artifact(&self, id: JobId, name: &str) -> Result<Bytes> {
+        let url = self.url(&format!("/api/v1/jobs/{id}/artifacts/{name}"));
+        self.send(self.http.get(url))
+            .await?
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))
+    }
+
+    /// Follows the job's log live from `after`: every record once, in order, then the final
+    /// job. A dropped connection is reconnected with `Last-Event-ID`, so nothing is lost or
+    /// repeated.
+    pub fn follow(
+        &self,
+        id: JobId,
+        after: u64,
+    ) -> impl Stream<Item = Result<StreamEvent>> + Send + 'static {
+        let state = Follow {
+            client: self.clone(),
+            id,
+            after,
+            failures: 0,
+            events: None,
+            done: false,
+        };
+        futures::stream::try_unfold(state, |mut st| async move {
+            let event = st.next().await?;
+            Ok(event.map(|e| (e, st)))
+        })
+    }
+}
+
+type SseStream = std::pin::Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event>> + Send>>;
+
+/// The state of one [`Client::follow`].
+struct Follow {
+    client: Client,
+    id: JobId,
+    after: u64,
+    failures: u32,
+    events: Option<SseStream>,
+    done: bool,
+}
+
+impl Follow {
+    async fn next(&mut self) -> Result<Option<StreamEvent>> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let Some(events) = self.events.as_mut() else {
+                self.connect().await?;
+                continue;
+            };
+            match events.next().await {
+                Some(Ok(event)) => match event.event.as_str() {
+                    api::SSE_EVENT_LOG => {
+                        let record: LogRecord = parse_event(&event.data)?;
+                        if record.seq <= self.after {
+                            continue;
+                        }
+                        self.after = record.seq;
+                        self.failures = 0;
+                        return Ok(Some(StreamEvent::Record(record)));
+                    }
+                    api::SSE_EVENT_END => {
+                        self.done = true;
+                        return Ok(Some(StreamEvent::End(parse_event(&event.data)?)));
+                    }
+                    "error" => {
+                        let why = format!("log stream: {}", event.data);
+                        self.retry(Error::backend("dbt-server", why)).await?;
+                    }
+                    _ => continue,
+                },
+                Some(Err(e)) => self.retry(e).await?,
+                None => {
+                    self.retry(Error::backend(
+                        "http",
+                        "the log stream ended before the job",
+                    ))
+                    .await?
+                }
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> Result<()> {
+        let url = self
+            .client
+            .url(&format!("/api/v1/jobs/{}/logs/stream", self.id));
+        let request = self
+            .client
+            .http
+            .get(url)
+            .header("accept", "text/event-stream")
+            .header("last-event-id", self.after.to_string());
+        match self.client.send(request).await {
+            Ok(response) => {
+                let stream = response
+                    .bytes_stream()
+                    .eventsource()
+                    .map(|e| e.map_err(|e| Error::backend("http", format!("log stream: {e}"))));
+                self.events = Some(Box::pin(stream));
+                Ok(())
+            }
+            Err(e @ Error::Backend { .. }) => self.retry(e).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops the connection and waits before the next try; fails after too many in a row.
+    async fn retry(&mut self, e: Error) -> Result<()> {
+        self.events = None;
+        self.failures += 1;
+        if self.failures > MAX_RECONNECTS {
+            return Err(e);
+        }
+        tracing::debug!("log stream dropped ({e}); reconnecting");
+        tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(self.failures.min(5)))).await;
+        Ok(())
+    }
+}
+
+fn parse_event<T: DeserializeOwned>(data: &str) -> Result<T> {
+    serde_json::from_str(data)
+        .map_err(|e| Error::backend("http", format!("unexpected log stream event: {e}")))
+}

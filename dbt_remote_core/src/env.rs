@@ -1,0 +1,26 @@
+//! Names of the environment variables dbt-remote reads, in one place (docs/configuration.md
+//! lists them with their defaults).
+
+/// Port of dbt-server (Cloud Run sets it). Default 8001.
+pub const PORT: &str = "PORT";
+/// Address dbt-server binds. Default 127.0.0.1.
+pub const HOST: &str = "DBT_REMOTE_HOST";
+/// Folder of the local state store. Default `./.dbt-remote/state`.
+pub const STATE_DIR: &str = "DBT_REMOTE_STATE_DIR";
+/// Folder where jobs' work dirs are made. Default `<state dir>/../work`.
+pub const WORK_DIR: &str = "DBT_REMOTE_WORK_DIR";
+/// The dbt executable. Default `dbt` on PATH.
+pub const DBT_PATH: &str = "DBT_REMOTE_DBT_PATH";
+/// dbt's profiles dir, owned by the server (as in dbt itself).
+pub const PROFILES_DIR: &str = "DBT_PROFILES_DIR";
+/// How many jobs run at once; the rest wait queued, in order. Default 4.
+pub const MAX_CONCURRENT_JOBS: &str = "DBT_REMOTE_MAX_CONCURRENT_JOBS";
+/// Largest accepted upload (one blob or one request body), in bytes. Default 64 MiB.
+pub const MAX_UPLOAD_BYTES: &str = "DBT_REMOTE_MAX_UPLOAD_BYTES";
+/// Seconds a cancelled job has to stop before it is killed. Default 30.
+pub const CANCEL_GRACE_SECONDS: &str = "DBT_REMOTE_CANCEL_GRACE_SECONDS";
+/// Keep each job's work dir after it ends (`1`/`true`). Default: removed.
+pub const KEEP_WORK_DIRS: &str = "DBT_REMOTE_KEEP_WORK_DIRS";
+/// Set by the process launcher for the job process: the lock file the runner holds while it
+/// lives, by which a restarted server tells a live runner from a dead one.
+pub const RUNNER_LOCK: &str = "DBT_REMOTE_RUNNER_LOCK";

@@ -1,0 +1,382 @@
+//! The job runner: runs one job's dbt command in a fresh work dir, turning dbt's output into
+//! log records and its exit code into the job's final status.
+//!
+//! It is what `dbt-server run-job <id>` executes, in a local process or a Cloud Run Job, and
+//! what [`InProcessLauncher`](crate::launcher::InProcessLauncher) calls directly.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::job::{JobId, JobRecord, JobStatus};
+use crate::log::{LogEntry, LogLevel};
+use crate::paths::RelPath;
+use crate::state::{Modify, StateStore, StateStoreExt};
+use crate::{Error, Result};
+
+/// Artifacts a job keeps from dbt's target/ folder, when dbt wrote them.
+pub const ARTIFACTS: &[&str] = &[
+    "manifest.json",
+    "run_results.json",
+    "catalog.json",
+    "index.html",
+    "sources.json",
+];
+
+/// Files whose presence makes the runner call `dbt deps` first.
+const PACKAGE_FILES: &[&str] = &["packages.yml", "dependencies.yml"];
+
+/// Most log entries written to the store in one append.
+const MAX_BATCH: usize = 500;
+
+/// How the runner finds and runs dbt.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// The dbt executable (default `dbt`, found on PATH).
+    pub dbt_path: PathBuf,
+    /// dbt's profiles dir; `None` leaves dbt's own default (`DBT_PROFILES_DIR` or ~/.dbt).
+    pub profiles_dir: Option<PathBuf>,
+    /// Folder in which each job gets its work dir `<work_root>/<job id>`.
+    pub work_root: PathBuf,
+    /// Keep the work dir after the job (for debugging).
+    pub keep_work_dir: bool,
+    /// Time dbt has to stop after an interrupt before it is killed.
+    pub interrupt_grace: Duration,
+    /// How often the runner checks the store for a cancel request.
+    pub cancel_poll: Duration,
+}
+
+impl RunnerConfig {
+    pub fn new(work_root: impl Into<PathBuf>) -> Self {
+        RunnerConfig {
+            dbt_path: PathBuf::from("dbt"),
+            profiles_dir: None,
+            work_root: work_root.into(),
+            keep_work_dir: false,
+            interrupt_grace: Duration::from_secs(20),
+            cancel_poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Runs job `id` to its end and returns its final record.
+///
+/// Cancelling `cancel` (the entry point does on SIGTERM), or a cancel request in the store,
+/// interrupts dbt and ends the job `cancelled`. Errors of the runner itself (a missing input
+/// blob, dbt not found) end the job `failed` with the reason; an `Err` is returned only when
+/// the store cannot be used at all.
+pub async fn run_job(
+    store: Arc<dyn StateStore>,
+    id: JobId,
+    config: &RunnerConfig,
+    cancel: CancellationToken,
+) -> Result<JobRecord> {
+    let job = store
+        .modify_job(id, |job| match job.status {
+            JobStatus::Queued => {
+                job.start();
+                Modify::Write
+            }
+            _ => Modify::Keep,
+        })
+        .await?;
+    if job.status.is_final() {
+        return Ok(job);
+    }
+    if job.cancel_requested {
+        return finish_cancelled(&*store, id).await;
+    }
+    let work_dir = config.work_root.join(id.to_string());
+    let outcome = Runner {
+        store: &store,
+        id,
+        config,
+        cancel: &cancel,
+        work_dir: &work_dir,
+    }
+    .run(&job)
+    .await;
+    if !config.keep_work_dir {
+        let _ = tokio::fs::remove_dir_all(&work_dir).await;
+    }
+    let (status, exit_code, reason) = match outcome {
+        Ok(Outcome::Cancelled) => return finish_cancelled(&*store, id).await,
+        Ok(Outcome::Exited(0)) => (JobStatus::Succeeded, Some(0), None),
+        Ok(Outcome::Exited(code)) => (
+            JobStatus::Failed,
+            Some(code),
+            Some(format!("dbt exited with code {code}")),
+        ),
+        Ok(Outcome::Signalled(reason)) => (JobStatus::Failed, None, Some(reason)),
+        Err(e) => {
+            let reason = format!("{e}");
+            let _ = store
+                .log(id, LogEntry::remote(LogLevel::Error, &reason))
+                .await;
+            (JobStatus::Failed, None, Some(reason))
+        }
+    };
+    // A cancel that arrived while dbt was finishing still wins over its result.
+    if store.get_job(id).await?.cancel_requested || cancel.is_cancelled() {
+        return finish_cancelled(&*store, id).await;
+    }
+    let done = store.finish_job(id, status, exit_code, reason).await?;
+    let _ = store
+        .log(
+            id,
+            LogEntry::remote(LogLevel::Info, format!("dbt-remote: job {}", done.status)),
+        )
+        .await;
+    Ok(done)
+}
+
+async fn finish_cancelled(store: &dyn StateStore, id: JobId) -> Result<JobRecord> {
+    let _ = store
+        .log(
+            id,
+            LogEntry::remote(LogLevel::Warn, "dbt-remote: job cancelled"),
+        )
+        .await;
+    store
+        .finish_job(
+            id,
+            JobStatus::Cancelled,
+            None,
+            Some("cancelled on request".into()),
+        )
+        .await
+}
+
+enum Outcome {
+    Exited(i32),
+    Signalled(String),
+    Cancelled,
+}
+
+struct Runner<'a> {
+    store: &'a Arc<dyn StateStore>,
+    id: JobId,
+    config: &'a RunnerConfig,
+    cancel: &'a CancellationToken,
+    work_dir: &'a Path,
+}
+
+impl Runner<'_> {
+    async fn run(&self, job: &JobRecord) -> Result<Outcome> {
+        self.materialise(job).await?;
+        let command = job.spec.command().unwrap_or("?");
+        if command != "deps"
+            && PACKAGE_FILES
+                .iter()
+                .any(|f| self.work_dir.join(f).is_file())
+        {
+            self.note(LogLevel::Info, "dbt-remote: installing packages (dbt deps)")
+                .await;
+            match self.dbt(&["deps".to_string()]).await? {
+                Outcome::Exited(0) => {}
+                Outcome::Exited(code) => {
+                    self.note(LogLevel::Error, format!("dbt deps failed with code {code}"))
+                        .await;
+                    return Ok(Outcome::Exited(code));
+                }
+                other => return Ok(other),
+            }
+        }
+        self.note(
+            LogLevel::Info,
+            format!("dbt-remote: running dbt {}", job.spec.args.join(" ")),
+        )
+        .await;
+        let outcome = self.dbt(&job.spec.args).await?;
+        self.store_artifacts().await?;
+        Ok(outcome)
+    }
+
+    async fn note(&self, level: LogLevel, message: impl Into<String>) {
+        if let Err(e) = self
+            .store
+            .log(self.id, LogEntry::remote(level, message))
+            .await
+        {
+            tracing::warn!(job = %self.id, "could not store a log record: {e}");
+        }
+    }
+
+    /// Writes the job's files into a fresh work dir.
+    async fn materialise(&self, job: &JobRecord) -> Result<()> {
+        let io = |what: &str, path: &Path, e: std::io::Error| {
+            Error::backend("work dir", format!("{what} {}: {e}", path.display()))
+        };
+        if self.work_dir.exists() {
+            tokio::fs::remove_dir_all(self.work_dir)
+                .await
+                .map_err(|e| io("removing", self.work_dir, e))?;
+        }
+        tokio::fs::create_dir_all(self.work_dir)
+            .await
+            .map_err(|e| io("creating", self.work_dir, e))?;
+        for file in &job.spec.files {
+            let content = self
+                .store
+                .get_blob(&file.sha256)
+                .await
+                .map_err(|e| match e {
+                    Error::NotFound { .. } => Error::invalid(format!(
+                        "input file {} ({}) is missing",
+                        file.path, file.sha256
+                    )),
+                    e => e,
+                })?;
+            let path = file.path.join_to(self.work_dir);
+            if let Some(parent) = path.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| io("creating", parent, e))?;
+            }
+            tokio::fs::write(&path, &content)
+                .await
+                .map_err(|e| io("writing", &path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs dbt with `args`, streaming its output into the job's log.
+    async fn dbt(&self, args: &[String]) -> Result<Outcome> {
+        let mut cmd = Command::new(&self.config.dbt_path);
+        cmd.args(["--log-format", "json", "--no-use-colors"])
+            .args(args)
+            .current_dir(self.work_dir)
+            .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+            .env_remove("DBT_PROJECT_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(dir) = &self.config.profiles_dir {
+            cmd.env(crate::env::PROFILES_DIR, dir);
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::backend(
+                "dbt",
+                format!(
+                    "could not start dbt at {:?}: {e}",
+                    self.config.dbt_path.display()
+                ),
+            )
+        })?;
+        let (tx, rx) = mpsc::channel::<LogEntry>(4096);
+        let stdout = tokio::spawn(pump(
+            child.stdout.take().unwrap(),
+            LogLevel::Info,
+            tx.clone(),
+        ));
+        let stderr = tokio::spawn(pump(child.stderr.take().unwrap(), LogLevel::Warn, tx));
+        let writer = tokio::spawn(write_logs(self.store.clone(), self.id, rx));
+
+        let mut interrupted = false;
+        let mut poll = tokio::time::interval(self.config.cancel_poll);
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                _ = self.cancel.cancelled(), if !interrupted => {
+                    interrupted = true;
+                }
+                _ = poll.tick(), if !interrupted => {
+                    interrupted = matches!(self.store.get_job(self.id).await, Ok(j) if j.cancel_requested);
+                }
+            }
+            if interrupted {
+                self.note(LogLevel::Warn, "dbt-remote: cancel requested, interrupting dbt").await;
+                break interrupt(&mut child, self.config.interrupt_grace).await;
+            }
+        }
+        .map_err(|e| Error::backend("dbt", e))?;
+        let _ = stdout.await;
+        let _ = stderr.await;
+        writer
+            .await
+            .map_err(|e| Error::backend("log writer", e))??;
+        if interrupted {
+            return Ok(Outcome::Cancelled);
+        }
+        Ok(exit_outcome(status))
+    }
+
+    async fn store_artifacts(&self) -> Result<()> {
+        let target = self.work_dir.join("target");
+        for name in ARTIFACTS {
+            let path = target.join(name);
+            if let Ok(content) = tokio::fs::read(&path).await {
+                let name = RelPath::new(*name)?;
+                self.store
+                    .put_artifact(self.id, &name, Bytes::from(content))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn exit_outcome(status: ExitStatus) -> Outcome {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Outcome::Exited(code),
+        (None, Some(sig)) => Outcome::Signalled(format!("dbt was killed by signal {sig}")),
+        (None, None) => Outcome::Signalled("dbt ended without an exit code".into()),
+    }
+}
+
+/// SIGINT (dbt stops its queries and exits), then SIGKILL after `grace`.
+async fn interrupt(
+    child: &mut tokio::process::Child,
+    grace: Duration,
+) -> std::io::Result<ExitStatus> {
+    if let Some(pid) = child.id() {
+        crate::process::signal(pid, nix::sys::signal::Signal::SIGINT);
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            let _ = child.start_kill();
+            child.wait().await
+        }
+    }
+}
+
+/// Reads lines of dbt's output into log entries.
+async fn pump(out: impl AsyncRead + Unpin, level: LogLevel, tx: mpsc::Sender<LogEntry>) {
+    let mut lines = BufReader::new(out).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if tx
+            .send(LogEntry::from_dbt_line(&line, level))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Appends entries as they come, batching whatever is already waiting.
+async fn write_logs(
+    store: Arc<dyn StateStore>,
+    id: JobId,
+    mut rx: mpsc::Receiver<LogEntry>,
+) -> Result<()> {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        store.append_logs(id, &batch).await?;
+        batch.clear();
+    }
+    Ok(())
+}
