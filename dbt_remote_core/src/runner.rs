@@ -262,6 +262,15 @@ impl Runner<'_> {
         if let Some(dir) = &self.config.profiles_dir {
             cmd.env(crate::env::PROFILES_DIR, dir);
         }
+        // A process started in the background may inherit SIGINT ignored, and then dbt would
+        // not stop on interrupt: give dbt the default dispositions back.
+        // SAFETY: only async-signal-safe calls (sigaction) between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                crate::process::reset_signals();
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| {
             Error::backend(
                 "dbt",

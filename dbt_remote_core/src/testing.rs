@@ -301,3 +301,42 @@ pub async fn unknown_jobs_are_not_found(store: &dyn StateStore) {
         .iter()
         .all(|j| j.id != ghost.id));
 }
+
+/// A [`JobLauncher`](crate::launcher::JobLauncher) that starts nothing: it records launches,
+/// and cancels as the contract says (queued → cancelled, running → cancel requested). Tests
+/// drive the job's state through the store.
+#[derive(Debug, Default)]
+pub struct RecordingLauncher {
+    store: Option<Arc<dyn StateStore>>,
+    launched: std::sync::Mutex<Vec<crate::JobId>>,
+}
+
+impl RecordingLauncher {
+    pub fn new(store: Arc<dyn StateStore>) -> Self {
+        RecordingLauncher {
+            store: Some(store),
+            launched: Default::default(),
+        }
+    }
+
+    /// The jobs launched so far, in order.
+    pub fn launched(&self) -> Vec<crate::JobId> {
+        self.launched.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::launcher::JobLauncher for RecordingLauncher {
+    async fn launch(&self, id: crate::JobId) -> crate::Result<()> {
+        self.launched.lock().unwrap().push(id);
+        Ok(())
+    }
+
+    async fn cancel(&self, id: crate::JobId) -> crate::Result<JobRecord> {
+        crate::launcher::request_cancel(&**self.store.as_ref().expect("made with new"), id).await
+    }
+
+    async fn recover(&self) -> crate::Result<()> {
+        Ok(())
+    }
+}

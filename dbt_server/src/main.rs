@@ -14,7 +14,7 @@ use dbt_remote_core::runner::{run_job, RunnerConfig};
 use dbt_remote_core::{JobId, JobService, LocalStore, ProcessLauncher, StateStore};
 use tokio_util::sync::CancellationToken;
 
-mod routes;
+use dbt_server::Config;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -205,15 +205,11 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, BoxError> {
         "dbt-server {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")
     );
-    let config = routes::Config {
+    let config = Config {
         port: addr.port(),
         max_upload_bytes: args.max_upload_bytes,
     };
-    warp::serve(routes::routes(service, config))
-        .incoming(listener)
-        .graceful(shutdown_signal())
-        .run()
-        .await;
+    dbt_server::serve(listener, service, config, shutdown_signal()).await;
     tracing::info!("dbt-server stopped; running jobs go on and are taken over at the next start");
     Ok(ExitCode::SUCCESS)
 }

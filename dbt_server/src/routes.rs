@@ -26,13 +26,15 @@ pub struct Config {
     pub max_upload_bytes: u64,
 }
 
-/// An error of the service, carried through warp's rejection.
-#[derive(Debug)]
-struct ApiError(Error);
-impl warp::reject::Reject for ApiError {}
+type Answer = Result<Response, Error>;
 
-fn reject(e: Error) -> Rejection {
-    warp::reject::custom(ApiError(e))
+/// The answer of a matched route: its reply, or its error as an error reply.
+fn respond(answer: Answer) -> Response {
+    answer.unwrap_or_else(error_response)
+}
+
+fn json_reply(value: &impl serde::Serialize, status: StatusCode) -> Response {
+    reply::with_status(reply::json(value), status).into_response()
 }
 
 #[derive(Deserialize)]
@@ -62,160 +64,212 @@ pub fn routes(
     service: JobService,
     config: Config,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    use warp::path::{end, param, tail, Tail};
+    use warp::{get, path, post, put};
+
+    // Paths come before methods in every route, so that a path no route has is a 404 and a
+    // known path with another method a 405.
     let svc = warp::any().map(move || service.clone());
     let body = move || limited_body(config.max_upload_bytes);
-    let api = warp::path("api").and(warp::path("v1"));
-    let job = || {
-        api.and(warp::path("jobs"))
-            .and(warp::path::param::<String>())
-    };
+    let api = || path("api").and(path("v1"));
+    let job = || api().and(path("jobs")).and(param::<String>());
 
-    let check = warp::get()
-        .and(warp::path("check"))
-        .and(warp::path::end())
-        .map(move || {
-            reply::json(&serde_json::json!({
-                "response": format!("Running dbt-server on port {}", config.port)
-            }))
-            .into_response()
+    let check = path("check").and(end()).and(get()).map(move || {
+        let answer = serde_json::json!({
+            "response": format!("Running dbt-server on port {}", config.port)
         });
-    let health = warp::get()
-        .and(warp::path("health"))
-        .and(warp::path::end())
-        .map(|| {
-            reply::json(&api::Health {
-                status: "ok".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            })
-            .into_response()
-        });
-    let openapi = warp::get()
-        .and(api.and(warp::path("openapi.json")).and(warp::path::end()))
+        json_reply(&answer, StatusCode::OK)
+    });
+    let health = path("health").and(end()).and(get()).map(|| {
+        let answer = api::Health {
+            status: "ok".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        json_reply(&answer, StatusCode::OK)
+    });
+    let openapi = api()
+        .and(path("openapi.json"))
+        .and(end())
+        .and(get())
         .map(|| reply::with_header(OPENAPI, "content-type", "application/json").into_response());
 
-    let missing = warp::post()
-        .and(api.and(warp::path!("blobs" / "missing")))
+    let missing = api()
+        .and(path!("blobs" / "missing"))
+        .and(post())
         .and(svc.clone())
         .and(body())
-        .and_then(|svc: JobService, body: Bytes| async move {
-            let query: BlobQuery = parse_json(&body)?;
-            let missing = svc.missing_blobs(&query.hashes).await.map_err(reject)?;
-            Ok::<_, Rejection>(reply::json(&missing).into_response())
-        });
-    let put_blob = warp::put()
-        .and(
-            api.and(warp::path("blobs"))
-                .and(warp::path::param::<String>())
-                .and(warp::path::end()),
-        )
-        .and(svc.clone())
-        .and(body())
-        .and_then(|hash: String, svc: JobService, body: Bytes| async move {
-            let size = body.len();
-            svc.put_blob(&hash, body).await.map_err(reject)?;
-            let answer = serde_json::json!({ "sha256": hash, "size": size });
-            Ok::<_, Rejection>(
-                reply::with_status(reply::json(&answer), StatusCode::CREATED).into_response(),
+        .then(|svc: JobService, body: Result<Bytes, Error>| async move {
+            respond(
+                async {
+                    let query: BlobQuery = parse_json(&body?)?;
+                    Ok(json_reply(
+                        &svc.missing_blobs(&query.hashes).await?,
+                        StatusCode::OK,
+                    ))
+                }
+                .await,
             )
         });
-
-    let submit = warp::post()
-        .and(api.and(warp::path("jobs")).and(warp::path::end()))
+    let put_blob = api()
+        .and(path("blobs"))
+        .and(param::<String>())
+        .and(end())
+        .and(put())
         .and(svc.clone())
         .and(body())
-        .and_then(|svc: JobService, body: Bytes| async move {
-            let request: SubmitJob = parse_json(&body)?;
-            let job = svc.submit(request).await.map_err(reject)?;
-            let location = format!("/api/v1/jobs/{}", job.id);
-            let reply = reply::with_status(reply::json(&job), StatusCode::CREATED);
-            Ok::<_, Rejection>(reply::with_header(reply, "location", location).into_response())
+        .then(
+            |hash: String, svc: JobService, body: Result<Bytes, Error>| async move {
+                respond(
+                    async {
+                        let body = body?;
+                        let size = body.len();
+                        svc.put_blob(&hash, body).await?;
+                        let answer = serde_json::json!({ "sha256": hash, "size": size });
+                        Ok(json_reply(&answer, StatusCode::CREATED))
+                    }
+                    .await,
+                )
+            },
+        );
+
+    let submit = api()
+        .and(path("jobs"))
+        .and(end())
+        .and(post())
+        .and(svc.clone())
+        .and(body())
+        .then(|svc: JobService, body: Result<Bytes, Error>| async move {
+            respond(
+                async {
+                    let request: SubmitJob = parse_json(&body?)?;
+                    let job = svc.submit(request).await?;
+                    let location = format!("/api/v1/jobs/{}", job.id);
+                    let reply = reply::with_status(reply::json(&job), StatusCode::CREATED);
+                    Ok(reply::with_header(reply, "location", location).into_response())
+                }
+                .await,
+            )
         });
-    let list = warp::get()
-        .and(api.and(warp::path("jobs")).and(warp::path::end()))
+    let list = api()
+        .and(path("jobs"))
+        .and(end())
+        .and(get())
         .and(svc.clone())
         .and(query::<ListQuery>())
-        .and_then(|svc: JobService, q: ListQuery| async move {
-            let list = svc
-                .list(q.status.as_deref(), q.limit, q.page_token.as_deref())
-                .await
-                .map_err(reject)?;
-            Ok::<_, Rejection>(reply::json(&list).into_response())
-        });
-    let get = warp::get()
-        .and(job())
-        .and(warp::path::end())
-        .and(svc.clone())
-        .and_then(|id: String, svc: JobService| async move {
-            let job = svc.job(&id).await.map_err(reject)?;
-            Ok::<_, Rejection>(reply::json(&job).into_response())
-        });
-    let cancel = warp::post()
-        .and(job())
-        .and(warp::path("cancel"))
-        .and(warp::path::end())
-        .and(svc.clone())
-        .and_then(|id: String, svc: JobService| async move {
-            let job = svc.cancel(&id).await.map_err(reject)?;
-            Ok::<_, Rejection>(
-                reply::with_status(reply::json(&job), StatusCode::ACCEPTED).into_response(),
+        .then(|svc: JobService, q: Result<ListQuery, Error>| async move {
+            respond(
+                async {
+                    let q = q?;
+                    let list = svc
+                        .list(q.status.as_deref(), q.limit, q.page_token.as_deref())
+                        .await?;
+                    Ok(json_reply(&list, StatusCode::OK))
+                }
+                .await,
             )
         });
-    let logs = warp::get()
-        .and(job())
-        .and(warp::path("logs"))
-        .and(warp::path::end())
+    let get_job = job().and(end()).and(get()).and(svc.clone()).then(
+        |id: String, svc: JobService| async move {
+            respond(
+                svc.job(&id)
+                    .await
+                    .map(|job| json_reply(&job, StatusCode::OK)),
+            )
+        },
+    );
+    let cancel = job()
+        .and(path("cancel"))
+        .and(end())
+        .and(post())
+        .and(svc.clone())
+        .then(|id: String, svc: JobService| async move {
+            respond(
+                svc.cancel(&id)
+                    .await
+                    .map(|job| json_reply(&job, StatusCode::ACCEPTED)),
+            )
+        });
+    let logs = job()
+        .and(path("logs"))
+        .and(end())
+        .and(get())
         .and(svc.clone())
         .and(query::<LogsQuery>())
-        .and_then(|id: String, svc: JobService, q: LogsQuery| async move {
-            let page = svc.logs(&id, q.after, q.limit).await.map_err(reject)?;
-            Ok::<_, Rejection>(reply::json(&page).into_response())
-        });
-    let stream = warp::get()
-        .and(job())
-        .and(warp::path!("logs" / "stream"))
-        .and(svc.clone())
-        .and(query::<StreamQuery>())
-        .and(warp::sse::last_event_id::<u64>())
-        .and_then(
-            |id: String, svc: JobService, q: StreamQuery, last: Option<u64>| async move {
-                // A reconnecting EventSource sends Last-Event-ID: it wins over the query.
-                let after = last.or(q.after).unwrap_or(0);
-                let events = svc.follow(&id, after).await.map_err(reject)?;
-                Ok::<_, Rejection>(
-                    warp::sse::reply(warp::sse::keep_alive().stream(sse(events))).into_response(),
+        .then(
+            |id: String, svc: JobService, q: Result<LogsQuery, Error>| async move {
+                respond(
+                    async {
+                        let q = q?;
+                        Ok(json_reply(
+                            &svc.logs(&id, q.after, q.limit).await?,
+                            StatusCode::OK,
+                        ))
+                    }
+                    .await,
                 )
             },
         );
-    let artifacts = warp::get()
-        .and(job())
-        .and(warp::path("artifacts"))
-        .and(warp::path::end())
+    let stream =
+        job()
+            .and(path!("logs" / "stream"))
+            .and(get())
+            .and(svc.clone())
+            .and(query::<StreamQuery>())
+            .and(warp::header::optional::<String>("last-event-id"))
+            .then(
+                |id: String,
+                 svc: JobService,
+                 q: Result<StreamQuery, Error>,
+                 last: Option<String>| async move {
+                    respond(
+                        async {
+                            let q = q?;
+                            // A reconnecting EventSource sends Last-Event-ID: it wins over the query.
+                            let last = last.map(|l| l.trim().parse::<u64>()).transpose().map_err(
+                                |_| Error::invalid("Last-Event-ID must be a log sequence number"),
+                            )?;
+                            let events = svc.follow(&id, last.or(q.after).unwrap_or(0)).await?;
+                            let stream = warp::sse::keep_alive().stream(sse(events));
+                            Ok(warp::sse::reply(stream).into_response())
+                        }
+                        .await,
+                    )
+                },
+            );
+    let artifacts = job()
+        .and(path("artifacts"))
+        .and(end())
+        .and(get())
         .and(svc.clone())
-        .and_then(|id: String, svc: JobService| async move {
-            let list = svc.artifacts(&id).await.map_err(reject)?;
-            Ok::<_, Rejection>(reply::json(&list).into_response())
+        .then(|id: String, svc: JobService| async move {
+            respond(
+                svc.artifacts(&id)
+                    .await
+                    .map(|list| json_reply(&list, StatusCode::OK)),
+            )
         });
-    let artifact = warp::get()
-        .and(job())
-        .and(warp::path("artifacts"))
-        .and(warp::path::tail())
+    let artifact = job()
+        .and(path("artifacts"))
+        .and(tail())
+        .and(get())
         .and(svc)
-        .and_then(
-            |id: String, name: warp::path::Tail, svc: JobService| async move {
-                let name = percent_decode(name.as_str()).map_err(reject)?;
-                let content = svc.artifact(&id, &name).await.map_err(reject)?;
-                let kind = if name.ends_with(".json") {
-                    "application/json"
-                } else if name.ends_with(".html") {
-                    "text/html; charset=utf-8"
-                } else {
-                    "application/octet-stream"
-                };
-                Ok::<_, Rejection>(
-                    reply::with_header(content.to_vec(), "content-type", kind).into_response(),
-                )
-            },
-        );
+        .then(|id: String, name: Tail, svc: JobService| async move {
+            respond(
+                async {
+                    let name = percent_decode(name.as_str())?;
+                    let content = svc.artifact(&id, &name).await?;
+                    let kind = if name.ends_with(".json") {
+                        "application/json"
+                    } else if name.ends_with(".html") {
+                        "text/html; charset=utf-8"
+                    } else {
+                        "application/octet-stream"
+                    };
+                    Ok(reply::with_header(content.to_vec(), "content-type", kind).into_response())
+                }
+                .await,
+            )
+        });
 
     check
         .or(health)
@@ -230,7 +284,7 @@ pub fn routes(
         .unify()
         .or(list)
         .unify()
-        .or(get)
+        .or(get_job)
         .unify()
         .or(cancel)
         .unify()
@@ -242,7 +296,7 @@ pub fn routes(
         .unify()
         .or(artifact)
         .unify()
-        .recover(|r: Rejection| async move { Ok::<_, Infallible>(error_reply(r)) })
+        .recover(|r: Rejection| async move { Ok::<_, Infallible>(rejection_response(r)) })
         .unify()
         .with(warp::log::custom(|info| {
             tracing::info!(
@@ -291,65 +345,64 @@ fn sse(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// A query string, with a 400 naming the problem when it does not parse.
+/// A query string; a 400 naming the problem when it does not parse.
 fn query<T: DeserializeOwned + Send + 'static>(
-) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+) -> impl Filter<Extract = (Result<T, Error>,), Error = Infallible> + Clone {
     warp::query::raw()
         .or(warp::any().map(String::new))
         .unify()
-        .and_then(|raw: String| async move {
+        .map(|raw: String| {
             serde_urlencoded::from_str::<T>(&raw)
-                .map_err(|e| reject(Error::invalid(format!("invalid query string: {e}"))))
+                .map_err(|e| Error::invalid(format!("invalid query string: {e}")))
         })
 }
 
 /// The whole body, refused with 413 past `limit` bytes (whether or not the client sent a
 /// content-length).
-fn limited_body(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+fn limited_body(
+    limit: u64,
+) -> impl Filter<Extract = (Result<Bytes, Error>,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
-        .and_then(move |len: Option<u64>| async move {
+        .and(warp::body::stream())
+        .then(move |len: Option<u64>, stream| async move {
             match len {
-                Some(size) if size > limit => Err(reject(Error::TooLarge {
+                Some(size) if size > limit => Err(Error::TooLarge {
                     what: "request body".into(),
                     size,
                     limit,
-                })),
-                _ => Ok(()),
+                }),
+                _ => collect_limited(stream, limit).await,
             }
         })
-        .untuple_one()
-        .and(warp::body::stream())
-        .and_then(move |stream| collect_limited(stream, limit))
 }
 
-async fn collect_limited<S, B>(stream: S, limit: u64) -> Result<Bytes, Rejection>
+async fn collect_limited<S, B>(stream: S, limit: u64) -> Result<Bytes, Error>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
     let mut stream = std::pin::pin!(stream);
     let mut body = BytesMut::new();
-    while let Some(chunk) = stream.try_next().await.map_err(|e| {
-        reject(Error::invalid(format!(
-            "could not read the request body: {e}"
-        )))
-    })? {
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| Error::invalid(format!("could not read the request body: {e}")))?
+    {
         let size = body.len() as u64 + chunk.remaining() as u64;
         if size > limit {
-            return Err(reject(Error::TooLarge {
+            return Err(Error::TooLarge {
                 what: "request body".into(),
                 size,
                 limit,
-            }));
+            });
         }
         body.put(chunk);
     }
     Ok(body.freeze())
 }
 
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
-    serde_json::from_slice(body)
-        .map_err(|e| reject(Error::invalid(format!("invalid JSON body: {e}"))))
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")))
 }
 
 fn percent_decode(s: &str) -> dbt_remote_core::Result<String> {
@@ -373,53 +426,50 @@ fn percent_decode(s: &str) -> dbt_remote_core::Result<String> {
     String::from_utf8(out).map_err(|_| Error::invalid("the path is not UTF-8"))
 }
 
-/// The error answer of a rejection. Caller mistakes get 4xx with a message; anything else a 500
-/// with a generic message, the detail going to the server log only.
-fn error_reply(r: Rejection) -> Response {
-    let (status, code, message) = if let Some(ApiError(e)) = r.find::<ApiError>() {
-        let status = match e {
-            Error::NotFound { .. } => StatusCode::NOT_FOUND,
-            Error::AlreadyExists { .. } | Error::Precondition { .. } => StatusCode::CONFLICT,
-            Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!("internal error: {e}");
-            (
-                status,
-                "internal".to_string(),
-                "internal server error; see the server log".to_string(),
-            )
-        } else {
-            (status, e.code().to_string(), e.to_string())
-        }
-    } else if r.is_not_found() {
-        (
-            StatusCode::NOT_FOUND,
-            "not_found".into(),
-            "no such route".into(),
-        )
+/// The answer to a service error: the caller's mistakes get 4xx with a message; anything else
+/// a 500 with a generic message, the detail going to the server log only.
+fn error_response(e: Error) -> Response {
+    let status = match &e {
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::AlreadyExists { .. } | Error::Precondition { .. } => StatusCode::CONFLICT,
+        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!("internal error: {e}");
+        return json_reply(
+            &error_body("internal", "internal server error; see the server log"),
+            status,
+        );
+    }
+    json_reply(&error_body(e.code(), e.to_string()), status)
+}
+
+/// The answer when no route matched.
+fn rejection_response(r: Rejection) -> Response {
+    let (status, code, message) = if r.is_not_found() {
+        (StatusCode::NOT_FOUND, "not_found", "no such route")
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
         (
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed".into(),
-            "method not allowed on this route".into(),
+            "method_not_allowed",
+            "method not allowed on this route",
         )
     } else if r.find::<warp::reject::InvalidHeader>().is_some() {
         (
             StatusCode::BAD_REQUEST,
-            "invalid_input".into(),
-            "invalid request header".into(),
+            "invalid_input",
+            "invalid request header",
         )
     } else {
         tracing::error!("unhandled rejection: {r:?}");
         (
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal".into(),
-            "internal server error".into(),
+            "internal",
+            "internal server error",
         )
     };
-    reply::with_status(reply::json(&error_body(&code, message)), status).into_response()
+    json_reply(&error_body(code, message), status)
 }

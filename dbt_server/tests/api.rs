@@ -1,0 +1,539 @@
+//! The HTTP API over the memory store: every route, every bad input (status, error body,
+//! nothing stored), paging, logs and the SSE stream.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::InProcess;
+use dbt_remote_core::client::StreamEvent;
+use dbt_remote_core::package::ProjectFile;
+use dbt_remote_core::state::JobQuery;
+use dbt_remote_core::{
+    BlobHash, Client, JobStatus, LogEntry, LogLevel, RelPath, StateStore, StateStoreExt,
+};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+const LIMIT: u64 = 4096;
+
+async fn server() -> InProcess {
+    InProcess::start(LIMIT).await
+}
+
+fn file(path: &str, content: &'static [u8]) -> ProjectFile {
+    ProjectFile::new(RelPath::new(path).unwrap(), Bytes::from_static(content))
+}
+
+async fn job_count(store: &dyn StateStore) -> usize {
+    store
+        .list_jobs(&JobQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .jobs
+        .len()
+}
+
+/// Checks an error answer: status, `{"error": {"code", "message"}}`, no internal detail.
+async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert_eq!(body["error"]["code"], code, "code in {body}");
+    let message = body["error"]["message"]
+        .as_str()
+        .expect("message")
+        .to_string();
+    assert!(!message.is_empty());
+    for leak in ["/tmp", "/root", "panicked", "backtrace", "src/", ".rs:"] {
+        assert!(!message.contains(leak), "{message:?} leaks {leak:?}");
+    }
+    message
+}
+
+#[tokio::test]
+async fn check_and_health_answer() {
+    let s = server().await;
+    let check: Value = reqwest::get(format!("{}/check", s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        check,
+        json!({ "response": format!("Running dbt-server on port {}", s.port) })
+    );
+    let health: Value = reqwest::get(format!("{}/health", s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn openapi_document_is_served_and_matches_the_routes() {
+    let s = server().await;
+    let served = reqwest::get(format!("{}/api/v1/openapi.json", s.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let checked_in =
+        std::fs::read_to_string(common::repo_root().join("docs/openapi.json")).unwrap();
+    assert_eq!(served, checked_in, "served document = docs/openapi.json");
+    let doc: Value = serde_json::from_str(&served).unwrap();
+    let paths = doc["paths"].as_object().expect("paths");
+    let http = reqwest::Client::new();
+    let methods = ["get", "post", "put", "delete", "patch"];
+    for (path, ops) in paths {
+        let concrete = path
+            .replace("{id}", "01a20c54-fec2-7178-96ab-21796b082a7f")
+            .replace("{sha256}", &BlobHash::of(b"x").to_string())
+            .replace("{name}", "manifest.json");
+        for method in methods {
+            let documented = ops.get(method).is_some();
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = http
+                .request(m, format!("{}{concrete}", s.url))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap_or_default();
+            let unrouted = status == 405 || (status == 404 && body.contains("no such route"));
+            // `PUT /api/v1/blobs/missing` is `PUT /api/v1/blobs/{sha256}` with a bad hash.
+            let other_route = paths.iter().any(|(other, ops)| {
+                other != path && ops.get(method).is_some() && template_matches(other, &concrete)
+            });
+            if other_route {
+                continue;
+            }
+            assert_eq!(
+                !unrouted,
+                documented,
+                "{} {path}: documented={documented}, answered {status} {body}",
+                method.to_uppercase()
+            );
+        }
+    }
+    assert!(paths.contains_key("/api/v1/jobs/{id}/logs/stream"));
+}
+
+/// Whether `path` fits the OpenAPI `template` (`{x}` is one segment; a last `{name}`, the rest).
+fn template_matches(template: &str, path: &str) -> bool {
+    let t: Vec<&str> = template.split('/').collect();
+    let p: Vec<&str> = path.split('/').collect();
+    let last_is_rest = t.last() == Some(&"{name}");
+    if p.len() < t.len() || (p.len() > t.len() && !last_is_rest) {
+        return false;
+    }
+    t.iter().zip(&p).all(|(a, b)| a.starts_with('{') || a == b)
+}
+
+#[tokio::test]
+async fn upload_then_submit_get_and_list() {
+    let s = server().await;
+    let client = Client::new(&s.url).unwrap();
+    let files = [
+        file("dbt_project.yml", b"name: p\n"),
+        file("models/a.sql", b"select 1\n"),
+    ];
+    let hashes: Vec<_> = files.iter().map(|f| f.sha256.clone()).collect();
+    assert_eq!(client.missing_blobs(&hashes).await.unwrap(), hashes);
+    let (job, stats) = client.submit(vec!["build".into()], &files).await.unwrap();
+    assert_eq!((stats.files, stats.uploaded_blobs), (2, 2));
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.file_count, 2);
+    assert!(client.missing_blobs(&hashes).await.unwrap().is_empty());
+    // Resubmitting the same project uploads nothing.
+    let (again, stats) = client.submit(vec!["run".into()], &files).await.unwrap();
+    assert_eq!((stats.uploaded_blobs, stats.uploaded_bytes), (0, 0));
+    assert_eq!(s.launcher.launched(), [job.id, again.id]);
+    assert_eq!(client.job(job.id).await.unwrap(), job);
+
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/jobs", s.url))
+        .json(&json!({ "args": ["seed"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let third: Value = r.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/api/v1/jobs/{}", third["id"].as_str().unwrap())
+    );
+
+    let page = client.jobs(None, Some(2), None).await.unwrap();
+    assert_eq!(page.jobs.len(), 2);
+    assert_eq!(page.jobs[0].args, ["seed"], "newest first");
+    let rest = client
+        .jobs(None, Some(2), page.next_page_token.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(rest.jobs.len(), 1);
+    assert_eq!(rest.jobs[0].id, job.id);
+    assert!(rest.next_page_token.is_none());
+    s.store
+        .finish_job(job.id, JobStatus::Failed, Some(1), None)
+        .await
+        .unwrap();
+    let failed = client.jobs(Some("failed"), None, None).await.unwrap();
+    assert_eq!(
+        failed.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [job.id]
+    );
+}
+
+#[tokio::test]
+async fn bad_submissions_are_refused_and_store_nothing() {
+    let s = server().await;
+    let http = reqwest::Client::new();
+    let good = BlobHash::of(b"select 1");
+    s.store
+        .put_blob(&good, Bytes::from_static(b"select 1"))
+        .await
+        .unwrap();
+    let cases: Vec<(&str, Value)> = vec![
+        ("empty args", json!({ "args": [] })),
+        ("empty command", json!({ "args": [""] })),
+        ("unknown command", json!({ "args": ["rm", "-rf", "/"] })),
+        ("half a command", json!({ "args": ["docs"] })),
+        (
+            "server-owned flag",
+            json!({ "args": ["build", "--profiles-dir", "/etc"] }),
+        ),
+        ("no args", json!({ "files": [] })),
+        ("args not strings", json!({ "args": [1, 2] })),
+        (
+            "unknown field",
+            json!({ "args": ["build"], "shell": "rm -rf /" }),
+        ),
+        (
+            "absolute path",
+            json!({ "args": ["build"], "files": [{ "path": "/etc/passwd", "sha256": good }] }),
+        ),
+        (
+            "dotdot path",
+            json!({ "args": ["build"], "files": [{ "path": "models/../../x.sql", "sha256": good }] }),
+        ),
+        (
+            "symlink",
+            json!({ "args": ["build"], "files": [{ "path": "models/a.sql", "sha256": good, "kind": "symlink" }] }),
+        ),
+        (
+            "device",
+            json!({ "args": ["build"], "files": [{ "path": "dev/null", "sha256": good, "kind": "device" }] }),
+        ),
+        (
+            "bad hash",
+            json!({ "args": ["build"], "files": [{ "path": "a.sql", "sha256": "abc" }] }),
+        ),
+        (
+            "duplicate path",
+            json!({ "args": ["build"], "files": [{ "path": "a.sql", "sha256": good }, { "path": "a.sql", "sha256": good }] }),
+        ),
+        (
+            "blob not uploaded",
+            json!({ "args": ["build"], "files": [{ "path": "a.sql", "sha256": BlobHash::of(b"nope") }] }),
+        ),
+    ];
+    for (name, body) in cases {
+        let r = http
+            .post(format!("{}/api/v1/jobs", s.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let message = assert_error(r, 400, "invalid_input").await;
+        assert!(!message.is_empty(), "{name}");
+    }
+    for raw in ["", "{", "not json", "[]", "{\"args\": \"build\"}"] {
+        let r = http
+            .post(format!("{}/api/v1/jobs", s.url))
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        let message = assert_error(r, 400, "invalid_input").await;
+        assert!(message.starts_with("invalid JSON body"), "{message}");
+    }
+    assert_eq!(job_count(&*s.store).await, 0, "nothing stored");
+    assert!(s.launcher.launched().is_empty(), "nothing launched");
+}
+
+#[tokio::test]
+async fn oversized_uploads_get_413_and_store_nothing() {
+    let s = server().await;
+    let http = reqwest::Client::new();
+    let big = vec![b'x'; LIMIT as usize + 1];
+    let hash = BlobHash::of(&big);
+    let r = http
+        .put(format!("{}/api/v1/blobs/{hash}", s.url))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 413, "too_large").await;
+    // Without a content-length (chunked), the limit holds as well.
+    let chunks = futures::stream::iter(
+        big.chunks(1000)
+            .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let r = http
+        .put(format!("{}/api/v1/blobs/{hash}", s.url))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 413, "too_large").await;
+    assert_eq!(
+        s.store
+            .missing_blobs(std::slice::from_ref(&hash))
+            .await
+            .unwrap(),
+        [hash]
+    );
+    let args: Vec<String> = (0..1000).map(|i| format!("--vars-{i}")).collect();
+    let r = http
+        .post(format!("{}/api/v1/jobs", s.url))
+        .json(&json!({ "args": args }))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 413, "too_large").await;
+    assert_eq!(job_count(&*s.store).await, 0);
+}
+
+#[tokio::test]
+async fn bad_blobs_are_refused() {
+    let s = server().await;
+    let http = reqwest::Client::new();
+    let claimed = BlobHash::of(b"one thing");
+    let r = http
+        .put(format!("{}/api/v1/blobs/{claimed}", s.url))
+        .body("another thing")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "invalid_input").await;
+    assert_eq!(
+        s.store
+            .missing_blobs(std::slice::from_ref(&claimed))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let r = http
+        .put(format!("{}/api/v1/blobs/..%2F..%2Fetc", s.url))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "invalid_input").await;
+    let r = http
+        .post(format!("{}/api/v1/blobs/missing", s.url))
+        .json(&json!({ "hashes": ["../x"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "invalid_input").await;
+}
+
+#[tokio::test]
+async fn unknown_jobs_get_404() {
+    let s = server().await;
+    let http = reqwest::Client::new();
+    for id in [
+        "01a20c54-fec2-7178-96ab-21796b082a7f",
+        "not-a-uuid",
+        "..%2F..%2Fetc",
+    ] {
+        for (method, path) in [
+            ("GET", ""),
+            ("POST", "/cancel"),
+            ("GET", "/logs"),
+            ("GET", "/logs/stream"),
+            ("GET", "/artifacts"),
+            ("GET", "/artifacts/manifest.json"),
+        ] {
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let r = http
+                .request(m, format!("{}/api/v1/jobs/{id}{path}", s.url))
+                .send()
+                .await
+                .unwrap();
+            assert_error(r, 404, "not_found").await;
+        }
+    }
+    let r = http
+        .get(format!("{}/no/such/route", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "not_found").await;
+    let r = http
+        .delete(format!("{}/api/v1/jobs", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 405, "method_not_allowed").await;
+}
+
+#[tokio::test]
+async fn bad_queries_get_400() {
+    let s = server().await;
+    let client = Client::new(&s.url).unwrap();
+    let (job, _) = client.submit(vec!["build".into()], &[]).await.unwrap();
+    let http = reqwest::Client::new();
+    for query in [
+        "/api/v1/jobs?status=bogus",
+        "/api/v1/jobs?limit=0",
+        "/api/v1/jobs?limit=100000",
+        "/api/v1/jobs?limit=abc",
+        "/api/v1/jobs?page_token=xyz",
+        "/api/v1/jobs?colour=blue",
+    ] {
+        let r = http.get(format!("{}{query}", s.url)).send().await.unwrap();
+        assert_error(r, 400, "invalid_input").await;
+    }
+    for query in ["/logs?after=abc", "/logs?after=-1", "/logs/stream?after=x"] {
+        let r = http
+            .get(format!("{}/api/v1/jobs/{}{query}", s.url, job.id))
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, 400, "invalid_input").await;
+    }
+    let r = http
+        .get(format!(
+            "{}/api/v1/jobs/{}/artifacts/..%2Fjob.json",
+            s.url, job.id
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "invalid_input").await;
+}
+
+#[tokio::test]
+async fn cancel_a_queued_job() {
+    let s = server().await;
+    let client = Client::new(&s.url).unwrap();
+    let (job, _) = client.submit(vec!["build".into()], &[]).await.unwrap();
+    let cancelled = client.cancel(job.id).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert!(cancelled.cancel_requested);
+    // Idempotent.
+    assert_eq!(
+        client.cancel(job.id).await.unwrap().status,
+        JobStatus::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn logs_page_and_stream_live_with_resume() {
+    let s = server().await;
+    let client = Client::new(&s.url).unwrap();
+    let (job, _) = client.submit(vec!["build".into()], &[]).await.unwrap();
+    let store = s.store.clone();
+    for i in 1..=3 {
+        store
+            .log(
+                job.id,
+                LogEntry::remote(LogLevel::Info, format!("line {i}")),
+            )
+            .await
+            .unwrap();
+    }
+    let page = client.logs(job.id, 1, Some(1)).await.unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].seq, 2);
+    assert_eq!(page.next_after, 2);
+    assert!(!page.done);
+
+    // A follower sees the first records before the job ends, and the rest as they come.
+    let mut stream = std::pin::pin!(client.follow(job.id, 0));
+    for i in 1..=3 {
+        match stream.next().await.unwrap().unwrap() {
+            StreamEvent::Record(r) => assert_eq!(r.entry.message, format!("line {i}")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let writer = tokio::spawn(async move {
+        for i in 4..=6 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            store
+                .log(
+                    job.id,
+                    LogEntry::remote(LogLevel::Info, format!("line {i}")),
+                )
+                .await
+                .unwrap();
+        }
+        store
+            .finish_job(job.id, JobStatus::Succeeded, Some(0), None)
+            .await
+            .unwrap();
+    });
+    let mut rest = Vec::new();
+    while let Some(event) = stream.next().await {
+        rest.push(event.unwrap());
+    }
+    writer.await.unwrap();
+    assert_eq!(rest.len(), 4);
+    assert!(matches!(&rest[3], StreamEvent::End(j) if j.status == JobStatus::Succeeded));
+
+    // Last-Event-ID resumes after that record.
+    let text = reqwest::Client::new()
+        .get(format!("{}/api/v1/jobs/{}/logs/stream", s.url, job.id))
+        .header("last-event-id", "4")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("id:5") || text.contains("id: 5"), "{text}");
+    assert!(!text.contains("line 4"));
+    assert!(text.contains("line 6") && text.contains("event:end") || text.contains("event: end"));
+    let page = client.logs(job.id, 0, None).await.unwrap();
+    assert_eq!(page.records.len(), 6);
+    assert!(page.done);
+}
+
+#[tokio::test]
+async fn artifacts_are_listed_and_downloaded() {
+    let s = server().await;
+    let client = Client::new(&s.url).unwrap();
+    let (job, _) = client.submit(vec!["build".into()], &[]).await.unwrap();
+    let name = RelPath::new("run_results.json").unwrap();
+    s.store
+        .put_artifact(job.id, &name, Bytes::from_static(b"{\"results\":[]}"))
+        .await
+        .unwrap();
+    let list = client.artifacts(job.id).await.unwrap();
+    assert_eq!(list.artifacts.len(), 1);
+    assert_eq!(list.artifacts[0].size, 14);
+    assert_eq!(
+        client.artifact(job.id, "run_results.json").await.unwrap(),
+        &b"{\"results\":[]}"[..]
+    );
+    let err = client.artifact(job.id, "catalog.json").await.unwrap_err();
+    assert!(
+        matches!(err, dbt_remote_core::Error::NotFound { .. }),
+        "{err:?}"
+    );
+}
