@@ -145,6 +145,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -201,9 +202,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, BoxError> {
         .map_err(|e| format!("could not listen on {addr}: {e}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(
-        state_dir = %state.state_dir.display(),
-        "dbt-server {} listening on http://{addr}",
-        env!("CARGO_PKG_VERSION")
+        "dbt-server {} listening on http://{addr} (state in {})",
+        env!("CARGO_PKG_VERSION"),
+        state.state_dir.display()
     );
     let config = Config {
         port: addr.port(),

@@ -125,8 +125,9 @@ impl RealServer {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[dbt-server] {line}");
                 if !sent {
-                    if let Some(url) = line.split("listening on ").nth(1) {
-                        let _ = tx.send(url.trim().to_string());
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let url = rest.split_whitespace().next().unwrap_or_default();
+                        let _ = tx.send(url.to_string());
                         sent = true;
                     }
                 }

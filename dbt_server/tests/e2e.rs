@@ -1,0 +1,344 @@
+//! End to end on the local default: the real dbt-server binary, job processes and real dbt on
+//! the example project (DuckDB). Needs the venv of scripts/setup-python.sh.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{eventually, processes_in, repo_root, RealServer};
+use dbt_remote_core::api::Job;
+use dbt_remote_core::client::StreamEvent;
+use dbt_remote_core::package::pack_project;
+use dbt_remote_core::{Client, JobId, JobStatus, LogLevel, LogRecord};
+use futures::StreamExt;
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn example() -> PathBuf {
+    repo_root().join("examples/jaffle_duckdb")
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+async fn submit(client: &Client, dbt_args: &[&str]) -> Job {
+    let files = pack_project(&example()).unwrap();
+    client.submit(args(dbt_args), &files).await.unwrap().0
+}
+
+/// Follows a job to its end: its records with the instant each arrived, and the final job.
+async fn follow(client: &Client, id: JobId) -> (Vec<(Instant, LogRecord)>, Job) {
+    let mut records = Vec::new();
+    let mut stream = std::pin::pin!(client.follow(id, 0));
+    let deadline = Instant::now() + LONG;
+    while let Some(event) = tokio::time::timeout_at(deadline.into(), stream.next())
+        .await
+        .expect("job ends in time")
+    {
+        match event.unwrap() {
+            StreamEvent::Record(r) => records.push((Instant::now(), r)),
+            StreamEvent::End(job) => return (records, job),
+        }
+    }
+    panic!("the stream ended without an end event");
+}
+
+/// Waits until the job's log shows the node `unique_id` started.
+async fn wait_for_node_start(client: &Client, id: JobId, unique_id: &str) {
+    eventually(LONG, &format!("{unique_id} to start"), || async {
+        let page = client.logs(id, 0, None).await.unwrap();
+        assert!(!page.status.is_final(), "job ended early: {page:?}");
+        page.records
+            .iter()
+            .any(|r| {
+                r.entry.node.as_ref().is_some_and(|n| {
+                    n.unique_id == unique_id && n.status.as_deref() == Some("started")
+                })
+            })
+            .then_some(())
+    })
+    .await
+}
+
+fn work_dir(server: &RealServer, id: JobId) -> PathBuf {
+    server.dir.join("work").join(id.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_succeeds_with_live_logs_and_artifacts() {
+    let server = RealServer::start();
+    let client = Client::new(&server.url).unwrap();
+    let job = submit(&client, &["build", "--vars", "{slow_seconds: 3}"]).await;
+    let (records, done) = follow(&client, job.id).await;
+    let ended = Instant::now();
+
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_eq!(done.exit_code, Some(0));
+    assert!(done.started_at.is_some() && done.finished_at.is_some());
+    let seqs: Vec<u64> = records.iter().map(|(_, r)| r.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "every record once, in order"
+    );
+    // Logs arrive while dbt runs, not only at the end: the first node started seconds before.
+    let first_start = records
+        .iter()
+        .find(|(_, r)| {
+            r.entry
+                .node
+                .as_ref()
+                .is_some_and(|n| n.status.as_deref() == Some("started"))
+        })
+        .expect("a node start record");
+    assert!(
+        ended - first_start.0 > Duration::from_secs(2),
+        "logs were not live"
+    );
+    let result = records
+        .iter()
+        .map(|(_, r)| r)
+        .find(|r| {
+            r.entry.event.as_deref() == Some("LogModelResult")
+                && r.entry
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.unique_id == "model.jaffle_duckdb.orders")
+        })
+        .expect("orders model result");
+    assert_eq!(
+        result.entry.node.as_ref().unwrap().status.as_deref(),
+        Some("success")
+    );
+    assert!(records
+        .iter()
+        .any(|(_, r)| r.entry.message.starts_with("Done. PASS=")));
+
+    let names: Vec<String> = client
+        .artifacts(job.id)
+        .await
+        .unwrap()
+        .artifacts
+        .into_iter()
+        .map(|a| a.name.to_string())
+        .collect();
+    assert!(names.contains(&"manifest.json".to_string()), "{names:?}");
+    let run_results: serde_json::Value =
+        serde_json::from_slice(&client.artifact(job.id, "run_results.json").await.unwrap())
+            .unwrap();
+    assert!(run_results["results"].as_array().unwrap().len() >= 20);
+    assert!(
+        !work_dir(&server, job.id).exists(),
+        "work dir removed after the job"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_model_fails_with_dbts_exit_code() {
+    let server = RealServer::start();
+    let client = Client::new(&server.url).unwrap();
+    let job = submit(
+        &client,
+        &[
+            "run",
+            "--select",
+            "fail_on_demand",
+            "--vars",
+            "{fail: true}",
+        ],
+    )
+    .await;
+    let (records, done) = follow(&client, job.id).await;
+    assert_eq!(done.status, JobStatus::Failed);
+    assert_eq!(done.exit_code, Some(1));
+    assert_eq!(
+        done.failure_reason.as_deref(),
+        Some("dbt exited with code 1")
+    );
+    assert!(records.iter().any(|(_, r)| r.entry.level == LogLevel::Error
+        && r.entry
+            .node
+            .as_ref()
+            .is_some_and(|n| n.unique_id == "model.jaffle_duckdb.fail_on_demand")));
+
+    // A dbt error (invalid --vars) passes dbt's code 2 through.
+    let job = submit(&client, &["run", "--vars", "{not: [yaml"]).await;
+    let (_, done) = follow(&client, job.id).await;
+    assert_eq!((done.status, done.exit_code), (JobStatus::Failed, Some(2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_ends_cancelled_and_dbt_is_gone() {
+    let server = RealServer::start();
+    let client = Client::new(&server.url).unwrap();
+    let job = submit(
+        &client,
+        &[
+            "run",
+            "--select",
+            "slow_model",
+            "--vars",
+            "{slow_seconds: 300}",
+        ],
+    )
+    .await;
+    wait_for_node_start(&client, job.id, "model.jaffle_duckdb.slow_model").await;
+    let dir = work_dir(&server, job.id);
+    assert!(!processes_in(&dir).is_empty(), "dbt runs in the work dir");
+    let asked = Instant::now();
+    let answer = client.cancel(job.id).await.unwrap();
+    assert!(answer.cancel_requested);
+    let (_, done) = follow(&client, job.id).await;
+    assert_eq!(done.status, JobStatus::Cancelled, "{done:?}");
+    assert!(asked.elapsed() < Duration::from_secs(60));
+    eventually(Duration::from_secs(15), "dbt to be gone", || async {
+        processes_in(&dir).is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_job_process_ends_failed() {
+    let server = RealServer::start();
+    let client = Client::new(&server.url).unwrap();
+    let job = submit(
+        &client,
+        &[
+            "run",
+            "--select",
+            "slow_model",
+            "--vars",
+            "{slow_seconds: 300}",
+        ],
+    )
+    .await;
+    wait_for_node_start(&client, job.id, "model.jaffle_duckdb.slow_model").await;
+    let lock = server.dir.join(format!("state/runs/{}.lock", job.id));
+    let pid: i32 = std::fs::read_to_string(&lock)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (_, done) = follow(&client, job.id).await;
+    assert!(killed.elapsed() < Duration::from_secs(60));
+    assert_eq!(done.status, JobStatus::Failed);
+    let reason = done.failure_reason.unwrap();
+    assert!(reason.contains("signal 9"), "{reason}");
+    let dir = work_dir(&server, job.id);
+    eventually(Duration::from_secs(15), "dbt to be gone", || async {
+        processes_in(&dir).is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_mid_job_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = RealServer::start_in(tmp.path(), &[]);
+    let client = Client::new(&server.url).unwrap();
+    let job = submit(&client, &["build", "--vars", "{slow_seconds: 8}"]).await;
+    wait_for_node_start(&client, job.id, "model.jaffle_duckdb.slow_model").await;
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let server = RealServer::start_in(tmp.path(), &[]);
+    let client = Client::new(&server.url).unwrap();
+    let (records, done) = follow(&client, job.id).await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_eq!(done.exit_code, Some(0));
+    let seqs: Vec<u64> = records.iter().map(|(_, r)| r.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "no record lost or repeated"
+    );
+    assert!(records
+        .iter()
+        .any(|(_, r)| r.entry.message.starts_with("Done. PASS=")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_that_died_while_the_server_was_down_is_failed_at_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = RealServer::start_in(tmp.path(), &[]);
+    let client = Client::new(&server.url).unwrap();
+    let job = submit(
+        &client,
+        &[
+            "run",
+            "--select",
+            "slow_model",
+            "--vars",
+            "{slow_seconds: 300}",
+        ],
+    )
+    .await;
+    wait_for_node_start(&client, job.id, "model.jaffle_duckdb.slow_model").await;
+    server.kill();
+    let lock = tmp.path().join(format!("state/runs/{}.lock", job.id));
+    let pid: i32 = std::fs::read_to_string(&lock)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let server = RealServer::start_in(tmp.path(), &[]);
+    let client = Client::new(&server.url).unwrap();
+    let done = client.job(job.id).await.unwrap();
+    assert_eq!(
+        done.status,
+        JobStatus::Failed,
+        "found and finished at start: {done:?}"
+    );
+    assert!(done
+        .failure_reason
+        .unwrap()
+        .contains("while the server was not running"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_jobs_wait_queued_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = RealServer::start_in(tmp.path(), &["--max-concurrent-jobs", "1"]);
+    let client = Client::new(&server.url).unwrap();
+    let first = submit(
+        &client,
+        &[
+            "run",
+            "--select",
+            "slow_model",
+            "--vars",
+            "{slow_seconds: 2}",
+        ],
+    )
+    .await;
+    let second = submit(&client, &["parse"]).await;
+    let third = submit(&client, &["parse"]).await;
+    wait_for_node_start(&client, first.id, "model.jaffle_duckdb.slow_model").await;
+    assert_eq!(
+        client.job(second.id).await.unwrap().status,
+        JobStatus::Queued
+    );
+    let (_, a) = follow(&client, first.id).await;
+    let (_, b) = follow(&client, second.id).await;
+    let (_, c) = follow(&client, third.id).await;
+    for job in [&a, &b, &c] {
+        assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+    }
+    assert!(
+        b.started_at.unwrap() >= a.finished_at.unwrap(),
+        "one at a time"
+    );
+    assert!(c.started_at.unwrap() >= b.finished_at.unwrap(), "in order");
+}
