@@ -54,6 +54,12 @@ impl Client {
                 "invalid server URL {base_url:?}: it must start with http:// or https://"
             )));
         }
+        if base.starts_with("https://") {
+            return Err(Error::invalid(format!(
+                "server URL {base_url:?}: https is not supported by this build yet; use http:// \
+                 (behind an SSH tunnel or on a private network)"
+            )));
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("dbt-remote/", env!("CARGO_PKG_VERSION")))

@@ -1,8 +1,8 @@
 //! dbt-remote's core: the job model, where jobs live ([`StateStore`]), how they are started
 //! ([`JobLauncher`]), the job runner that runs real dbt, and the HTTP API's wire types.
 //!
-//! Frontends (the `dbt-server` binary, the `dbt-remote` CLI, the Python binding) only translate
-//! their input into calls of this crate.
+//! Frontends (the `dbt-server` binary, the `dbt-remote` CLI and, later, the Python binding) only
+//! translate their input into calls of this crate.
 //!
 //! ```
 //! use std::sync::Arc;

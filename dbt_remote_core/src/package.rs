@@ -60,7 +60,7 @@ impl ProjectFile {
 }
 
 /// The files of the dbt project in `dir` that a job needs: the root files (dbt_project.yml,
-/// packages.yml, dependencies.yml, selectors.yml) and the model, seed, macro, snapshot, test,
+/// packages.yml, dependencies.yml, package-lock.yml, selectors.yml) and the model, seed, macro, snapshot, test,
 /// analysis and docs folders that dbt_project.yml declares (or dbt's defaults), honouring
 /// `.dbtignore`; never target/, dbt_packages/, logs/ or .git/. A symlink is followed only when
 /// it stays inside the project; one that leads out is refused.

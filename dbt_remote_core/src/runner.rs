@@ -127,14 +127,10 @@ pub async fn run_job(
     if store.get_job(id).await?.cancel_requested || cancel.is_cancelled() {
         return finish_cancelled(&*store, id).await;
     }
-    let done = store.finish_job(id, status, exit_code, reason).await?;
-    let _ = store
-        .log(
-            id,
-            LogEntry::remote(LogLevel::Info, format!("dbt-remote: job {}", done.status)),
-        )
-        .await;
-    Ok(done)
+    // Every record is written before the final status: followers stop reading at it.
+    let note = LogEntry::remote(LogLevel::Info, format!("dbt-remote: job {status}"));
+    let _ = store.log(id, note).await;
+    store.finish_job(id, status, exit_code, reason).await
 }
 
 async fn finish_cancelled(store: &dyn StateStore, id: JobId) -> Result<JobRecord> {

@@ -54,7 +54,12 @@ struct StateArgs {
     #[arg(long, env = env::PROFILES_DIR)]
     profiles_dir: Option<PathBuf>,
     /// Keep each job's work dir after it ends, for debugging.
-    #[arg(long, env = env::KEEP_WORK_DIRS)]
+    #[arg(
+        long,
+        env = env::KEEP_WORK_DIRS,
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     keep_work_dirs: bool,
 }
 
@@ -210,7 +215,20 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, BoxError> {
         port: addr.port(),
         max_upload_bytes: args.max_upload_bytes,
     };
-    dbt_server::serve(listener, service, config, shutdown_signal()).await;
+    // Open log streams last as long as their jobs: give them a few seconds after a stop
+    // signal, then leave (the jobs go on and the next server takes them over).
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = dbt_server::serve(listener, service, config, async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(());
+    });
+    tokio::select! {
+        _ = server => {}
+        _ = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        } => tracing::info!("closing the remaining log streams"),
+    }
     tracing::info!("dbt-server stopped; running jobs go on and are taken over at the next start");
     Ok(ExitCode::SUCCESS)
 }

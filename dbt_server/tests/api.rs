@@ -508,7 +508,11 @@ async fn logs_page_and_stream_live_with_resume() {
         .unwrap();
     assert!(text.contains("id:5") || text.contains("id: 5"), "{text}");
     assert!(!text.contains("line 4"));
-    assert!(text.contains("line 6") && text.contains("event:end") || text.contains("event: end"));
+    assert!(text.contains("line 6"), "{text}");
+    assert!(
+        text.contains("event:end") || text.contains("event: end"),
+        "{text}"
+    );
     let page = client.logs(job.id, 0, None).await.unwrap();
     assert_eq!(page.records.len(), 6);
     assert!(page.done);

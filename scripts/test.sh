@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The README's second command: installs what the tests need (the dbt venv) and runs every test
+# of the workspace: unit, conformance, API and end-to-end tests with real dbt, and doctests.
+# Benchmarks are built (not run): run them with `cargo bench` (see docs/testing.md).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+venv="$(scripts/setup-python.sh)"
+export DBT_REMOTE_DBT_PATH="$venv/bin/dbt"
+
+echo "test: building benchmarks" >&2
+cargo bench --workspace --no-run --quiet
+echo "test: running the test suite" >&2
+cargo test --workspace --all-features
