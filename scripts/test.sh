@@ -13,4 +13,10 @@ export DBT_REMOTE_DBT_PATH="$venv/bin/dbt"
 echo "test: building benchmarks" >&2
 cargo bench --workspace --no-run --quiet
 echo "test: running the test suite" >&2
-cargo test --workspace --all-features
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --all-features 2>&1 | tee "$log" || status=$?
+# One closing line for the whole workspace (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

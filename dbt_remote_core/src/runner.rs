@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::job::{JobId, JobRecord, JobStatus};
 use crate::log::{LogEntry, LogLevel};
 use crate::paths::RelPath;
-use crate::state::{Modify, StateStore, StateStoreExt};
+use crate::state::{StateStore, StateStoreExt};
 use crate::{Error, Result};
 
 /// Artifacts a job keeps from dbt's target/ folder, when dbt wrote them.
@@ -78,15 +78,7 @@ pub async fn run_job(
     config: &RunnerConfig,
     cancel: CancellationToken,
 ) -> Result<JobRecord> {
-    let job = store
-        .modify_job(id, |job| match job.status {
-            JobStatus::Queued => {
-                job.start();
-                Modify::Write
-            }
-            _ => Modify::Keep,
-        })
-        .await?;
+    let job = store.start_job(id).await?;
     if job.status.is_final() {
         return Ok(job);
     }

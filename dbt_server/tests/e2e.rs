@@ -342,3 +342,57 @@ async fn excess_jobs_wait_queued_in_order() {
     );
     assert!(c.started_at.unwrap() >= b.finished_at.unwrap(), "in order");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_are_installed_before_the_command() {
+    use bytes::Bytes;
+    use dbt_remote_core::package::ProjectFile;
+    use dbt_remote_core::RelPath;
+
+    let server = RealServer::start();
+    let client = Client::new(&server.url).unwrap();
+    let mut files = pack_project(&example()).unwrap();
+    let extra = [
+        ("packages.yml", "packages:\n  - local: local_pkgs/helpers\n"),
+        (
+            "local_pkgs/helpers/dbt_project.yml",
+            "name: helpers\nversion: '1.0.0'\nconfig-version: 2\nmacro-paths: ['macros']\n",
+        ),
+        (
+            "local_pkgs/helpers/macros/answer.sql",
+            "{% macro answer() %}42{% endmacro %}\n",
+        ),
+        (
+            "models/uses_package.sql",
+            "select {{ helpers.answer() }} as answer\n",
+        ),
+    ];
+    for (path, content) in extra {
+        files.push(ProjectFile::new(
+            RelPath::new(path).unwrap(),
+            Bytes::from(content),
+        ));
+    }
+    let (job, _) = client
+        .submit(args(&["run", "--select", "uses_package"]), &files)
+        .await
+        .unwrap();
+    let (records, done) = follow(&client, job.id).await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    let messages: Vec<&str> = records
+        .iter()
+        .map(|(_, r)| r.entry.message.as_str())
+        .collect();
+    let deps = messages
+        .iter()
+        .position(|m| m.contains("installing packages"))
+        .expect("deps ran");
+    let run = messages
+        .iter()
+        .position(|m| m.contains("running dbt run"))
+        .expect("run ran");
+    assert!(deps < run, "deps first");
+    assert!(messages
+        .iter()
+        .any(|m| m.contains("OK created") && m.contains("uses_package")));
+}

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use super::{finish_orphan, jobs_in, request_cancel, JobLauncher};
 use crate::job::{JobId, JobRecord, JobStatus};
 use crate::process::{signal, signal_group};
-use crate::state::{Modify, StateStore, StateStoreExt};
+use crate::state::{StateStore, StateStoreExt};
 use crate::{Error, Result};
 
 /// The job entry point: `program args… <job id>`, e.g. `dbt-server run-job --state-dir S <id>`.
@@ -122,16 +122,7 @@ impl Shared {
     }
 
     async fn start(self: &Arc<Self>, id: JobId) -> Result<()> {
-        let job = self
-            .store
-            .modify_job(id, |job| match job.status {
-                JobStatus::Queued => {
-                    job.start();
-                    Modify::Write
-                }
-                _ => Modify::Keep,
-            })
-            .await?;
+        let job = self.store.start_job(id).await?;
         if job.status != JobStatus::Running {
             self.sched.lock().unwrap().known.remove(&id);
             return Ok(());

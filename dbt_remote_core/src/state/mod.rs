@@ -129,6 +129,19 @@ pub trait StateStoreExt: StateStore {
         }
     }
 
+    /// Moves a queued job to `running` (stamping its start); any other job is left as it is.
+    /// Returns the record as stored.
+    async fn start_job(&self, id: JobId) -> Result<JobRecord> {
+        self.modify_job(id, |job| match job.status {
+            JobStatus::Queued => {
+                job.start();
+                Modify::Write
+            }
+            _ => Modify::Keep,
+        })
+        .await
+    }
+
     /// Moves a job that is not final yet to the final `status`. Returns the record as stored;
     /// a job that was final already keeps its status (a late writer never overwrites it).
     async fn finish_job(
