@@ -27,6 +27,7 @@
 pub mod api;
 pub mod blob;
 pub mod client;
+pub mod config;
 pub mod env;
 mod error;
 pub mod job;

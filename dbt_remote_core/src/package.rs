@@ -65,15 +65,77 @@ impl ProjectFile {
 /// `.dbtignore`; never target/, dbt_packages/, logs/ or .git/. A symlink is followed only when
 /// it stays inside the project; one that leads out is refused.
 pub fn pack_project(dir: &Path) -> Result<Vec<ProjectFile>> {
+    pack_job(&JobFiles {
+        project_dir: dir.to_path_buf(),
+        ..Default::default()
+    })
+}
+
+/// Where the state manifest (`--manifest`) goes in the job's work dir; the job's `--state`
+/// points there.
+pub const STATE_DIR: &str = ".dbt-remote/state";
+
+/// dbt commands that take `--state`.
+const STATE_COMMANDS: &[&str] = &[
+    "build", "run", "test", "seed", "snapshot", "compile", "ls", "list", "docs", "show", "source",
+    "clone",
+];
+
+/// What a job sends, as the original dbt-remote's options say it. Relative paths are relative
+/// to `project_dir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFiles {
+    /// The dbt project folder.
+    pub project_dir: PathBuf,
+    /// A dbt_project.yml to send instead of the project's own.
+    pub dbt_project: Option<PathBuf>,
+    /// A packages.yml (or the folder holding it) to send; the job runs `dbt deps` first.
+    pub extra_packages: Option<PathBuf>,
+    /// A seeds folder to send instead of the project's seed paths.
+    pub seeds_path: Option<PathBuf>,
+    /// A manifest.json (or the folder holding it, e.g. `target`) sent as dbt state.
+    pub manifest: Option<PathBuf>,
+}
+
+impl JobFiles {
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.project_dir.join(path)
+        }
+    }
+
+    /// `path`, or `path/<name>` when `path` is a folder.
+    fn file_or_in(&self, path: &Path, name: &str) -> PathBuf {
+        let path = self.resolve(path);
+        if path.is_dir() {
+            path.join(name)
+        } else {
+            path
+        }
+    }
+}
+
+/// The files of a job (see [`JobFiles`]).
+pub fn pack_job(job: &JobFiles) -> Result<Vec<ProjectFile>> {
+    let dir = &job.project_dir;
     let root = dir.canonicalize().map_err(|e| {
         Error::invalid(format!(
             "project folder {} cannot be read: {e}",
             dir.display()
         ))
     })?;
-    let project_file = root.join("dbt_project.yml");
-    let text = std::fs::read_to_string(&project_file)
-        .map_err(|e| Error::invalid(format!("{} cannot be read: {e}", project_file.display())))?;
+    let project_file = match &job.dbt_project {
+        Some(p) => job.file_or_in(p, "dbt_project.yml"),
+        None => root.join("dbt_project.yml"),
+    };
+    let text = std::fs::read_to_string(&project_file).map_err(|e| {
+        Error::invalid(format!(
+            "{} cannot be read: {e} (is this a dbt project? use --project-dir)",
+            project_file.display()
+        ))
+    })?;
     let project: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| {
         Error::invalid(format!("{} is not valid YAML: {e}", project_file.display()))
     })?;
@@ -84,15 +146,90 @@ pub fn pack_project(dir: &Path) -> Result<Vec<ProjectFile>> {
             files.push(read_file(&root, &path)?);
         }
     }
-    for folder in declared_folders(&project)? {
+    let folders = declared_folders(&project)?;
+    let seed_folders = seed_folders(&project)?;
+    for folder in &folders {
+        if job.seeds_path.is_some() && seed_folders.contains(folder) {
+            continue;
+        }
         let path = folder.join_to(&root);
         if path.is_dir() {
             walk(&root, &path, &mut files)?;
         }
     }
+    let mut replace = |name: &str, path: PathBuf| -> Result<()> {
+        let content = std::fs::read(&path)
+            .map_err(|e| Error::invalid(format!("{} cannot be read: {e}", path.display())))?;
+        files.retain(|f| f.path.as_str() != name);
+        files.push(ProjectFile::new(RelPath::new(name)?, Bytes::from(content)));
+        Ok(())
+    };
+    if job.dbt_project.is_some() {
+        replace("dbt_project.yml", project_file.clone())?;
+    }
+    if let Some(p) = &job.extra_packages {
+        replace("packages.yml", job.file_or_in(p, "packages.yml"))?;
+    }
+    if let Some(p) = &job.manifest {
+        replace(
+            &format!("{STATE_DIR}/manifest.json"),
+            job.file_or_in(p, "manifest.json"),
+        )?;
+    }
+    if let Some(seeds) = &job.seeds_path {
+        let seeds = job.resolve(seeds).canonicalize().map_err(|e| {
+            Error::invalid(format!(
+                "seeds folder {} cannot be read: {e}",
+                seeds.display()
+            ))
+        })?;
+        let target = seed_folders
+            .first()
+            .cloned()
+            .unwrap_or(RelPath::new("seeds")?);
+        let mut seed_files = Vec::new();
+        walk(&seeds, &seeds, &mut seed_files)?;
+        for f in seed_files {
+            let path = RelPath::new(format!("{target}/{}", f.path))?;
+            files.push(ProjectFile { path, ..f });
+        }
+    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     files.dedup_by(|a, b| a.path == b.path);
     Ok(files)
+}
+
+/// dbt's arguments for a job sending a state manifest: `--state` points at it (replacing a
+/// `--state` the user gave for a local folder), for the commands that take `--state`.
+pub fn with_state(mut args: Vec<String>) -> Vec<String> {
+    if let Some(i) = args.iter().position(|a| a == "--state") {
+        if i + 1 < args.len() {
+            args[i + 1] = STATE_DIR.to_string();
+        }
+        return args;
+    }
+    if let Some(a) = args.iter_mut().find(|a| a.starts_with("--state=")) {
+        *a = format!("--state={STATE_DIR}");
+        return args;
+    }
+    if args
+        .first()
+        .is_some_and(|c| STATE_COMMANDS.contains(&c.as_str()))
+    {
+        args.extend(["--state".to_string(), STATE_DIR.to_string()]);
+    }
+    args
+}
+
+fn seed_folders(project: &serde_yaml_ng::Value) -> Result<Vec<RelPath>> {
+    match project.get("seed-paths") {
+        Some(serde_yaml_ng::Value::Sequence(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str())
+            .map(|s| RelPath::new(s.trim_end_matches('/')))
+            .collect(),
+        _ => Ok(vec![RelPath::new("seeds")?]),
+    }
 }
 
 fn declared_folders(project: &serde_yaml_ng::Value) -> Result<Vec<RelPath>> {
@@ -162,7 +299,7 @@ fn walk(root: &Path, folder: &Path, files: &mut Vec<ProjectFile>) -> Result<()> 
             continue;
         }
         let name = entry.file_name().to_string_lossy();
-        if name == ".dbtignore" || name == ".DS_Store" {
+        if name == ".dbtignore" || name == ".DS_Store" || is_key_file(&name) {
             continue;
         }
         if let Some(m) = &matcher {
@@ -196,6 +333,24 @@ fn walk(root: &Path, folder: &Path, files: &mut Vec<ProjectFile>) -> Result<()> 
     Ok(())
 }
 
+/// Files never sent, as they usually hold secrets: private keys, certificates' keys, `.env`,
+/// service-account credentials, and profiles (the server owns those).
+fn is_key_file(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    [".pem", ".key", ".p12", ".pfx", ".jks", ".keystore"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
+        || lower == ".env"
+        || lower.starts_with(".env.")
+        || lower.starts_with("id_rsa")
+        || lower.starts_with("id_ed25519")
+        || lower == "profiles.yml"
+        || (lower.ends_with(".json")
+            && (lower.contains("credentials")
+                || lower.contains("service-account")
+                || lower.contains("service_account")))
+}
+
 fn rel(root: &Path, path: &Path) -> String {
     path.strip_prefix(root)
         .unwrap_or(path)
@@ -227,4 +382,171 @@ fn read_file(root: &Path, path: &Path) -> Result<ProjectFile> {
     let content =
         std::fs::read(path).map_err(|e| Error::invalid(format!("{name} cannot be read: {e}")))?;
     Ok(ProjectFile::new(rel_path, Bytes::from(content)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, path: &str, content: &str) {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    fn names(files: &[ProjectFile]) -> Vec<&str> {
+        files.iter().map(|f| f.path.as_str()).collect()
+    }
+
+    fn project() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(
+            root,
+            "dbt_project.yml",
+            "name: p\nmodel-paths: [models, more_models]\n",
+        );
+        write(root, "models/a.sql", "select 1");
+        write(root, "models/scratch/wip.sql", "select broken");
+        write(root, "models/.dbtignore", "");
+        write(root, ".dbtignore", "scratch/\n*.tmp\n");
+        write(root, "models/b.tmp", "x");
+        write(root, "more_models/c.sql", "select 3");
+        write(root, "seeds/raw.csv", "id\n1\n");
+        write(root, "macros/m.sql", "{% macro m() %}{% endmacro %}");
+        write(root, "target/manifest.json", "{}");
+        write(root, "models/target/x.sql", "no");
+        write(root, "logs/dbt.log", "no");
+        write(root, "dbt_packages/p/x.sql", "no");
+        write(root, ".git/config", "no");
+        write(root, "models/key.pem", "secret");
+        write(root, "models/.env", "SECRET=1");
+        write(root, "models/gcp-credentials.json", "{}");
+        write(root, "notes/readme.md", "not a dbt folder");
+        write(root, "packages.yml", "packages: []");
+        dir
+    }
+
+    #[test]
+    fn sends_what_dbt_needs_and_nothing_else() {
+        let dir = project();
+        let files = pack_project(dir.path()).unwrap();
+        assert_eq!(
+            names(&files),
+            [
+                "dbt_project.yml",
+                "macros/m.sql",
+                "models/a.sql",
+                "more_models/c.sql",
+                "packages.yml",
+                "seeds/raw.csv"
+            ]
+        );
+        assert_eq!(files[2].sha256, BlobHash::of(b"select 1"));
+    }
+
+    #[test]
+    fn symlinks_inside_are_followed_and_outside_refused() {
+        let dir = project();
+        let outside = tempfile::tempdir().unwrap();
+        write(outside.path(), "secret.sql", "select secret");
+        std::os::unix::fs::symlink(
+            dir.path().join("more_models/c.sql"),
+            dir.path().join("models/link.sql"),
+        )
+        .unwrap();
+        let files = pack_project(dir.path()).unwrap();
+        assert!(names(&files).contains(&"models/link.sql"));
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.sql"),
+            dir.path().join("models/out.sql"),
+        )
+        .unwrap();
+        let err = pack_project(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("models/out.sql is a symlink to") && err.contains("outside the project"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn options_replace_project_files() {
+        let dir = project();
+        let other = tempfile::tempdir().unwrap();
+        write(other.path(), "seeds/s.csv", "x\n1\n");
+        write(other.path(), "pk/packages.yml", "packages:\n  - local: x\n");
+        write(dir.path(), "target/manifest.json", "{\"nodes\": {}}");
+        write(
+            dir.path(),
+            "alt/dbt_project.yml",
+            "name: p\nmodel-paths: [models]\n",
+        );
+        let files = pack_job(&JobFiles {
+            project_dir: dir.path().to_path_buf(),
+            dbt_project: Some("alt/dbt_project.yml".into()),
+            extra_packages: Some(other.path().join("pk")),
+            seeds_path: Some(other.path().join("seeds")),
+            manifest: Some("target".into()),
+        })
+        .unwrap();
+        assert_eq!(
+            names(&files),
+            [
+                ".dbt-remote/state/manifest.json",
+                "dbt_project.yml",
+                "macros/m.sql",
+                "models/a.sql",
+                "packages.yml",
+                "seeds/s.csv"
+            ]
+        );
+        let find = |n: &str| files.iter().find(|f| f.path.as_str() == n).unwrap();
+        assert_eq!(
+            &find("packages.yml").content[..],
+            b"packages:\n  - local: x\n"
+        );
+        assert_eq!(
+            &find("dbt_project.yml").content[..],
+            b"name: p\nmodel-paths: [models]\n"
+        );
+        let err = pack_job(&JobFiles {
+            project_dir: dir.path().into(),
+            manifest: Some("nope".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("nope") && err.contains("cannot be read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn state_points_at_the_sent_manifest() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            with_state(args(&["build", "-s", "state:modified+"])),
+            args(&["build", "-s", "state:modified+", "--state", STATE_DIR])
+        );
+        assert_eq!(
+            with_state(args(&["run", "--state", "target", "--defer"])),
+            args(&["run", "--state", STATE_DIR, "--defer"])
+        );
+        assert_eq!(
+            with_state(args(&["run", "--state=prod"])),
+            args(&["run", &format!("--state={STATE_DIR}")])
+        );
+        assert_eq!(with_state(args(&["deps"])), args(&["deps"]));
+    }
+
+    #[test]
+    fn a_folder_without_dbt_project_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = pack_project(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("dbt_project.yml cannot be read") && err.contains("--project-dir"),
+            "{err}"
+        );
+    }
 }

@@ -1,0 +1,373 @@
+//! The client's settings: `dbt_remote.yml`, `DBT_REMOTE_*` environment variables and flags, with
+//! the precedence flag > environment > file > default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// The settings file, in the folder dbt-remote runs in.
+pub const CONFIG_FILE: &str = "dbt_remote.yml";
+
+/// One setting: its key, its default, and what it is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub name: &'static str,
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Url,
+    Bool,
+}
+
+/// Every setting, in the order `config show` lists them.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "server_url",
+        default: Some("http://127.0.0.1:8001"),
+        help: "URL of the dbt-server",
+        kind: Kind::Url,
+    },
+    Key {
+        name: "project_dir",
+        default: Some("."),
+        help: "the dbt project folder",
+        kind: Kind::Text,
+    },
+    Key {
+        name: "manifest",
+        default: None,
+        help: "a manifest.json sent with the job as dbt state (--state/--defer)",
+        kind: Kind::Text,
+    },
+    Key {
+        name: "dbt_project",
+        default: None,
+        help: "a dbt_project.yml to send instead of the project's",
+        kind: Kind::Text,
+    },
+    Key {
+        name: "extra_packages",
+        default: None,
+        help: "a packages.yml (or its folder) to send; the job runs dbt deps first",
+        kind: Kind::Text,
+    },
+    Key {
+        name: "seeds_path",
+        default: None,
+        help: "a seeds folder to send instead of the project's",
+        kind: Kind::Text,
+    },
+    Key {
+        name: "location",
+        default: None,
+        help: "Google Cloud region of the server (for discovery)",
+        kind: Kind::Text,
+    },
+    Key {
+        name: "creds_path",
+        default: None,
+        help: "Google Cloud credentials file",
+        kind: Kind::Text,
+    },
+    Key {
+        name: "elementary",
+        default: Some("false"),
+        help: "generate an elementary report after the job",
+        kind: Kind::Bool,
+    },
+];
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    File,
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Flag => "flag",
+            Source::Env => "environment",
+            Source::File => CONFIG_FILE,
+            Source::Default => "default",
+        })
+    }
+}
+
+/// The key named `name`, or an error listing the known ones.
+pub fn key(name: &str) -> Result<&'static Key> {
+    KEYS.iter().find(|k| k.name == name).ok_or_else(|| {
+        let names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        Error::invalid(format!(
+            "unknown setting {name:?}: expected one of {}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// The environment variable of a key: `DBT_REMOTE_<KEY>`.
+pub fn env_var(key: &Key) -> String {
+    format!("DBT_REMOTE_{}", key.name.to_uppercase())
+}
+
+/// Checks a value for `key`; returns it normalised.
+pub fn check(key: &Key, value: &str) -> Result<String> {
+    match key.kind {
+        Kind::Text if value.is_empty() => {
+            Err(Error::invalid(format!("{} cannot be empty", key.name)))
+        }
+        Kind::Text => Ok(value.to_string()),
+        Kind::Url => {
+            if value.starts_with("http://") || value.starts_with("https://") {
+                Ok(value.to_string())
+            } else {
+                Err(Error::invalid(format!(
+                    "{} must be a URL starting with http:// or https://, not {value:?}",
+                    key.name
+                )))
+            }
+        }
+        Kind::Bool => match value.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Ok("true".into()),
+            "false" | "no" | "0" | "off" => Ok("false".into()),
+            _ => Err(Error::invalid(format!(
+                "{} must be true or false, not {value:?}",
+                key.name
+            ))),
+        },
+    }
+}
+
+/// The settings file of a folder.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    path: PathBuf,
+    values: BTreeMap<String, String>,
+}
+
+impl ConfigFile {
+    /// Reads `<dir>/dbt_remote.yml`; a missing file has no values. A file with unknown keys or
+    /// bad values is an error that names them.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(Error::invalid(format!(
+                    "{} cannot be read: {e}",
+                    path.display()
+                )))
+            }
+        };
+        let raw: Option<BTreeMap<String, serde_yaml_ng::Value>> = serde_yaml_ng::from_str(&text)
+            .map_err(|e| Error::invalid(format!("{} is not a YAML map: {e}", path.display())))?;
+        let mut values = BTreeMap::new();
+        for (name, value) in raw.unwrap_or_default() {
+            let key = key(&name).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+            let text = match value {
+                serde_yaml_ng::Value::Null => continue,
+                serde_yaml_ng::Value::String(s) => s,
+                serde_yaml_ng::Value::Bool(b) => b.to_string(),
+                serde_yaml_ng::Value::Number(n) => n.to_string(),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "{}: {name} must be a single value",
+                        path.display()
+                    )))
+                }
+            };
+            let value = check(key, &text)
+                .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+            values.insert(name, value);
+        }
+        Ok(ConfigFile { path, values })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// Sets `name` to `value` (checked). Call [`save`](Self::save) to write.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<()> {
+        let key = key(name)?;
+        self.values.insert(name.to_string(), check(key, value)?);
+        Ok(())
+    }
+
+    /// Removes `name`; false if it was not set.
+    pub fn delete(&mut self, name: &str) -> Result<bool> {
+        key(name)?;
+        Ok(self.values.remove(name).is_some())
+    }
+
+    /// Sets every key that has a default and is not set yet.
+    pub fn set_defaults(&mut self) {
+        for key in KEYS {
+            if let Some(default) = key.default {
+                self.values
+                    .entry(key.name.to_string())
+                    .or_insert_with(|| default.to_string());
+            }
+        }
+    }
+
+    /// Writes the file (keys in `KEYS` order, with their help as comments).
+    pub fn save(&self) -> Result<()> {
+        let mut text = String::from("# dbt-remote settings (dbt-remote config --help)\n");
+        for key in KEYS {
+            if let Some(value) = self.values.get(key.name) {
+                let quoted = serde_yaml_ng::to_string(value).unwrap_or_default();
+                text.push_str(&format!("# {}\n{}: {}", key.help, key.name, quoted));
+            }
+        }
+        std::fs::write(&self.path, text)
+            .map_err(|e| Error::invalid(format!("{} cannot be written: {e}", self.path.display())))
+    }
+}
+
+/// The settings in force: each key's value and where it came from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    values: BTreeMap<&'static str, (String, Source)>,
+}
+
+impl Settings {
+    /// Resolves every key: `flags` (already given by the user) > `env` > `file` > default.
+    /// Bad values from any source are errors naming the source.
+    pub fn resolve(
+        flags: &BTreeMap<&str, String>,
+        env: impl Fn(&str) -> Option<String>,
+        file: &ConfigFile,
+    ) -> Result<Self> {
+        let mut values = BTreeMap::new();
+        for key in KEYS {
+            let var = env_var(key);
+            let found = if let Some(v) = flags.get(key.name) {
+                Some((v.clone(), Source::Flag))
+            } else if let Some(v) = env(&var).filter(|v| !v.is_empty()) {
+                Some((v, Source::Env))
+            } else if let Some(v) = file.get(key.name) {
+                Some((v.to_string(), Source::File))
+            } else {
+                key.default.map(|d| (d.to_string(), Source::Default))
+            };
+            if let Some((value, source)) = found {
+                let value = check(key, &value).map_err(|e| match source {
+                    Source::Env => Error::invalid(format!("{var}: {e}")),
+                    _ => e,
+                })?;
+                values.insert(key.name, (value, source));
+            }
+        }
+        Ok(Settings { values })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(|(v, _)| v.as_str())
+    }
+
+    pub fn source(&self, name: &str) -> Option<Source> {
+        self.values.get(name).map(|(_, s)| *s)
+    }
+
+    /// `(key, value, source)` of every key that has a value, in `KEYS` order.
+    pub fn entries(&self) -> Vec<(&'static str, &str, Source)> {
+        KEYS.iter()
+            .filter_map(|k| {
+                self.values
+                    .get(k.name)
+                    .map(|(v, s)| (k.name, v.as_str(), *s))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_is_flag_env_file_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = ConfigFile::load(dir.path()).unwrap();
+        file.set("server_url", "http://file:1").unwrap();
+        file.set("location", "europe-west1").unwrap();
+        file.set("manifest", "target/manifest.json").unwrap();
+        file.save().unwrap();
+        let file = ConfigFile::load(dir.path()).unwrap();
+        let env = |var: &str| match var {
+            "DBT_REMOTE_SERVER_URL" => Some("http://env:2".to_string()),
+            "DBT_REMOTE_LOCATION" => Some("us-central1".to_string()),
+            _ => None,
+        };
+        let flags = BTreeMap::from([("server_url", "http://flag:3".to_string())]);
+        let s = Settings::resolve(&flags, env, &file).unwrap();
+        assert_eq!(s.get("server_url"), Some("http://flag:3"));
+        assert_eq!(s.source("server_url"), Some(Source::Flag));
+        assert_eq!(s.get("location"), Some("us-central1"));
+        assert_eq!(s.source("location"), Some(Source::Env));
+        assert_eq!(s.get("manifest"), Some("target/manifest.json"));
+        assert_eq!(s.source("manifest"), Some(Source::File));
+        assert_eq!(s.get("project_dir"), Some("."));
+        assert_eq!(s.source("project_dir"), Some(Source::Default));
+        assert_eq!(s.get("creds_path"), None);
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = ConfigFile::load(dir.path()).unwrap();
+        assert!(file
+            .set("colour", "blue")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown setting"));
+        assert!(file.set("server_url", "localhost").is_err());
+        assert!(file.set("elementary", "maybe").is_err());
+        file.set("elementary", "YES").unwrap();
+        assert_eq!(file.get("elementary"), Some("true"));
+        std::fs::write(dir.path().join(CONFIG_FILE), "colour: blue\n").unwrap();
+        let err = ConfigFile::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("unknown setting \"colour\""), "{err}");
+        std::fs::write(dir.path().join(CONFIG_FILE), "- a list\n").unwrap();
+        assert!(ConfigFile::load(dir.path()).is_err());
+        let env = |_: &str| Some("ftp://x".to_string());
+        let err = Settings::resolve(
+            &BTreeMap::new(),
+            env,
+            &ConfigFile::load(tempfile::tempdir().unwrap().path()).unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("DBT_REMOTE_SERVER_URL: "), "{err}");
+    }
+
+    #[test]
+    fn init_writes_defaults_that_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = ConfigFile::load(dir.path()).unwrap();
+        file.set_defaults();
+        file.save().unwrap();
+        let back = ConfigFile::load(dir.path()).unwrap();
+        assert_eq!(back.get("server_url"), Some("http://127.0.0.1:8001"));
+        assert_eq!(back.get("elementary"), Some("false"));
+        let mut back = back;
+        assert!(back.delete("elementary").unwrap());
+        assert!(!back.delete("elementary").unwrap());
+    }
+}
