@@ -68,7 +68,7 @@ fn work_dir(server: &RealServer, id: JobId) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_succeeds_with_live_logs_and_artifacts() {
-    let server = RealServer::start();
+    let server = RealServer::start(common::server_binary());
     let client = Client::new(&server.url).unwrap();
     let job = submit(&client, &["build", "--vars", "{slow_seconds: 3}"]).await;
     let (records, done) = follow(&client, job.id).await;
@@ -137,7 +137,7 @@ async fn build_succeeds_with_live_logs_and_artifacts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_model_fails_with_dbts_exit_code() {
-    let server = RealServer::start();
+    let server = RealServer::start(common::server_binary());
     let client = Client::new(&server.url).unwrap();
     let job = submit(
         &client,
@@ -171,7 +171,7 @@ async fn failing_model_fails_with_dbts_exit_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_ends_cancelled_and_dbt_is_gone() {
-    let server = RealServer::start();
+    let server = RealServer::start(common::server_binary());
     let client = Client::new(&server.url).unwrap();
     let job = submit(
         &client,
@@ -201,7 +201,7 @@ async fn cancel_ends_cancelled_and_dbt_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_job_process_ends_failed() {
-    let server = RealServer::start();
+    let server = RealServer::start(common::server_binary());
     let client = Client::new(&server.url).unwrap();
     let job = submit(
         &client,
@@ -242,13 +242,13 @@ async fn killed_job_process_ends_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_mid_job_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = RealServer::start_in(tmp.path(), &[]);
+    let mut server = RealServer::start_in(common::server_binary(), tmp.path(), &[]);
     let client = Client::new(&server.url).unwrap();
     let job = submit(&client, &["build", "--vars", "{slow_seconds: 8}"]).await;
     wait_for_node_start(&client, job.id, "model.jaffle_duckdb.slow_model").await;
     server.kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let server = RealServer::start_in(tmp.path(), &[]);
+    let server = RealServer::start_in(common::server_binary(), tmp.path(), &[]);
     let client = Client::new(&server.url).unwrap();
     let (records, done) = follow(&client, job.id).await;
     assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
@@ -267,7 +267,7 @@ async fn server_restart_mid_job_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_that_died_while_the_server_was_down_is_failed_at_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = RealServer::start_in(tmp.path(), &[]);
+    let mut server = RealServer::start_in(common::server_binary(), tmp.path(), &[]);
     let client = Client::new(&server.url).unwrap();
     let job = submit(
         &client,
@@ -293,7 +293,7 @@ async fn runner_that_died_while_the_server_was_down_is_failed_at_restart() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let server = RealServer::start_in(tmp.path(), &[]);
+    let server = RealServer::start_in(common::server_binary(), tmp.path(), &[]);
     let client = Client::new(&server.url).unwrap();
     let done = client.job(job.id).await.unwrap();
     assert_eq!(
@@ -310,7 +310,11 @@ async fn runner_that_died_while_the_server_was_down_is_failed_at_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_jobs_wait_queued_in_order() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = RealServer::start_in(tmp.path(), &["--max-concurrent-jobs", "1"]);
+    let server = RealServer::start_in(
+        common::server_binary(),
+        tmp.path(),
+        &["--max-concurrent-jobs", "1"],
+    );
     let client = Client::new(&server.url).unwrap();
     let first = submit(
         &client,
@@ -349,7 +353,7 @@ async fn packages_are_installed_before_the_command() {
     use dbt_remote_core::package::ProjectFile;
     use dbt_remote_core::RelPath;
 
-    let server = RealServer::start();
+    let server = RealServer::start(common::server_binary());
     let client = Client::new(&server.url).unwrap();
     let mut files = pack_project(&example()).unwrap();
     let extra = [

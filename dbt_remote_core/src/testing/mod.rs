@@ -340,3 +340,4 @@ impl crate::launcher::JobLauncher for RecordingLauncher {
         Ok(())
     }
 }
+pub mod server;

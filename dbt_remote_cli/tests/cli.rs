@@ -1,0 +1,408 @@
+//! The dbt-remote binary against a real dbt-server with real dbt on the example project, and
+//! its settings, help and error texts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use dbt_remote_core::testing::server::{eventually, example_project, RealServer};
+use dbt_remote_core::{Client, JobStatus};
+
+fn cli() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_dbt-remote"))
+}
+
+/// dbt-server, built next to dbt-remote by `cargo test --workspace`.
+fn server_binary() -> PathBuf {
+    let path = cli().with_file_name("dbt-server");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// Runs dbt-remote in `cwd` with a clean DBT_REMOTE_* environment.
+fn run(cwd: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(cli());
+    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DBT_REMOTE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A copy of the example project (so artifacts can land in its target/).
+fn project_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(example_project().join("."))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
+
+#[test]
+fn dbt_commands_exit_with_dbts_code() {
+    let server = RealServer::start(&server_binary());
+    let project = project_copy();
+    let url = server.url.as_str();
+    let out = run(project.path(), &["build", "--server-url", url]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Completed successfully") && stdout.contains("Done. PASS="),
+        "{stdout}"
+    );
+    assert!(stdout.contains("OK created sql table model main.orders"));
+
+    let out = run(
+        project.path(),
+        &[
+            "run",
+            "-s",
+            "fail_on_demand",
+            "--vars",
+            "{fail: true}",
+            "--server-url",
+            url,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("[ERROR]"));
+    // --log-level error shows errors only.
+    let out = run(
+        project.path(),
+        &[
+            "--log-level",
+            "error",
+            "run",
+            "-s",
+            "fail_on_demand",
+            "--vars",
+            "{fail: true}",
+            "--server-url",
+            url,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .all(|l| l.contains("[ERROR]") || l.starts_with("        ")),
+        "{stdout}"
+    );
+
+    let out = run(
+        project.path(),
+        &["compile", "--vars", "{not: [yaml", "--server-url", url],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "dbt's own error code: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn detach_then_logs_status_jobs_and_artifacts() {
+    let server = RealServer::start(&server_binary());
+    let project = project_copy();
+    let url = server.url.as_str();
+    let vars = "{\"note\": \"two words\", \"quote\": \"it's\"}";
+    let out = run(
+        project.path(),
+        &["--server-url", url, "--detach", "build", "--vars", vars],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 36, "{id:?}");
+
+    let out = run(
+        project.path(),
+        &["logs", &id, "--follow", "--server-url", url],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Done. PASS="));
+    let out = run(project.path(), &["logs", &id, "--server-url", url]);
+    assert!(
+        text(&out.stdout).contains("Done. PASS="),
+        "logs without --follow print it all"
+    );
+
+    let out = run(
+        project.path(),
+        &["status", &id, "--json", "--server-url", url],
+    );
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(
+        job["args"],
+        serde_json::json!(["build", "--vars", vars]),
+        "quoting preserved"
+    );
+
+    let out = run(project.path(), &["jobs", "--server-url", url]);
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains(&id) && listing.contains("succeeded"),
+        "{listing}"
+    );
+
+    let out = run(project.path(), &["artifacts", &id, "--server-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let manifest = project.path().join("target/manifest.json");
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    assert!(parsed["nodes"]
+        .as_object()
+        .unwrap()
+        .contains_key("model.jaffle_duckdb.orders"));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dir = elsewhere.path().to_str().unwrap();
+    let out = run(
+        project.path(),
+        &["artifacts", &id, "--output-dir", dir, "--server-url", url],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(elsewhere.path().join("run_results.json").is_file());
+
+    let out = run(
+        project.path(),
+        &[
+            "status",
+            "01a20c54-fec2-7178-96ab-21796b082a7f",
+            "--server-url",
+            url,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("not found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_the_remote_job() {
+    let server = RealServer::start(&server_binary());
+    let project = project_copy();
+    let child = std::process::Command::new(cli())
+        .args([
+            "run",
+            "--select",
+            "slow_model",
+            "--vars",
+            "{slow_seconds: 300}",
+            "--server-url",
+            &server.url,
+        ])
+        .current_dir(project.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = Client::new(&server.url).unwrap();
+    let job = eventually(
+        Duration::from_secs(120),
+        "the slow model to run",
+        || async {
+            let jobs = client.jobs(Some("running"), None, None).await.ok()?;
+            let job = jobs.jobs.first()?.clone();
+            let page = client.logs(job.id, 0, None).await.ok()?;
+            page.records
+                .iter()
+                .any(|r| {
+                    r.entry
+                        .message
+                        .contains("START python table model main.slow_model")
+                })
+                .then_some(job)
+        },
+    )
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(130), "{}", text(&status.stderr));
+    assert!(text(&status.stderr).contains(&format!("cancelling job {}", job.id)));
+    assert_eq!(
+        client.job(job.id).await.unwrap().status,
+        JobStatus::Cancelled
+    );
+}
+
+#[test]
+fn config_subcommands_and_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    assert_eq!(run(cwd, &["config", "init"]).status.code(), Some(0));
+    let written = std::fs::read_to_string(cwd.join("dbt_remote.yml")).unwrap();
+    assert!(
+        written.contains("server_url: http://127.0.0.1:8001"),
+        "{written}"
+    );
+    let out = run(
+        cwd,
+        &[
+            "config",
+            "set",
+            "server_url=http://10.1.2.3:9000",
+            "location=europe-west1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(cwd, &["config", "get", "server_url", "location"]);
+    assert_eq!(
+        text(&out.stdout),
+        "server_url: http://10.1.2.3:9000\nlocation: europe-west1\n"
+    );
+    let out = run(cwd, &["config", "delete", "location"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&run(cwd, &["config", "get", "location"]).stdout),
+        "location: \n"
+    );
+
+    assert_eq!(
+        run(cwd, &["config", "delete", "project_dir"]).status.code(),
+        Some(0)
+    );
+    let show = text(&run(cwd, &["config", "show"]).stdout);
+    assert!(
+        show.contains("server_url      http://10.1.2.3:9000  (dbt_remote.yml)"),
+        "{show}"
+    );
+    assert!(show.contains("project_dir     .  (default)"), "{show}");
+    let out = Command::new(cli())
+        .args(["config", "show"])
+        .current_dir(cwd)
+        .env("DBT_REMOTE_SERVER_URL", "http://env:1")
+        .output()
+        .unwrap();
+    assert!(text(&out.stdout).contains("server_url      http://env:1  (environment)"));
+
+    // Bad keys and values change nothing and say why.
+    for args in [
+        &["config", "set", "colour=blue"][..],
+        &["config", "set", "server_url=nope"],
+        &["config", "set", "elementary=maybe"],
+        &["config", "set", "novalue"],
+        &["config", "get", "colour"],
+    ] {
+        let out = run(cwd, args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(
+            text(&out.stderr).starts_with("dbt-remote: error: "),
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("dbt_remote.yml"))
+            .unwrap()
+            .contains("colour"),
+        false
+    );
+    std::fs::write(cwd.join("dbt_remote.yml"), "server_url: [1, 2]\n").unwrap();
+    let out = run(cwd, &["jobs"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("dbt_remote.yml"));
+}
+
+#[test]
+fn refusals_before_contacting_any_server() {
+    let project = project_copy();
+    let cwd = project.path();
+    // Nothing listens on port 9 of 127.0.0.1: these must fail before trying.
+    let url = "http://127.0.0.1:9";
+    let out = run(cwd, &["rm", "-rf", "/", "--server-url", url]);
+    assert_eq!(out.status.code(), Some(64));
+    let empty = tempfile::tempdir().unwrap();
+    let out = run(empty.path(), &["build", "--server-url", url]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("dbt_project.yml cannot be read"),
+        "{}",
+        text(&out.stderr)
+    );
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("x.sql"), "select 1").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("x.sql"), cwd.join("models/x.sql")).unwrap();
+    let out = run(cwd, &["build", "--server-url", url]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("outside the project"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_file(cwd.join("models/x.sql")).unwrap();
+    let out = run(cwd, &["build", "--server-url", url]);
+    assert_eq!(out.status.code(), Some(69), "unreachable server");
+    assert!(text(&out.stderr).contains("hint: is dbt-server running there?"));
+}
+
+/// `--help` texts and error texts are what tests/snapshots/ holds (UPDATE_SNAPSHOTS=1 rewrites).
+#[test]
+fn help_and_error_texts_match_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        ("help", &["--help"]),
+        ("help-config", &["config", "--help"]),
+        ("help-debug", &["debug", "--help"]),
+        ("help-jobs", &["jobs", "--help"]),
+        ("help-logs", &["logs", "--help"]),
+        ("help-status", &["status", "--help"]),
+        ("help-cancel", &["cancel", "--help"]),
+        ("help-artifacts", &["artifacts", "--help"]),
+        ("error-unknown-command", &["frobnicate"]),
+        ("error-bad-level", &["build", "--log-level", "loud"]),
+        ("error-bad-setting", &["config", "set", "colour=blue"]),
+        ("error-bad-job-id", &["status", "nope"]),
+    ];
+    let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let mut mismatches = Vec::new();
+    for (name, args) in cases {
+        let out = run(dir.path(), args);
+        let actual = format!(
+            "$ dbt-remote {}\nexit: {}\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            out.status.code().unwrap_or(-1),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let path = snapshots.join(format!("{name}.txt"));
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&path, &actual).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        if expected != actual {
+            mismatches.push(format!("{}:\n{actual}", path.display()));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "snapshots differ (UPDATE_SNAPSHOTS=1 to accept):\n{}",
+        mismatches.join("\n")
+    );
+}

@@ -1,0 +1,168 @@
+//! A real dbt-server for end-to-end tests: the binary, real job processes and real dbt on the
+//! example project, on a free port of 127.0.0.1.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The dbt executable for end-to-end tests: `DBT_REMOTE_DBT_PATH`, else the venv that
+/// scripts/setup-python.sh makes. Panics with what to do when there is none.
+pub fn dbt_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("DBT_REMOTE_DBT_PATH") {
+        return PathBuf::from(p);
+    }
+    let venv = std::env::var_os("DBT_REMOTE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/dbt-remote/venv")
+        });
+    let dbt = venv.join("bin/dbt");
+    assert!(
+        dbt.is_file(),
+        "no dbt at {}: run scripts/setup-python.sh (or set DBT_REMOTE_DBT_PATH)",
+        dbt.display()
+    );
+    dbt
+}
+
+/// The real dbt-server binary with real dbt, on a free port of 127.0.0.1, with its own state
+/// dir; killed when dropped.
+pub struct RealServer {
+    pub url: String,
+    pub dir: PathBuf,
+    child: Child,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl RealServer {
+    /// Starts `binary` (a dbt-server) over a new temp state dir.
+    pub fn start(binary: &Path) -> RealServer {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut server = RealServer::start_in(binary, &dir, &[]);
+        server._tmp = Some(tmp);
+        server
+    }
+
+    /// Starts `binary` over the state in `dir` (a restart when one ran there before), with
+    /// `extra` flags.
+    pub fn start_in(binary: &Path, dir: &Path, extra: &[&str]) -> RealServer {
+        let mut child = Command::new(binary)
+            .args(["--port", "0", "--state-dir"])
+            .arg(dir.join("state"))
+            .arg("--dbt")
+            .arg(dbt_path())
+            .arg("--profiles-dir")
+            .arg(repo_root().join("examples/profiles"))
+            .args(["--cancel-grace-seconds", "10"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dbt-server starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[dbt-server] {line}");
+                if !sent {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let url = rest.split_whitespace().next().unwrap_or_default();
+                        let _ = tx.send(url.to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("dbt-server listens");
+        RealServer {
+            url,
+            dir: dir.to_path_buf(),
+            child,
+            _tmp: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the server at once (SIGKILL), leaving its jobs running.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        self.kill();
+        // Kill job processes this server left (each leads its own process group).
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("state/runs")) {
+            for e in entries.flatten() {
+                if let Ok(pid) = std::fs::read_to_string(e.path()) {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(-pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Waits until `f` gives `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pids of processes whose working directory is inside `dir`.
+pub fn processes_in(dir: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) {
+            if cwd.starts_with(dir) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// The example project.
+pub fn example_project() -> PathBuf {
+    repo_root().join("examples/jaffle_duckdb")
+}
