@@ -168,7 +168,7 @@ pub async fn debug(ctx: &Context, args: DebugArgs) -> Result<ExitCode> {
             check(
                 false,
                 format!("credentials refused: {m}"),
-                "check --credentials / creds_path",
+                "this build of dbt-remote sends no credentials yet; use a server without auth",
             );
             false
         }
@@ -182,13 +182,12 @@ pub async fn debug(ctx: &Context, args: DebugArgs) -> Result<ExitCode> {
         }
     };
     if reachable {
-        check(
-            true,
-            "credentials accepted (this server asks for none)".into(),
-            "",
-        );
+        check(true, "no credentials needed by this server".into(), "");
     }
-    if !ok || !reachable {
+    if !reachable {
+        return Ok(ExitCode::from(crate::exit::UNAVAILABLE));
+    }
+    if !ok {
         return Ok(ExitCode::from(crate::exit::USAGE));
     }
     println!("dbt debug on the server:");

@@ -144,6 +144,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when stdout is closed (`dbt-remote … | head`).
+    // SAFETY: SIG_DFL installs no handler code; no other thread runs yet.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -51,7 +51,9 @@ fn hint(e: &Error) -> Option<&'static str> {
         Error::Backend { backend: "http", .. } => Some(
             "is dbt-server running there? Check --server-url (or DBT_REMOTE_SERVER_URL, dbt_remote.yml); `dbt-remote debug` checks it",
         ),
-        Error::Unauthenticated(_) => Some("check --credentials (or creds_path in dbt_remote.yml)"),
+        Error::Unauthenticated(_) => {
+            Some("the server asks for credentials; this build of dbt-remote sends none yet")
+        }
         _ => None,
     }
 }

@@ -70,8 +70,9 @@ pub async fn follow(
             _ = tokio::signal::ctrl_c() => {
                 interrupts += 1;
                 if !cancel_on_interrupt || interrupts > 1 {
+                    let state = if interrupts > 1 { "is being cancelled" } else { "goes on" };
                     output::note(format!(
-                        "leaving; job {id} goes on on the server (dbt-remote status {id})"
+                        "leaving; job {id} {state} on the server (dbt-remote status {id})"
                     ));
                     return Ok(ExitCode::from(exit::CANCELLED));
                 }

@@ -169,10 +169,12 @@ impl Client {
             ..Default::default()
         };
         for hash in &missing {
-            let file = files
-                .iter()
-                .find(|f| &f.sha256 == hash)
-                .expect("asked for our own hashes");
+            let file = files.iter().find(|f| &f.sha256 == hash).ok_or_else(|| {
+                Error::backend(
+                    "dbt-server",
+                    format!("the server asked for blob {hash}, which was not offered"),
+                )
+            })?;
             self.put_blob(file.content.clone()).await?;
             stats.uploaded_blobs += 1;
             stats.uploaded_bytes += file.content.len() as u64;

@@ -78,7 +78,7 @@ pub const STATE_DIR: &str = ".dbt-remote/state";
 /// dbt commands that take `--state`.
 const STATE_COMMANDS: &[&str] = &[
     "build", "run", "test", "seed", "snapshot", "compile", "ls", "list", "docs", "show", "source",
-    "clone",
+    "retry",
 ];
 
 /// What a job sends, as the original dbt-remote's options say it. Relative paths are relative
