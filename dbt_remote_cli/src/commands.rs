@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use dbt_remote_core::config::{self, ConfigFile, Settings, KEYS};
-use dbt_remote_core::package::{pack_job, JobFiles};
+use dbt_remote_core::package::pack_job;
 use dbt_remote_core::{Error, JobId, Result};
 
 use crate::{output, run, Context};
@@ -127,13 +127,7 @@ pub async fn debug(ctx: &Context, args: DebugArgs) -> Result<ExitCode> {
     println!("settings:");
     show_settings(&ctx.settings);
     println!("project:");
-    let files = JobFiles {
-        project_dir: ctx.project_dir(),
-        dbt_project: ctx.path("dbt_project"),
-        extra_packages: ctx.path("extra_packages"),
-        seeds_path: ctx.path("seeds_path"),
-        manifest: ctx.path("manifest"),
-    };
+    let files = ctx.job_files();
     match pack_job(&files) {
         Ok(files) => {
             let bytes: usize = files.iter().map(|f| f.content.len()).sum();

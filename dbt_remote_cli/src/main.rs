@@ -308,6 +308,17 @@ impl Context {
         self.settings.get(key).map(PathBuf::from)
     }
 
+    /// What a job sends, from the settings.
+    pub fn job_files(&self) -> dbt_remote_core::package::JobFiles {
+        dbt_remote_core::package::JobFiles {
+            project_dir: self.project_dir(),
+            dbt_project: self.path("dbt_project"),
+            extra_packages: self.path("extra_packages"),
+            seeds_path: self.path("seeds_path"),
+            manifest: self.path("manifest"),
+        }
+    }
+
     pub fn project_dir(&self) -> PathBuf {
         self.path("project_dir").unwrap_or_else(|| ".".into())
     }

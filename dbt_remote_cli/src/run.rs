@@ -5,20 +5,14 @@ use std::process::ExitCode;
 
 use dbt_remote_core::api::Job;
 use dbt_remote_core::client::StreamEvent;
-use dbt_remote_core::package::{pack_job, with_state, JobFiles};
+use dbt_remote_core::package::{pack_job, with_state};
 use dbt_remote_core::{Client, Error, JobId, JobSpec, JobStatus, Result};
 use futures::StreamExt;
 
 use crate::{exit, output, Context};
 
 pub async fn dbt(ctx: &Context, args: Vec<String>, detach: bool) -> Result<ExitCode> {
-    let files = JobFiles {
-        project_dir: ctx.project_dir(),
-        dbt_project: ctx.path("dbt_project"),
-        extra_packages: ctx.path("extra_packages"),
-        seeds_path: ctx.path("seeds_path"),
-        manifest: ctx.path("manifest"),
-    };
+    let files = ctx.job_files();
     let args = if files.manifest.is_some() {
         with_state(args)
     } else {

@@ -62,6 +62,33 @@ async fn wait_for_node_start(client: &Client, id: JobId, unique_id: &str) {
     .await
 }
 
+/// Submits a job whose slow model runs for minutes, and waits until that model runs.
+async fn start_slow_job(client: &Client) -> Job {
+    let job = submit(
+        client,
+        &[
+            "run",
+            "--select",
+            "slow_model",
+            "--vars",
+            "{slow_seconds: 300}",
+        ],
+    )
+    .await;
+    wait_for_node_start(client, job.id, "model.jaffle_duckdb.slow_model").await;
+    job
+}
+
+/// The pid of a job's process, from its runner lock under the server's dir.
+fn runner_pid(dir: &std::path::Path, id: JobId) -> i32 {
+    let lock = dir.join(format!("state/runs/{id}.lock"));
+    std::fs::read_to_string(lock)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn work_dir(server: &RealServer, id: JobId) -> PathBuf {
     server.dir.join("work").join(id.to_string())
 }
@@ -173,18 +200,7 @@ async fn failing_model_fails_with_dbts_exit_code() {
 async fn cancel_ends_cancelled_and_dbt_is_gone() {
     let server = RealServer::start(common::server_binary());
     let client = Client::new(&server.url).unwrap();
-    let job = submit(
-        &client,
-        &[
-            "run",
-            "--select",
-            "slow_model",
-            "--vars",
-            "{slow_seconds: 300}",
-        ],
-    )
-    .await;
-    wait_for_node_start(&client, job.id, "model.jaffle_duckdb.slow_model").await;
+    let job = start_slow_job(&client).await;
     let dir = work_dir(&server, job.id);
     assert!(!processes_in(&dir).is_empty(), "dbt runs in the work dir");
     let asked = Instant::now();
@@ -203,24 +219,8 @@ async fn cancel_ends_cancelled_and_dbt_is_gone() {
 async fn killed_job_process_ends_failed() {
     let server = RealServer::start(common::server_binary());
     let client = Client::new(&server.url).unwrap();
-    let job = submit(
-        &client,
-        &[
-            "run",
-            "--select",
-            "slow_model",
-            "--vars",
-            "{slow_seconds: 300}",
-        ],
-    )
-    .await;
-    wait_for_node_start(&client, job.id, "model.jaffle_duckdb.slow_model").await;
-    let lock = server.dir.join(format!("state/runs/{}.lock", job.id));
-    let pid: i32 = std::fs::read_to_string(&lock)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let job = start_slow_job(&client).await;
+    let pid = runner_pid(&server.dir, job.id);
     let killed = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -269,25 +269,9 @@ async fn runner_that_died_while_the_server_was_down_is_failed_at_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let mut server = RealServer::start_in(common::server_binary(), tmp.path(), &[]);
     let client = Client::new(&server.url).unwrap();
-    let job = submit(
-        &client,
-        &[
-            "run",
-            "--select",
-            "slow_model",
-            "--vars",
-            "{slow_seconds: 300}",
-        ],
-    )
-    .await;
-    wait_for_node_start(&client, job.id, "model.jaffle_duckdb.slow_model").await;
+    let job = start_slow_job(&client).await;
     server.kill();
-    let lock = tmp.path().join(format!("state/runs/{}.lock", job.id));
-    let pid: i32 = std::fs::read_to_string(&lock)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = runner_pid(tmp.path(), job.id);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(-pid),
         nix::sys::signal::Signal::SIGKILL,
