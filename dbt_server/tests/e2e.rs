@@ -384,3 +384,49 @@ async fn packages_are_installed_before_the_command() {
         .iter()
         .any(|m| m.contains("OK created") && m.contains("uses_package")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_reconnects_through_a_server_restart_without_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port = port.to_string();
+    let extra = ["--port", port.as_str()];
+    let mut server = RealServer::start_in(common::server_binary(), tmp.path(), &extra);
+    let client = Client::new(&server.url).unwrap();
+    let job = submit(&client, &["build", "--vars", "{slow_seconds: 6}"]).await;
+    let mut stream = std::pin::pin!(client.follow(job.id, 0));
+    let mut seqs = Vec::new();
+    // Read a few records, then take the server away under the open stream.
+    while seqs.len() < 3 {
+        match stream.next().await.unwrap().unwrap() {
+            StreamEvent::Record(r) => seqs.push(r.seq),
+            StreamEvent::End(j) => panic!("ended early: {j:?}"),
+        }
+    }
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _server = RealServer::start_in(common::server_binary(), tmp.path(), &extra);
+    let done = loop {
+        match tokio::time::timeout(LONG, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            StreamEvent::Record(r) => seqs.push(r.seq),
+            StreamEvent::End(j) => break j,
+        }
+    };
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "no record lost or repeated"
+    );
+    let all = client.logs(job.id, 0, None).await.unwrap();
+    assert_eq!(all.records.len(), seqs.len());
+}

@@ -57,7 +57,12 @@ impl RealServer {
     /// `extra` flags.
     pub fn start_in(binary: &Path, dir: &Path, extra: &[&str]) -> RealServer {
         let mut child = Command::new(binary)
-            .args(["--port", "0", "--state-dir"])
+            .args(if extra.contains(&"--port") {
+                &[][..]
+            } else {
+                &["--port", "0"][..]
+            })
+            .arg("--state-dir")
             .arg(dir.join("state"))
             .arg("--dbt")
             .arg(dbt_path())
