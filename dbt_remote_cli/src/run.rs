@@ -21,7 +21,7 @@ pub async fn dbt(ctx: &Context, args: Vec<String>, detach: bool) -> Result<ExitC
     // Refuse a bad command here, before packing or contacting the server.
     JobSpec {
         args: args.clone(),
-        files: vec![],
+        ..Default::default()
     }
     .validate()?;
     let files = pack_job(&files)?;

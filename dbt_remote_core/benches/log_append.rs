@@ -17,7 +17,7 @@ fn main() {
         let store = LocalStore::new(dir.path()).unwrap();
         let job = JobRecord::new(JobSpec {
             args: vec!["build".into()],
-            files: vec![],
+            ..Default::default()
         });
         store.create_job(&job).await.unwrap();
         let entry = LogEntry::remote(

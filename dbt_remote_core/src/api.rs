@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobHash;
-use crate::job::{FileEntry, JobId, JobRecord, JobSpec, JobStatus};
+use crate::job::{FileEntry, JobId, JobMode, JobRecord, JobSpec, JobStatus};
 use crate::log::LogRecord;
 use crate::paths::RelPath;
 use crate::state::ArtifactInfo;
@@ -19,6 +19,9 @@ pub struct SubmitJob {
     pub args: Vec<String>,
     #[serde(default)]
     pub files: Vec<SubmitFile>,
+    /// `manifest` runs dbt from the `manifest.json` among the files instead of parsing sources.
+    #[serde(default, skip_serializing_if = "JobMode::is_project")]
+    pub mode: JobMode,
 }
 
 /// One file of a [`SubmitJob`].
@@ -61,6 +64,8 @@ impl SubmitJob {
         let spec = JobSpec {
             args: self.args,
             files,
+            mode: self.mode,
+            client_profiles: false,
         };
         spec.validate()?;
         Ok(spec)
@@ -96,6 +101,9 @@ pub struct Job {
     pub cancel_requested: bool,
     /// Number of project files the job was submitted with.
     pub file_count: usize,
+    /// `manifest` for a job run from a compiled manifest; absent for the default `project`.
+    #[serde(default, skip_serializing_if = "JobMode::is_project")]
+    pub mode: JobMode,
 }
 
 impl From<JobRecord> for Job {
@@ -104,6 +112,7 @@ impl From<JobRecord> for Job {
             id: r.id,
             status: r.status,
             file_count: r.spec.files.len(),
+            mode: r.spec.mode,
             args: r.spec.args,
             created_at: r.created_at,
             started_at: r.started_at,

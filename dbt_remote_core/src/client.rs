@@ -189,6 +189,7 @@ impl Client {
                     kind: "file".into(),
                 })
                 .collect(),
+            mode: Default::default(),
         };
         let job = self
             .json(self.http.post(self.url("/api/v1/jobs")).json(&request))

@@ -24,3 +24,11 @@ pub const KEEP_WORK_DIRS: &str = "DBT_REMOTE_KEEP_WORK_DIRS";
 /// Set by the process launcher for the job process: the lock file the runner holds while it
 /// lives, by which a restarted server tells a live runner from a dead one.
 pub const RUNNER_LOCK: &str = "DBT_REMOTE_RUNNER_LOCK";
+/// The Python that runs manifest jobs (dbt's Python API). Default: the `python` next to the
+/// dbt executable, else `python3` on PATH.
+pub const PYTHON: &str = "DBT_REMOTE_PYTHON";
+/// The server's own base URL as clients reach it, for links in 0.4.6-protocol answers.
+/// Default `http://<listen address>/`.
+pub const PUBLIC_URL: &str = "DBT_REMOTE_PUBLIC_URL";
+/// Accept the `profiles` a 0.4.6 client sends (`1`/`true`). Default: the server's own profiles.
+pub const ACCEPT_CLIENT_PROFILES: &str = "DBT_REMOTE_ACCEPT_CLIENT_PROFILES";

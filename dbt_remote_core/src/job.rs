@@ -84,14 +84,45 @@ const SERVER_OWNED_FLAGS: &[&str] = &[
 /// Longest accepted argument list, in total bytes.
 pub const MAX_ARGS_BYTES: usize = 64 * 1024;
 
+/// The file a [`JobMode::Manifest`] job runs from, at the root of its work dir.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The profiles file of a job with [`JobSpec::client_profiles`], at the root of its work dir.
+pub const PROFILES_FILE: &str = "profiles.yml";
+
 /// What a job runs: dbt's arguments and the project files it runs on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// dbt's arguments, subcommand first, e.g. `["build", "--select", "orders+"]`.
     pub args: Vec<String>,
     /// The project files, by content address; the job's work dir is made of exactly these.
     #[serde(default)]
     pub files: Vec<FileEntry>,
+    /// How dbt gets the project: by parsing its sources (the default) or from a compiled manifest.
+    #[serde(default, skip_serializing_if = "JobMode::is_project")]
+    pub mode: JobMode,
+    /// Whether dbt uses the `profiles.yml` sent with the job instead of the server's profiles.
+    /// Only a server configured to accept client profiles stores such a job.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_profiles: bool,
+}
+
+/// How a job's dbt gets the project.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobMode {
+    /// dbt parses the project's sources in the work dir.
+    #[default]
+    Project,
+    /// dbt runs from the compiled `manifest.json` at the root of the work dir, without model
+    /// sources (what the 0.4.6 protocol sends): no parsing and no `dbt deps`, the manifest
+    /// already holds every node and macro. Seeds are read from the work dir.
+    Manifest,
+}
+
+impl JobMode {
+    pub fn is_project(&self) -> bool {
+        *self == JobMode::Project
+    }
 }
 
 /// One project file of a job.
@@ -147,6 +178,16 @@ impl JobSpec {
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = self.files.iter().find(|f| !seen.insert(f.path.as_str())) {
             return Err(Error::invalid(format!("file {} is listed twice", dup.path)));
+        }
+        if self.mode == JobMode::Manifest && !seen.contains(MANIFEST_FILE) {
+            return Err(Error::invalid(format!(
+                "a manifest job needs a {MANIFEST_FILE} at the root of its files"
+            )));
+        }
+        if self.client_profiles && !seen.contains(PROFILES_FILE) {
+            return Err(Error::invalid(format!(
+                "a job with client profiles needs a {PROFILES_FILE} at the root of its files"
+            )));
         }
         Ok(())
     }
@@ -228,6 +269,14 @@ pub struct JobRecord {
     /// Set when a cancel was asked for; the runner and launcher stop the job as soon as they see it.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// The last log sequence number the 0.4.6 protocol's `last_logs` handed out: that read is
+    /// a per-job cursor (the native API's reads take `after` and change nothing).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_logs_cursor: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl JobRecord {
@@ -244,6 +293,7 @@ impl JobRecord {
             exit_code: None,
             failure_reason: None,
             cancel_requested: false,
+            last_logs_cursor: 0,
         }
     }
 
@@ -274,7 +324,7 @@ mod tests {
     fn spec(args: &[&str]) -> JobSpec {
         JobSpec {
             args: args.iter().map(|s| s.to_string()).collect(),
-            files: vec![],
+            ..Default::default()
         }
     }
 

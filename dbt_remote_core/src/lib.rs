@@ -10,7 +10,7 @@
 //!
 //! # tokio_test_block_on(async {
 //! let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-//! let spec = JobSpec { args: vec!["build".into(), "--select".into(), "orders+".into()], files: vec![] };
+//! let spec = JobSpec { args: vec!["build".into(), "--select".into(), "orders+".into()], ..Default::default() };
 //! spec.validate()?;
 //! let job = store.create_job(&JobRecord::new(spec)).await?;
 //! store.log(job.id, LogEntry::remote(LogLevel::Info, "hello")).await?;
@@ -27,6 +27,7 @@
 pub mod api;
 pub mod blob;
 pub mod client;
+pub mod compat;
 pub mod config;
 pub mod env;
 mod error;
@@ -37,6 +38,7 @@ pub mod package;
 pub mod paths;
 mod process;
 pub mod runner;
+pub mod schedule;
 pub mod service;
 pub mod state;
 #[cfg(feature = "testing")]
@@ -45,7 +47,7 @@ pub mod testing;
 pub use blob::BlobHash;
 pub use client::Client;
 pub use error::{Error, Result};
-pub use job::{FileEntry, JobId, JobRecord, JobSpec, JobStatus};
+pub use job::{FileEntry, JobId, JobMode, JobRecord, JobSpec, JobStatus};
 pub use launcher::{InProcessLauncher, JobLauncher, ProcessLauncher};
 pub use log::{LogEntry, LogLevel, LogRecord, NodeInfo};
 pub use paths::RelPath;

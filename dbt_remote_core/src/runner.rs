@@ -15,7 +15,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{JobId, JobRecord, JobStatus};
+use crate::job::{JobId, JobMode, JobRecord, JobStatus};
 use crate::log::{LogEntry, LogLevel};
 use crate::paths::RelPath;
 use crate::state::{StateStore, StateStoreExt};
@@ -33,6 +33,9 @@ pub const ARTIFACTS: &[&str] = &[
 /// Files whose presence makes the runner call `dbt deps` first.
 const PACKAGE_FILES: &[&str] = &["packages.yml", "dependencies.yml"];
 
+/// The Python entry point of manifest jobs ([`JobMode::Manifest`]), run with `python -c`.
+const RUN_MANIFEST: &str = include_str!("runner/run_manifest.py");
+
 /// Most log entries written to the store in one append.
 const MAX_BATCH: usize = 500;
 
@@ -41,6 +44,9 @@ const MAX_BATCH: usize = 500;
 pub struct RunnerConfig {
     /// The dbt executable (default `dbt`, found on PATH).
     pub dbt_path: PathBuf,
+    /// The Python that runs manifest jobs through dbt's Python API; `None`: the `python` next
+    /// to the dbt executable (a venv's), else `python3` on PATH.
+    pub python_path: Option<PathBuf>,
     /// dbt's profiles dir; `None` leaves dbt's own default (`DBT_PROFILES_DIR` or ~/.dbt).
     pub profiles_dir: Option<PathBuf>,
     /// Folder in which each job gets its work dir `<work_root>/<job id>`.
@@ -57,12 +63,32 @@ impl RunnerConfig {
     pub fn new(work_root: impl Into<PathBuf>) -> Self {
         RunnerConfig {
             dbt_path: PathBuf::from("dbt"),
+            python_path: None,
             profiles_dir: None,
             work_root: work_root.into(),
             keep_work_dir: false,
             interrupt_grace: Duration::from_secs(20),
             cancel_poll: Duration::from_secs(2),
         }
+    }
+
+    /// The Python of manifest jobs: the configured one, else the `python` beside dbt.
+    pub fn python(&self) -> PathBuf {
+        if let Some(p) = &self.python_path {
+            return p.clone();
+        }
+        let dbt = if self.dbt_path.components().count() > 1 {
+            Some(self.dbt_path.clone())
+        } else {
+            std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join(&self.dbt_path))
+                    .find(|p| p.is_file())
+            })
+        };
+        dbt.and_then(|d| Some(d.parent()?.join("python")))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("python3"))
     }
 }
 
@@ -160,14 +186,19 @@ impl Runner<'_> {
     async fn run(&self, job: &JobRecord) -> Result<Outcome> {
         self.materialise(job).await?;
         let command = job.spec.command().unwrap_or("?");
+        let profiles = job.spec.client_profiles.then_some(self.work_dir);
         if command != "deps"
+            && job.spec.mode == JobMode::Project
             && PACKAGE_FILES
                 .iter()
                 .any(|f| self.work_dir.join(f).is_file())
         {
             self.note(LogLevel::Info, "dbt-remote: installing packages (dbt deps)")
                 .await;
-            match self.dbt(&["deps".to_string()]).await? {
+            match self
+                .dbt(JobMode::Project, profiles, &["deps".to_string()])
+                .await?
+            {
                 Outcome::Exited(0) => {}
                 Outcome::Exited(code) => {
                     self.note(LogLevel::Error, format!("dbt deps failed with code {code}"))
@@ -177,12 +208,16 @@ impl Runner<'_> {
                 other => return Ok(other),
             }
         }
+        let from = match job.spec.mode {
+            JobMode::Project => "",
+            JobMode::Manifest => " from the compiled manifest",
+        };
         self.note(
             LogLevel::Info,
-            format!("dbt-remote: running dbt {}", job.spec.args.join(" ")),
+            format!("dbt-remote: running dbt {}{from}", job.spec.args.join(" ")),
         )
         .await;
-        let outcome = self.dbt(&job.spec.args).await?;
+        let outcome = self.dbt(job.spec.mode, profiles, &job.spec.args).await?;
         self.store_artifacts().await?;
         Ok(outcome)
     }
@@ -235,9 +270,22 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Runs dbt with `args`, streaming its output into the job's log.
-    async fn dbt(&self, args: &[String]) -> Result<Outcome> {
-        let mut cmd = Command::new(&self.config.dbt_path);
+    /// Runs dbt with `args`, streaming its output into the job's log. `profiles` (the job's
+    /// own profiles dir) wins over the server's.
+    async fn dbt(
+        &self,
+        mode: JobMode,
+        profiles: Option<&Path>,
+        args: &[String],
+    ) -> Result<Outcome> {
+        let program = match mode {
+            JobMode::Project => self.config.dbt_path.clone(),
+            JobMode::Manifest => self.config.python(),
+        };
+        let mut cmd = Command::new(&program);
+        if mode == JobMode::Manifest {
+            cmd.args(["-c", RUN_MANIFEST]);
+        }
         cmd.args(["--log-format", "json", "--no-use-colors"])
             .args(args)
             .current_dir(self.work_dir)
@@ -247,7 +295,7 @@ impl Runner<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if let Some(dir) = &self.config.profiles_dir {
+        if let Some(dir) = profiles.or(self.config.profiles_dir.as_deref()) {
             cmd.env(crate::env::PROFILES_DIR, dir);
         }
         // A process started in the background may inherit SIGINT ignored, and then dbt would
@@ -262,10 +310,7 @@ impl Runner<'_> {
         let mut child = cmd.spawn().map_err(|e| {
             Error::backend(
                 "dbt",
-                format!(
-                    "could not start dbt at {:?}: {e}",
-                    self.config.dbt_path.display()
-                ),
+                format!("could not start dbt at {:?}: {e}", program.display()),
             )
         })?;
         let (tx, rx) = mpsc::channel::<LogEntry>(4096);

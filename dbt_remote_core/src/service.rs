@@ -8,9 +8,11 @@ use bytes::Bytes;
 
 use crate::api::{self, ArtifactList, Job, JobList, LogPage, MissingBlobs, SubmitJob};
 use crate::blob::BlobHash;
-use crate::job::{JobId, JobRecord, JobStatus};
+use crate::job::{JobId, JobRecord, JobSpec, JobStatus};
 use crate::launcher::JobLauncher;
+use crate::log::LogEntry;
 use crate::paths::RelPath;
+use crate::schedule::{MemorySchedules, ScheduleStore};
 use crate::state::{follow_logs, FollowEvent, JobQuery, StateStore};
 use crate::{Error, Result};
 
@@ -22,6 +24,7 @@ pub const MAX_PAGE: usize = 1000;
 pub struct JobService {
     store: Arc<dyn StateStore>,
     launcher: Arc<dyn JobLauncher>,
+    schedules: Arc<dyn ScheduleStore>,
     /// How often a log follower looks for new records.
     pub log_poll: Duration,
 }
@@ -31,12 +34,23 @@ impl JobService {
         JobService {
             store,
             launcher,
+            schedules: Arc::new(MemorySchedules::new()),
             log_poll: Duration::from_millis(100),
         }
     }
 
+    /// Keeps schedules in `schedules` (by default in memory).
+    pub fn with_schedules(mut self, schedules: Arc<dyn ScheduleStore>) -> Self {
+        self.schedules = schedules;
+        self
+    }
+
     pub fn store(&self) -> &Arc<dyn StateStore> {
         &self.store
+    }
+
+    pub fn schedules(&self) -> &Arc<dyn ScheduleStore> {
+        &self.schedules
     }
 
     /// Checks the request, stores the job and launches it. Nothing is stored when the request
@@ -59,7 +73,17 @@ impl JobService {
                 paths.join(", ")
             )));
         }
+        self.submit_spec(spec, &[]).await
+    }
+
+    /// Stores a checked spec (whose files are all stored) with `notes` as its first log
+    /// records, and launches it.
+    pub async fn submit_spec(&self, spec: JobSpec, notes: &[LogEntry]) -> Result<Job> {
+        spec.validate()?;
         let job = self.store.create_job(&JobRecord::new(spec)).await?;
+        if !notes.is_empty() {
+            self.store.append_logs(job.id, notes).await?;
+        }
         self.launcher.launch(job.id).await?;
         Ok(job.into())
     }
@@ -155,7 +179,7 @@ impl JobService {
 }
 
 /// A job id from a URL: one that is not a UUID names no job.
-fn job_id(id: &str) -> Result<JobId> {
+pub(crate) fn job_id(id: &str) -> Result<JobId> {
     id.parse()
         .map_err(|_| Error::not_found(format!("job {id:?}")))
 }

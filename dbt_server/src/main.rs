@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use dbt_remote_core::env;
 use dbt_remote_core::launcher::{JobCommand, ProcessLauncherConfig, RunnerLock};
 use dbt_remote_core::runner::{run_job, RunnerConfig};
+use dbt_remote_core::schedule::{run_scheduler, LocalSchedules};
 use dbt_remote_core::{JobId, JobService, LocalStore, ProcessLauncher, StateStore};
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +51,9 @@ struct StateArgs {
     /// The dbt executable.
     #[arg(long = "dbt", env = env::DBT_PATH, default_value = "dbt")]
     dbt_path: PathBuf,
+    /// The Python that runs manifest-only jobs [default: the python beside dbt, else python3].
+    #[arg(long, env = env::PYTHON)]
+    python: Option<PathBuf>,
     /// dbt's profiles dir, owned by the server (jobs name only --profile/--target).
     #[arg(long, env = env::PROFILES_DIR)]
     profiles_dir: Option<PathBuf>,
@@ -80,6 +84,19 @@ struct ServeArgs {
     /// Seconds a cancelled job has to stop before it is killed.
     #[arg(long, env = env::CANCEL_GRACE_SECONDS, default_value_t = 30)]
     cancel_grace_seconds: u64,
+    /// The server's base URL as clients reach it, for links in 0.4.6-protocol answers
+    /// [default: http://<listen address>/, or the request's Host when listening on all addresses].
+    #[arg(long, env = env::PUBLIC_URL)]
+    public_url: Option<String>,
+    /// Run 0.4.6-protocol jobs with the profiles.yml their client sends, instead of the
+    /// server's own profiles.
+    #[arg(
+        long,
+        env = env::ACCEPT_CLIENT_PROFILES,
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    accept_client_profiles: bool,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -100,15 +117,20 @@ impl StateArgs {
             Some(w) => abs(w)?,
             None => state_dir.parent().unwrap_or(&state_dir).join("work"),
         };
-        let dbt_path = if self.dbt_path.components().count() > 1 {
-            abs(&self.dbt_path)?
-        } else {
-            self.dbt_path.clone()
+        // A bare program name is looked up on PATH; a path is made absolute.
+        let program = |p: &Path| {
+            if p.components().count() > 1 {
+                abs(p)
+            } else {
+                Ok(p.to_path_buf())
+            }
         };
+        let dbt_path = program(&self.dbt_path)?;
         Ok(StateArgs {
             state_dir,
             work_dir: Some(work_dir),
             dbt_path,
+            python: self.python.as_deref().map(program).transpose()?,
             profiles_dir: self.profiles_dir.as_deref().map(abs).transpose()?,
             keep_work_dirs: self.keep_work_dirs,
         })
@@ -117,6 +139,7 @@ impl StateArgs {
     fn runner_config(&self) -> RunnerConfig {
         let mut config = RunnerConfig::new(self.work_dir.clone().expect("made absolute"));
         config.dbt_path = self.dbt_path.clone();
+        config.python_path = self.python.clone();
         config.profiles_dir = self.profiles_dir.clone();
         config.keep_work_dir = self.keep_work_dirs;
         config
@@ -133,6 +156,9 @@ impl StateArgs {
             args.extend(["--work-dir".into(), w.clone().into_os_string()]);
         }
         args.extend(["--dbt".into(), self.dbt_path.clone().into_os_string()]);
+        if let Some(p) = &self.python {
+            args.extend(["--python".into(), p.clone().into_os_string()]);
+        }
         if let Some(p) = &self.profiles_dir {
             args.extend(["--profiles-dir".into(), p.clone().into_os_string()]);
         }
@@ -199,7 +225,13 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, BoxError> {
             watch_interval: Duration::from_secs(1),
         },
     )?;
-    let service = JobService::new(store, Arc::new(launcher));
+    if let Some(url) = &args.public_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("--public-url {url:?} must start with http:// or https://").into());
+        }
+    }
+    let schedules = LocalSchedules::new(state.state_dir.join("schedules"))?;
+    let service = JobService::new(store, Arc::new(launcher)).with_schedules(Arc::new(schedules));
     service.recover().await?;
     let addr = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -212,9 +244,18 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, BoxError> {
         state.state_dir.display()
     );
     let config = Config {
-        port: addr.port(),
-        max_upload_bytes: args.max_upload_bytes,
+        public_url: args
+            .public_url
+            .or_else(|| (!addr.ip().is_unspecified()).then(|| format!("http://{addr}/"))),
+        accept_client_profiles: args.accept_client_profiles,
+        ..Config::new(addr.port(), args.max_upload_bytes)
     };
+    let stop_scheduler = CancellationToken::new();
+    tokio::spawn(run_scheduler(
+        service.clone(),
+        Duration::from_secs(1),
+        stop_scheduler.clone(),
+    ));
     // Open log streams last as long as their jobs: give them a few seconds after a stop
     // signal, then leave (the jobs go on and the next server takes them over).
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -229,6 +270,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, BoxError> {
             tokio::time::sleep(Duration::from_secs(5)).await;
         } => tracing::info!("closing the remaining log streams"),
     }
+    stop_scheduler.cancel();
     tracing::info!("dbt-server stopped; running jobs go on and are taken over at the next start");
     Ok(ExitCode::SUCCESS)
 }

@@ -18,12 +18,30 @@ use warp::{Filter, Rejection};
 /// The OpenAPI document of this API (docs/openapi.json), served at /api/v1/openapi.json.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The port the server listens on, for `GET /check`.
     pub port: u16,
     /// Largest accepted request body.
     pub max_upload_bytes: u64,
+    /// The server's base URL as clients reach it, for links in 0.4.6 answers; `None`: the
+    /// Host the client reached.
+    pub public_url: Option<String>,
+    /// Use the profiles a 0.4.6 client sends instead of the server's own.
+    pub accept_client_profiles: bool,
+}
+
+impl Config {
+    /// The defaults for a server on `port`: 0.4.6 links from the Host header, client profiles
+    /// refused.
+    pub fn new(port: u16, max_upload_bytes: u64) -> Self {
+        Config {
+            port,
+            max_upload_bytes,
+            public_url: None,
+            accept_client_profiles: false,
+        }
+    }
 }
 
 type Answer = Result<Response, Error>;
@@ -33,7 +51,7 @@ fn respond(answer: Answer) -> Response {
     answer.unwrap_or_else(error_response)
 }
 
-fn json_reply(value: &impl serde::Serialize, status: StatusCode) -> Response {
+pub(crate) fn json_reply(value: &impl serde::Serialize, status: StatusCode) -> Response {
     reply::with_status(reply::json(value), status).into_response()
 }
 
@@ -69,14 +87,17 @@ pub fn routes(
 
     // Paths come before methods in every route, so that a path no route has is a 404 and a
     // known path with another method a 405.
+    let compat = crate::compat::routes(service.clone(), config.clone());
+    let port = config.port;
+    let max_upload_bytes = config.max_upload_bytes;
     let svc = warp::any().map(move || service.clone());
-    let body = move || limited_body(config.max_upload_bytes);
+    let body = move || limited_body(max_upload_bytes);
     let api = || path("api").and(path("v1"));
     let job = || api().and(path("jobs")).and(param::<String>());
 
     let check = path("check").and(end()).and(get()).map(move || {
         let answer = serde_json::json!({
-            "response": format!("Running dbt-server on port {}", config.port)
+            "response": format!("Running dbt-server on port {port}")
         });
         json_reply(&answer, StatusCode::OK)
     });
@@ -296,6 +317,8 @@ pub fn routes(
         .unify()
         .or(artifact)
         .unify()
+        .or(compat)
+        .unify()
         .recover(|r: Rejection| async move { Ok::<_, Infallible>(rejection_response(r)) })
         .unify()
         .with(warp::log::custom(|info| {
@@ -359,7 +382,7 @@ fn query<T: DeserializeOwned + Send + 'static>(
 
 /// The whole body, refused with 413 past `limit` bytes (whether or not the client sent a
 /// content-length).
-fn limited_body(
+pub(crate) fn limited_body(
     limit: u64,
 ) -> impl Filter<Extract = (Result<Bytes, Error>,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
@@ -429,14 +452,7 @@ fn percent_decode(s: &str) -> dbt_remote_core::Result<String> {
 /// The answer to a service error: the caller's mistakes get 4xx with a message; anything else
 /// a 500 with a generic message, the detail going to the server log only.
 fn error_response(e: Error) -> Response {
-    let status = match &e {
-        Error::NotFound { .. } => StatusCode::NOT_FOUND,
-        Error::AlreadyExists { .. } | Error::Precondition { .. } => StatusCode::CONFLICT,
-        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
-        Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+    let status = error_status(&e);
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!("internal error: {e}");
         return json_reply(
@@ -472,4 +488,16 @@ fn rejection_response(r: Rejection) -> Response {
         )
     };
     json_reply(&error_body(code, message), status)
+}
+
+/// The status code of an error: the caller's mistakes are 4xx, anything else 500.
+pub(crate) fn error_status(e: &Error) -> StatusCode {
+    match e {
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::AlreadyExists { .. } | Error::Precondition { .. } => StatusCode::CONFLICT,
+        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }

@@ -11,7 +11,7 @@ use dbt_remote_core::client::StreamEvent;
 use dbt_remote_core::package::ProjectFile;
 use dbt_remote_core::state::JobQuery;
 use dbt_remote_core::{
-    BlobHash, Client, JobStatus, LogEntry, LogLevel, RelPath, StateStore, StateStoreExt,
+    BlobHash, Client, JobMode, JobStatus, LogEntry, LogLevel, RelPath, StateStore, StateStoreExt,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -241,6 +241,14 @@ async fn bad_submissions_are_refused_and_store_nothing() {
         (
             "duplicate path",
             json!({ "args": ["build"], "files": [{ "path": "a.sql", "sha256": good }, { "path": "a.sql", "sha256": good }] }),
+        ),
+        (
+            "manifest mode without a manifest",
+            json!({ "args": ["build"], "mode": "manifest", "files": [{ "path": "a.sql", "sha256": good }] }),
+        ),
+        (
+            "unknown mode",
+            json!({ "args": ["build"], "mode": "shell" }),
         ),
         (
             "blob not uploaded",
@@ -539,5 +547,27 @@ async fn artifacts_are_listed_and_downloaded() {
     assert!(
         matches!(err, dbt_remote_core::Error::NotFound { .. }),
         "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_job_can_be_submitted_natively() {
+    let s = server().await;
+    let manifest = Bytes::from_static(b"{\"nodes\": {}}");
+    let hash = BlobHash::of(&manifest);
+    s.store.put_blob(&hash, manifest).await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/jobs", s.url))
+        .json(&json!({ "args": ["build"], "mode": "manifest", "files": [{ "path": "manifest.json", "sha256": hash }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let job: Value = r.json().await.unwrap();
+    assert_eq!(job["mode"], "manifest");
+    let id = job["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        s.store.get_job(id).await.unwrap().spec.mode,
+        JobMode::Manifest
     );
 }

@@ -16,7 +16,7 @@ use crate::Error;
 pub fn sample_job() -> JobRecord {
     JobRecord::new(JobSpec {
         args: vec!["build".into()],
-        files: vec![],
+        ..Default::default()
     })
 }
 

@@ -21,6 +21,14 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start(max_upload_bytes: u64) -> InProcess {
+        Self::start_with(max_upload_bytes, |_| {}).await
+    }
+
+    /// Starts with the configuration changed by `configure`.
+    pub async fn start_with(
+        max_upload_bytes: u64,
+        configure: impl FnOnce(&mut Config),
+    ) -> InProcess {
         let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
         let launcher = Arc::new(RecordingLauncher::new(store.clone()));
         let mut service = JobService::new(store.clone(), launcher.clone());
@@ -28,10 +36,8 @@ impl InProcess {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let config = Config {
-            port,
-            max_upload_bytes,
-        };
+        let mut config = Config::new(port, max_upload_bytes);
+        configure(&mut config);
         tokio::spawn(dbt_server::serve(listener, service, config, async {
             let _ = rx.await;
         }));
@@ -53,6 +59,9 @@ impl Drop for InProcess {
     }
 }
 
+pub mod legacy;
+
+#[allow(unused_imports)]
 pub use dbt_remote_core::testing::server::*;
 
 /// The dbt-server of this package.

@@ -1,0 +1,633 @@
+//! The 0.4.6 wire protocol of the original dbt-remote (`gcp-dbt-remote` on PyPI), translated
+//! onto the same jobs: a `POST /dbt` form becomes a [`JobMode::Manifest`] job, its logs are
+//! read back as the tab-separated lines that CLI prints, and its statuses are mapped onto the
+//! four it knows. docs/compat.md describes the protocol.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use chrono::SecondsFormat;
+use serde_yaml_ng::Value;
+
+use crate::blob::BlobHash;
+use crate::job::{FileEntry, JobId, JobMode, JobSpec, JobStatus, MANIFEST_FILE, PROFILES_FILE};
+use crate::log::{LogEntry, LogLevel, LogRecord};
+use crate::paths::RelPath;
+use crate::service::{job_id, JobService};
+use crate::state::StateStoreExt;
+use crate::{Error, Result};
+
+/// What `GET /version` answers: the protocol version the 0.4.6 CLI insists on (dbt-remote's
+/// own version is in `GET /health`).
+pub const PROTOCOL_VERSION: &str = "0.4.6";
+
+/// Most lines one `last_logs` answer carries; the rest come with the next poll.
+const MAX_LINES_PAGE: usize = 10_000;
+
+/// The fields of a `POST /dbt` or `POST /schedule` form. The client's `server_url` field is
+/// not kept: links are built from the server's own configured URL.
+#[derive(Debug, Default, Clone)]
+pub struct LegacyForm {
+    pub user_command: Option<String>,
+    /// `dbt_native_params_overrides`: a Python dict literal, read as YAML.
+    pub overrides: Option<String>,
+    pub dbt_project: Option<Bytes>,
+    pub profiles: Option<Bytes>,
+    pub packages: Option<Bytes>,
+    /// A zip with `manifest.json` and `seeds/<name>.csv`.
+    pub zipped_artifacts: Option<Bytes>,
+    /// `POST /schedule` only: a five-field cron expression.
+    pub schedule: Option<String>,
+    /// `POST /schedule` only.
+    pub schedule_name: Option<String>,
+}
+
+impl LegacyForm {
+    /// Stores one form field. Text fields must be UTF-8; unknown fields (`server_url` among
+    /// them) are ignored.
+    pub fn set(&mut self, name: &str, value: Bytes) -> Result<()> {
+        let text = |value: Bytes| {
+            String::from_utf8(value.to_vec())
+                .map_err(|_| Error::invalid(format!("form field {name} is not UTF-8 text")))
+        };
+        match name {
+            "user_command" => self.user_command = Some(text(value)?),
+            "dbt_native_params_overrides" => self.overrides = Some(text(value)?),
+            "schedule" => self.schedule = Some(text(value)?),
+            "schedule_name" => self.schedule_name = Some(text(value)?).filter(|s| !s.is_empty()),
+            "dbt_project" => self.dbt_project = Some(value),
+            "profiles" => self.profiles = Some(value),
+            "packages" => self.packages = Some(value),
+            "zipped_artifacts" => self.zipped_artifacts = Some(value),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// How the server treats 0.4.6 requests.
+#[derive(Debug, Clone, Copy)]
+pub struct LegacyPolicy {
+    /// Use the `profiles` the client sends; otherwise they are dropped and the server's own
+    /// profiles are used.
+    pub accept_client_profiles: bool,
+    /// Largest total size of the unzipped artifacts.
+    pub max_unzipped_bytes: u64,
+}
+
+/// A job read from a form: its spec, the content of its files, and notes for its log.
+#[derive(Debug, Clone)]
+pub struct LegacyJob {
+    pub spec: JobSpec,
+    pub blobs: Vec<Bytes>,
+    pub notes: Vec<String>,
+    /// The `user_command` as sent.
+    pub command: String,
+}
+
+/// Checks a form and turns it into a manifest job; the error says which field is wrong.
+pub fn legacy_job(form: &LegacyForm, policy: &LegacyPolicy) -> Result<LegacyJob> {
+    let command = required(&form.user_command, "user_command")?
+        .trim()
+        .to_string();
+    let mut args = shlex::split(&command)
+        .ok_or_else(|| Error::invalid(format!("user_command {command:?} has an unclosed quote")))?;
+    let (extra, notes) = match &form.overrides {
+        Some(text) => override_args(text, &args)?,
+        None => (vec![], vec![]),
+    };
+    args.extend(extra);
+
+    let mut files: Vec<(String, Bytes)> = Vec::new();
+    let project = required(&form.dbt_project, "dbt_project")?;
+    yaml_field(project, "dbt_project")?;
+    files.push(("dbt_project.yml".into(), project.clone()));
+    if let Some(packages) = &form.packages {
+        yaml_field(packages, "packages")?;
+        files.push(("packages.yml".into(), packages.clone()));
+    }
+    let client_profiles = policy.accept_client_profiles && form.profiles.is_some();
+    if let Some(profiles) = form.profiles.as_ref().filter(|_| client_profiles) {
+        yaml_field(profiles, "profiles")?;
+        files.push((PROFILES_FILE.into(), profiles.clone()));
+    }
+    let zip = required(&form.zipped_artifacts, "zipped_artifacts")?;
+    files.extend(unzip(zip, policy.max_unzipped_bytes)?);
+    if !files.iter().any(|(path, _)| path == MANIFEST_FILE) {
+        return Err(Error::invalid(format!(
+            "zipped_artifacts has no {MANIFEST_FILE} at its root"
+        )));
+    }
+
+    let mut entries = Vec::with_capacity(files.len());
+    let mut blobs = Vec::with_capacity(files.len());
+    for (path, content) in files {
+        entries.push(FileEntry {
+            path: RelPath::new(path)?,
+            sha256: BlobHash::of(&content),
+        });
+        blobs.push(content);
+    }
+    let spec = JobSpec {
+        args,
+        files: entries,
+        mode: JobMode::Manifest,
+        client_profiles,
+    };
+    spec.validate()?;
+    Ok(LegacyJob {
+        spec,
+        blobs,
+        notes,
+        command,
+    })
+}
+
+fn required<'a, T>(field: &'a Option<T>, name: &str) -> Result<&'a T> {
+    field
+        .as_ref()
+        .ok_or_else(|| Error::invalid(format!("form field {name} is missing")))
+}
+
+fn yaml_field(content: &[u8], name: &str) -> Result<()> {
+    serde_yaml_ng::from_slice::<Value>(content)
+        .map(drop)
+        .map_err(|e| Error::invalid(format!("form field {name} is not valid YAML: {e}")))
+}
+
+/// Override keys that become dbt flags: `(key, flag)`. A `true` boolean adds the bare flag; a
+/// string or number adds the flag and its value; a mapping (`vars`) adds it as JSON.
+const PASSED_OVERRIDES: &[(&str, &str)] = &[
+    ("target", "--target"),
+    ("profile", "--profile"),
+    ("full_refresh", "--full-refresh"),
+    ("threads", "--threads"),
+    ("vars", "--vars"),
+    ("fail_fast", "--fail-fast"),
+    ("warn_error", "--warn-error"),
+    ("store_failures", "--store-failures"),
+    ("empty", "--empty"),
+    ("debug", "--debug"),
+];
+
+/// Keys the 0.4.6 CLI sends with every request that have no meaning for a job here: its own
+/// options and dbt's global settings, which the server owns.
+const CLIENT_OVERRIDES: &[&str] = &[
+    "server_url",
+    "manifest",
+    "project_dir",
+    "profiles_dir",
+    "dbt_project",
+    "extra_packages",
+    "seeds_path",
+    "elementary",
+    "schedule",
+    "schedule_name",
+    "location",
+    "cache_selected_only",
+    "enable_legacy_logger",
+    "log_cache_events",
+    "log_file_max_bytes",
+    "log_format",
+    "log_format_file",
+    "log_level",
+    "log_level_file",
+    "log_path",
+    "macro_debugging",
+    "partial_parse",
+    "partial_parse_file_diff",
+    "populate_cache",
+    "print",
+    "printer_width",
+    "quiet",
+    "send_anonymous_usage_stats",
+    "single_threaded",
+    "static_parser",
+    "use_colors",
+    "use_colors_file",
+    "use_experimental_parser",
+    "version_check",
+    "write_json",
+    "introspect",
+    "indirect_selection",
+    "target_path",
+];
+
+/// dbt flags for the overrides in `text` (a Python dict literal, read as YAML), skipping those
+/// `command` already sets; and a note for each key that was not used.
+fn override_args(text: &str, command: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+    let invalid = |why: String| {
+        Error::invalid(format!(
+            "dbt_native_params_overrides is not a mapping of parameters ({why})"
+        ))
+    };
+    let value: Value = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let map = match value {
+        Value::Mapping(map) => map,
+        Value::Null => return Ok((vec![], vec![])),
+        _ => return Err(invalid("not a dict".into())),
+    };
+    let mut args = Vec::new();
+    let mut notes = Vec::new();
+    for (key, value) in map {
+        let Value::String(key) = key else {
+            return Err(invalid("a key is not a string".into()));
+        };
+        let Some((_, flag)) = PASSED_OVERRIDES.iter().find(|(k, _)| *k == key) else {
+            if !CLIENT_OVERRIDES.contains(&key.as_str()) && !is_unset(&value) {
+                notes.push(format!(
+                    "dbt-remote: parameter {key} of the request is not supported here and was ignored"
+                ));
+            }
+            continue;
+        };
+        let set_by_command = command
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+        if set_by_command {
+            continue;
+        }
+        match value {
+            Value::Bool(true) => args.push(flag.to_string()),
+            Value::Bool(false) | Value::Null => {}
+            Value::String(s) if s == "None" => {}
+            Value::String(s) => args.extend([flag.to_string(), s]),
+            Value::Number(n) => args.extend([flag.to_string(), n.to_string()]),
+            Value::Mapping(_) => {
+                let json =
+                    serde_json::to_string(&value).map_err(|e| invalid(format!("{key}: {e}")))?;
+                args.extend([flag.to_string(), json]);
+            }
+            _ => return Err(invalid(format!("{key} has a value of an unsupported kind"))),
+        }
+    }
+    Ok((args, notes))
+}
+
+/// Whether an override value says "not set" (Python's `None`, `False`, empty).
+fn is_unset(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(s) => s.is_empty() || s == "None",
+        Value::Sequence(s) => s.is_empty(),
+        Value::Mapping(m) => m.is_empty(),
+        _ => false,
+    }
+}
+
+/// The files of a zip, refusing anything that is not a plain file at a relative path inside
+/// the work dir, and stopping past `limit` bytes unzipped.
+fn unzip(content: &Bytes, limit: u64) -> Result<Vec<(String, Bytes)>> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(content.clone()))
+        .map_err(|e| Error::invalid(format!("zipped_artifacts is not a valid zip file: {e}")))?;
+    let mut files = Vec::with_capacity(archive.len());
+    let mut total = 0u64;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(|e| {
+            Error::invalid(format!("zipped_artifacts: entry {i} cannot be read: {e}"))
+        })?;
+        let name = entry.name().to_string();
+        if entry.is_dir() {
+            continue;
+        }
+        if entry.is_symlink() {
+            return Err(Error::invalid(format!(
+                "zipped_artifacts: {name:?} is a symbolic link; only files are accepted"
+            )));
+        }
+        let path = RelPath::new(name.as_str())
+            .map_err(|e| Error::invalid(format!("zipped_artifacts: {e}")))?;
+        let too_large = |size| Error::TooLarge {
+            what: "unzipped artifacts".into(),
+            size,
+            limit,
+        };
+        if total + entry.size() > limit {
+            return Err(too_large(total + entry.size()));
+        }
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        // The declared size may lie: read at most one byte past what is left.
+        (&mut entry)
+            .take(limit - total + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "zipped_artifacts: {name:?} cannot be unzipped: {e}"
+                ))
+            })?;
+        total += data.len() as u64;
+        if total > limit {
+            return Err(too_large(total));
+        }
+        files.push((path.to_string(), Bytes::from(data)));
+    }
+    Ok(files)
+}
+
+/// The status word of the 0.4.6 protocol: a cancelled job is `failed` there.
+pub fn legacy_status(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Queued => "pending",
+        JobStatus::Running => "running",
+        JobStatus::Succeeded => "success",
+        JobStatus::Failed | JobStatus::Cancelled => "failed",
+    }
+}
+
+/// A record as the 0.4.6 CLI prints it: `TIME<TAB>LEVEL<TAB>message`, one line per line of
+/// the message.
+pub fn push_legacy_lines(record: &LogRecord, lines: &mut Vec<String>) {
+    let entry: &LogEntry = &record.entry;
+    let time = entry.time.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let level = match entry.level {
+        LogLevel::Debug => "DEBUG",
+        LogLevel::Info => "INFO",
+        LogLevel::Warn => "WARNING",
+        LogLevel::Error => "ERROR",
+    };
+    for line in entry.message.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        lines.push(format!("{time}\t{level}\t{line}"));
+    }
+}
+
+/// The answer of `GET /job/{uuid}/logs` and `/last_logs`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LegacyLogs {
+    pub run_logs: Vec<String>,
+    pub run_status: String,
+    pub uuid: String,
+}
+
+impl JobService {
+    /// Stores and launches the job of a 0.4.6 `POST /dbt` form.
+    pub async fn submit_legacy(
+        &self,
+        form: &LegacyForm,
+        policy: &LegacyPolicy,
+    ) -> Result<crate::api::Job> {
+        let job = legacy_job(form, policy)?;
+        self.submit_built(job).await
+    }
+
+    /// Stores a form's files and submits its spec, with its notes first in the log.
+    pub(crate) async fn submit_built(&self, job: LegacyJob) -> Result<crate::api::Job> {
+        for (file, content) in job.spec.files.iter().zip(job.blobs) {
+            self.store().put_blob(&file.sha256, content).await?;
+        }
+        let notes: Vec<LogEntry> = job
+            .notes
+            .into_iter()
+            .map(|n| LogEntry::remote(LogLevel::Warn, n))
+            .collect();
+        self.submit_spec(job.spec, &notes).await
+    }
+
+    /// The 0.4.6 status word of a job.
+    pub async fn legacy_status(&self, id: &str) -> Result<&'static str> {
+        Ok(legacy_status(
+            self.store().get_job(job_id(id)?).await?.status,
+        ))
+    }
+
+    /// Every line of a job's log.
+    pub async fn legacy_logs(&self, id: &str) -> Result<LegacyLogs> {
+        let id = job_id(id)?;
+        // Status first: records read after a final status are the last ones.
+        let job = self.store().get_job(id).await?;
+        let records = self.store().read_all_logs(id, 0).await?;
+        let mut lines = Vec::new();
+        records
+            .iter()
+            .for_each(|r| push_legacy_lines(r, &mut lines));
+        Ok(legacy_answer(id, job.status, lines))
+    }
+
+    /// The lines no earlier `last_logs` call returned for this job (a cursor kept in the job
+    /// record, moved with compare-and-set, so concurrent callers never get a line twice).
+    pub async fn legacy_last_logs(&self, id: &str) -> Result<LegacyLogs> {
+        let id = job_id(id)?;
+        loop {
+            let mut job = self.store().get_job(id).await?;
+            let records = self
+                .store()
+                .read_logs(id, job.last_logs_cursor, MAX_LINES_PAGE)
+                .await?;
+            // More records than one page: the job is not over for this reader yet.
+            let status = if records.len() == MAX_LINES_PAGE && job.status.is_final() {
+                JobStatus::Running
+            } else {
+                job.status
+            };
+            let Some(last) = records.last() else {
+                return Ok(legacy_answer(id, status, vec![]));
+            };
+            job.last_logs_cursor = last.seq;
+            match self.store().update_job(&job).await {
+                Ok(_) => {
+                    let mut lines = Vec::new();
+                    records
+                        .iter()
+                        .for_each(|r| push_legacy_lines(r, &mut lines));
+                    return Ok(legacy_answer(id, status, lines));
+                }
+                Err(Error::Precondition { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn legacy_answer(id: JobId, status: JobStatus, lines: Vec<String>) -> LegacyLogs {
+    LegacyLogs {
+        run_logs: lines,
+        run_status: legacy_status(status).into(),
+        uuid: id.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    const CAPTURED_OVERRIDES: &str = "{'cache_selected_only': False, 'debug': False, 'enable_legacy_logger': False, 'fail_fast': False, 'log_cache_events': False, 'log_file_max_bytes': 10485760, 'log_format_file': 'debug', 'log_level': 'info', 'log_level_file': 'debug', 'macro_debugging': False, 'partial_parse': True, 'partial_parse_file_diff': True, 'populate_cache': True, 'print': True, 'printer_width': 80, 'quiet': False, 'send_anonymous_usage_stats': True, 'single_threaded': False, 'static_parser': True, 'use_colors': True, 'use_colors_file': True, 'use_experimental_parser': False, 'version_check': True, 'write_json': True, 'log_format': 'default', 'server_url': 'http://127.0.0.1:18081/', 'manifest': 'target'}";
+
+    fn args(command: &str, overrides: &str) -> (Vec<String>, Vec<String>) {
+        let command = shlex::split(command).unwrap();
+        override_args(overrides, &command).unwrap()
+    }
+
+    #[test]
+    fn the_captured_overrides_add_nothing() {
+        assert_eq!(args("build", CAPTURED_OVERRIDES), (vec![], vec![]));
+    }
+
+    #[test]
+    fn target_full_refresh_and_vars_reach_dbt() {
+        let with = CAPTURED_OVERRIDES.replace(
+            "'manifest': 'target'",
+            "'manifest': 'target', 'target': 'dev', 'full_refresh': True, 'vars': {'a': 1}, 'threads': 4",
+        );
+        let (flags, notes) = args("run --select x", &with);
+        assert_eq!(
+            flags,
+            [
+                "--target",
+                "dev",
+                "--full-refresh",
+                "--vars",
+                r#"{"a":1}"#,
+                "--threads",
+                "4"
+            ]
+        );
+        assert!(notes.is_empty());
+    }
+
+    #[test]
+    fn the_command_wins_over_an_override() {
+        let (flags, _) = args("run --target prod", "{'target': 'dev'}");
+        assert!(flags.is_empty());
+    }
+
+    #[test]
+    fn unknown_parameters_are_noted() {
+        let (flags, notes) = args("run", "{'frobnicate': 3, 'other': None}");
+        assert!(flags.is_empty());
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("frobnicate"), "{notes:?}");
+    }
+
+    #[test]
+    fn non_mapping_overrides_are_refused() {
+        for bad in [
+            "[1, 2]",
+            "{'a': ",
+            "'text'",
+            "{1: 2}",
+            "{'target': ('a', 'b')}",
+        ] {
+            let err = override_args(bad, &[]).unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{bad}: {err:?}");
+        }
+    }
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> Bytes {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut out);
+        for (name, content) in entries {
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            w.start_file(*name, options).unwrap();
+            w.write_all(content).unwrap();
+        }
+        w.finish().unwrap();
+        Bytes::from(out.into_inner())
+    }
+
+    fn form(zip: Bytes) -> LegacyForm {
+        LegacyForm {
+            user_command: Some("build --select orders".into()),
+            overrides: Some("{'target': 'dev'}".into()),
+            dbt_project: Some(Bytes::from_static(b"name: p\nprofile: p\n")),
+            profiles: Some(Bytes::from_static(b"p: {target: dev}\n")),
+            zipped_artifacts: Some(zip),
+            ..Default::default()
+        }
+    }
+
+    const POLICY: LegacyPolicy = LegacyPolicy {
+        accept_client_profiles: false,
+        max_unzipped_bytes: 1 << 20,
+    };
+
+    #[test]
+    fn a_form_becomes_a_manifest_job() {
+        let zip = zip_of(&[("manifest.json", b"{}"), ("seeds/a.csv", b"x\n1\n")]);
+        let job = legacy_job(&form(zip), &POLICY).unwrap();
+        assert_eq!(job.spec.mode, JobMode::Manifest);
+        assert_eq!(
+            job.spec.args,
+            ["build", "--select", "orders", "--target", "dev"]
+        );
+        let paths: Vec<&str> = job.spec.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["dbt_project.yml", "manifest.json", "seeds/a.csv"]);
+        assert!(
+            !job.spec.client_profiles,
+            "client profiles are dropped by default"
+        );
+
+        let accepting = LegacyPolicy {
+            accept_client_profiles: true,
+            ..POLICY
+        };
+        let zip = zip_of(&[("manifest.json", b"{}")]);
+        let job = legacy_job(&form(zip), &accepting).unwrap();
+        assert!(job.spec.client_profiles);
+        assert!(job
+            .spec
+            .files
+            .iter()
+            .any(|f| f.path.as_str() == "profiles.yml"));
+    }
+
+    #[test]
+    fn bad_zips_are_refused() {
+        let cases: Vec<Bytes> = vec![
+            Bytes::from_static(b"not a zip"),
+            zip_of(&[("../evil.json", b"{}"), ("manifest.json", b"{}")]),
+            zip_of(&[("/etc/passwd", b"x"), ("manifest.json", b"{}")]),
+            zip_of(&[("seeds/a.csv", b"x")]),
+            zip_of(&[("manifest.json", &vec![b' '; 2 << 20])]),
+        ];
+        for (i, zip) in cases.into_iter().enumerate() {
+            let err = legacy_job(&form(zip), &POLICY).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidInput(_) | Error::TooLarge { .. }),
+                "case {i}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_commands_and_fields_are_refused() {
+        let zip = || zip_of(&[("manifest.json", b"{}")]);
+        let mut f = form(zip());
+        f.user_command = Some("rm -rf /".into());
+        assert!(legacy_job(&f, &POLICY).is_err());
+        let mut f = form(zip());
+        f.user_command = Some("build --profiles-dir /etc".into());
+        assert!(legacy_job(&f, &POLICY).is_err());
+        let mut f = form(zip());
+        f.dbt_project = Some(Bytes::from_static(b"a: [unclosed"));
+        assert!(legacy_job(&f, &POLICY).is_err());
+        let mut f = form(zip());
+        f.zipped_artifacts = None;
+        assert!(legacy_job(&f, &POLICY).is_err());
+    }
+
+    #[test]
+    fn lines_are_tab_separated_without_newlines() {
+        let mut entry = LogEntry::remote(LogLevel::Warn, "first\r\nsecond");
+        entry.time = "2026-11-23T20:26:15.123Z".parse().unwrap();
+        let record = LogRecord { seq: 1, entry };
+        let mut lines = vec![];
+        push_legacy_lines(&record, &mut lines);
+        assert_eq!(
+            lines,
+            [
+                "2026-11-23T20:26:15Z\tWARNING\tfirst",
+                "2026-11-23T20:26:15Z\tWARNING\tsecond"
+            ]
+        );
+    }
+
+    #[test]
+    fn statuses_map_onto_the_four_of_the_protocol() {
+        assert_eq!(legacy_status(JobStatus::Queued), "pending");
+        assert_eq!(legacy_status(JobStatus::Succeeded), "success");
+        assert_eq!(legacy_status(JobStatus::Cancelled), "failed");
+    }
+}
