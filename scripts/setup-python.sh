@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Create or update the Python venv holding dbt (dbt-core + dbt-duckdb).
+# Create or update a Python venv: by default the one holding dbt (dbt-core + dbt-duckdb).
 #
-# Usage: VENV=$(scripts/setup-python.sh)
+# Usage: VENV=$(scripts/setup-python.sh)                       # the dbt venv
+#        VENV=$(scripts/setup-python.sh REQUIREMENTS VENV_DIR)   # another one
 #
-# The venv lives at ${DBT_REMOTE_VENV:-$HOME/.cache/dbt-remote/venv}.
+# The dbt venv lives at ${DBT_REMOTE_VENV:-$HOME/.cache/dbt-remote/venv}.
 # Requirements come from scripts/requirements-dbt.txt; a marker file in the
 # venv records a hash of that file, so re-runs with unchanged requirements
 # skip pip entirely. All progress output goes to stderr; the only line on
@@ -11,8 +12,8 @@
 set -euo pipefail
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-req_file="${script_dir}/requirements-dbt.txt"
-venv="${DBT_REMOTE_VENV:-${HOME}/.cache/dbt-remote/venv}"
+req_file="${1:-${script_dir}/requirements-dbt.txt}"
+venv="${2:-${DBT_REMOTE_VENV:-${HOME}/.cache/dbt-remote/venv}}"
 python="${PYTHON:-python3}"
 marker="${venv}/.dbt-remote-requirements.sha256"
 
@@ -32,7 +33,7 @@ if [[ ! -x "${venv}/bin/python" ]]; then
     rm -f "${marker}"
 fi
 
-if [[ -f "${marker}" && "$(cat "${marker}")" == "${req_hash}" && -x "${venv}/bin/dbt" ]]; then
+if [[ -f "${marker}" && "$(cat "${marker}")" == "${req_hash}" ]]; then
     log "requirements already installed (${req_hash:0:12}), skipping pip"
 else
     log "installing requirements from ${req_file}"
@@ -41,7 +42,7 @@ else
         --upgrade pip >&2
     "${venv}/bin/python" -m pip install --disable-pip-version-check --quiet \
         -r "${req_file}" >&2
-    "${venv}/bin/dbt" --version >&2
+    if [[ -x "${venv}/bin/dbt" ]]; then "${venv}/bin/dbt" --version >&2; fi
     printf '%s\n' "${req_hash}" > "${marker}"
     log "installed; marker written to ${marker}"
 fi

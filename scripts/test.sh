@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's second command: installs what the tests need (the dbt venv) and runs every test
-# of the workspace: unit, conformance, API and end-to-end tests with real dbt, and doctests.
+# The README's second command: installs what the tests need (the dbt venv, a test venv with
+# maturin, pytest, mypy and Apache Airflow) and runs every test: unit, conformance, API and
+# end-to-end tests with real dbt, doctests, then the Python package's tests (scripts/test-python.sh).
 # Benchmarks are built (not run): run them with `cargo bench` (see docs/testing.md).
 set -euo pipefail
 
@@ -17,6 +18,13 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --all-features 2>&1 | tee "$log" || status=$?
-# One closing line for the whole workspace (cargo prints one per test binary).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+echo "test: the Python package and its Airflow operator (pytest)" >&2
+cargo build --quiet --bins
+scripts/test-python.sh 2>&1 | tee -a "$log" || status=$?
+# One closing line for the whole suite (cargo prints one per test binary, pytest its own).
+awk '/^test result:/ { p += $4; f += $6 }
+     /^=+ .*(passed|failed).* in [0-9.]+s/ {
+         for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) }
+     }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -327,21 +327,11 @@ pub async fn artifacts(ctx: &Context, args: ArtifactsArgs) -> Result<ExitCode> {
     let dir = args
         .output_dir
         .unwrap_or_else(|| ctx.project_dir().join("target"));
-    let list = client.artifacts(id).await?;
-    if list.artifacts.is_empty() {
+    let written = client.download_artifacts(id, &dir).await?;
+    if written.is_empty() {
         output::note(format!("job {id} has no artifacts (yet)"));
     }
-    for artifact in list.artifacts {
-        let content = client.artifact(id, artifact.name.as_str()).await?;
-        let path = artifact.name.join_to(&dir);
-        let write = || -> std::io::Result<()> {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&path, &content)
-        };
-        write()
-            .map_err(|e| Error::invalid(format!("{} cannot be written: {e}", path.display())))?;
+    for path in written {
         println!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use dbt_remote_core::config::{ConfigFile, Settings};
+use dbt_remote_core::config::Settings;
 use dbt_remote_core::{Error, LogLevel};
 
 mod commands;
@@ -292,8 +292,8 @@ impl Context {
                 flags.insert(key, v.clone());
             }
         }
-        let file = ConfigFile::load(&std::env::current_dir().unwrap_or_else(|_| ".".into()))?;
-        let settings = Settings::resolve(&flags, |var| std::env::var(var).ok(), &file)?;
+        let dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
+        let settings = Settings::load(&flags, &dir)?;
         Ok(Context {
             settings,
             log_level: options.log_level.unwrap_or(LogLevel::Info),
@@ -301,26 +301,16 @@ impl Context {
     }
 
     pub fn client(&self) -> dbt_remote_core::Result<dbt_remote_core::Client> {
-        dbt_remote_core::Client::new(self.settings.get("server_url").unwrap_or_default())
-    }
-
-    pub fn path(&self, key: &str) -> Option<PathBuf> {
-        self.settings.get(key).map(PathBuf::from)
+        self.settings.client()
     }
 
     /// What a job sends, from the settings.
     pub fn job_files(&self) -> dbt_remote_core::package::JobFiles {
-        dbt_remote_core::package::JobFiles {
-            project_dir: self.project_dir(),
-            dbt_project: self.path("dbt_project"),
-            extra_packages: self.path("extra_packages"),
-            seeds_path: self.path("seeds_path"),
-            manifest: self.path("manifest"),
-        }
+        self.settings.job_files()
     }
 
     pub fn project_dir(&self) -> PathBuf {
-        self.path("project_dir").unwrap_or_else(|| ".".into())
+        self.job_files().project_dir
     }
 }
 

@@ -5,28 +5,14 @@ use std::process::ExitCode;
 
 use dbt_remote_core::api::Job;
 use dbt_remote_core::client::StreamEvent;
-use dbt_remote_core::package::{pack_job, with_state};
-use dbt_remote_core::{Client, Error, JobId, JobSpec, JobStatus, Result};
+use dbt_remote_core::{Client, Error, JobId, JobStatus, Result};
 use futures::StreamExt;
 
 use crate::{exit, output, Context};
 
 pub async fn dbt(ctx: &Context, args: Vec<String>, detach: bool) -> Result<ExitCode> {
-    let files = ctx.job_files();
-    let args = if files.manifest.is_some() {
-        with_state(args)
-    } else {
-        args
-    };
-    // Refuse a bad command here, before packing or contacting the server.
-    JobSpec {
-        args: args.clone(),
-        ..Default::default()
-    }
-    .validate()?;
-    let files = pack_job(&files)?;
     let client = ctx.client()?;
-    let (job, stats) = client.submit(args, &files).await?;
+    let (job, stats) = client.submit_project(args, &ctx.job_files()).await?;
     output::note(format!(
         "job {} submitted to {} ({} files, {} uploaded, {} bytes)",
         job.id,

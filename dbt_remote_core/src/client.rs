@@ -13,8 +13,9 @@ use crate::api::{
 };
 use crate::blob::BlobHash;
 use crate::job::JobId;
+use crate::job::JobSpec;
 use crate::log::LogRecord;
-use crate::package::ProjectFile;
+use crate::package::{pack_job, with_state, JobFiles, ProjectFile};
 use crate::{Error, Result};
 
 /// How many times in a row [`Client::follow`] reconnects a dropped stream before giving up.
@@ -36,6 +37,17 @@ pub struct UploadStats {
     pub uploaded_blobs: usize,
     /// Bytes of those blobs.
     pub uploaded_bytes: u64,
+}
+
+/// A node that did not pass, from a job's `run_results.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct FailedNode {
+    pub unique_id: String,
+    /// dbt's result status: `error`, `fail` or `runtime error`.
+    pub status: String,
+    /// dbt's message, e.g. the database error.
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 /// One step of [`Client::follow`].
@@ -197,6 +209,65 @@ impl Client {
         Ok((job, stats))
     }
 
+    /// Packs the project as `files` says (see [`JobFiles`]), uploads what the server lacks and
+    /// submits `args`. A bad command is refused before anything is read or sent; with a
+    /// manifest, `--state` points dbt at it.
+    pub async fn submit_project(
+        &self,
+        args: Vec<String>,
+        files: &JobFiles,
+    ) -> Result<(Job, UploadStats)> {
+        let args = if files.manifest.is_some() {
+            with_state(args)
+        } else {
+            args
+        };
+        JobSpec {
+            args: args.clone(),
+            ..Default::default()
+        }
+        .validate()?;
+        let packed = {
+            let files = files.clone();
+            tokio::task::spawn_blocking(move || pack_job(&files))
+                .await
+                .map_err(|e| Error::backend("packing", e))??
+        };
+        self.submit(args, &packed).await
+    }
+
+    /// Waits until the job has a final status, asking every `poll`, and returns it.
+    pub async fn wait(&self, id: JobId, poll: Duration) -> Result<Job> {
+        loop {
+            let job = self.job(id).await?;
+            if job.status.is_final() {
+                return Ok(job);
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// The nodes that errored or failed in the job, from its `run_results.json` (none when
+    /// dbt wrote no results, e.g. it stopped before running any node).
+    pub async fn failed_nodes(&self, id: JobId) -> Result<Vec<FailedNode>> {
+        #[derive(serde::Deserialize)]
+        struct RunResults {
+            results: Vec<FailedNode>,
+        }
+        let content = match self.artifact(id, "run_results.json").await {
+            Ok(c) => c,
+            Err(Error::NotFound { .. }) => return Ok(vec![]),
+            Err(e) => return Err(e),
+        };
+        let results: RunResults = serde_json::from_slice(&content)
+            .map_err(|e| Error::backend("dbt-server", format!("run_results.json: {e}")))?;
+        Ok(results
+            .results
+            .into_iter()
+            .filter(|r| matches!(r.status.as_str(), "error" | "fail" | "runtime error"))
+            .collect())
+    }
+
     pub async fn job(&self, id: JobId) -> Result<Job> {
         self.json(self.http.get(self.url(&format!("/api/v1/jobs/{id}"))))
             .await
@@ -258,6 +329,32 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| self.transport_error(e))
+    }
+
+    /// Downloads every artifact of the job into `dir` (names keep their sub-folders) and
+    /// returns the paths written, in the server's order.
+    pub async fn download_artifacts(
+        &self,
+        id: JobId,
+        dir: &std::path::Path,
+    ) -> Result<Vec<std::path::PathBuf>> {
+        let mut written = Vec::new();
+        for artifact in self.artifacts(id).await?.artifacts {
+            let content = self.artifact(id, artifact.name.as_str()).await?;
+            // A RelPath has no `..` or root: the file stays inside `dir`.
+            let path = artifact.name.join_to(dir);
+            let write = || -> std::io::Result<()> {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&path, &content)
+            };
+            write().map_err(|e| {
+                Error::invalid(format!("{} cannot be written: {e}", path.display()))
+            })?;
+            written.push(path);
+        }
+        Ok(written)
     }
 
     /// Follows the job's log live from `after`: every record once, in order, then the final

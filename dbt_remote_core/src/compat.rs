@@ -10,7 +10,9 @@ use chrono::SecondsFormat;
 use serde_yaml_ng::Value;
 
 use crate::blob::BlobHash;
-use crate::job::{FileEntry, JobId, JobMode, JobSpec, JobStatus, MANIFEST_FILE, PROFILES_FILE};
+use crate::job::{
+    split_command, FileEntry, JobId, JobMode, JobSpec, JobStatus, MANIFEST_FILE, PROFILES_FILE,
+};
 use crate::log::{LogEntry, LogLevel, LogRecord};
 use crate::paths::RelPath;
 use crate::service::{job_id, JobService};
@@ -90,8 +92,8 @@ pub fn legacy_job(form: &LegacyForm, policy: &LegacyPolicy) -> Result<LegacyJob>
     let command = required(&form.user_command, "user_command")?
         .trim()
         .to_string();
-    let mut args = shlex::split(&command)
-        .ok_or_else(|| Error::invalid(format!("user_command {command:?} has an unclosed quote")))?;
+    let mut args =
+        split_command(&command).map_err(|e| Error::invalid(format!("user_command: {e}")))?;
     let (extra, notes) = match &form.overrides {
         Some(text) => override_args(text, &args)?,
         None => (vec![], vec![]),

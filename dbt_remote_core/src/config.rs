@@ -277,8 +277,35 @@ impl Settings {
         Ok(Settings { values })
     }
 
+    /// The settings a client sees: `flags` > `DBT_REMOTE_*` variables > `dbt_remote.yml` in
+    /// `dir` > defaults.
+    pub fn load(flags: &BTreeMap<&str, String>, dir: &Path) -> Result<Self> {
+        let file = ConfigFile::load(dir)?;
+        Settings::resolve(flags, |var| std::env::var(var).ok(), &file)
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(|(v, _)| v.as_str())
+    }
+
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        self.get(name).map(PathBuf::from)
+    }
+
+    /// A client of the server these settings name.
+    pub fn client(&self) -> Result<crate::Client> {
+        crate::Client::new(self.get("server_url").unwrap_or_default())
+    }
+
+    /// What a job sends, from these settings.
+    pub fn job_files(&self) -> crate::package::JobFiles {
+        crate::package::JobFiles {
+            project_dir: self.path("project_dir").unwrap_or_else(|| ".".into()),
+            dbt_project: self.path("dbt_project"),
+            extra_packages: self.path("extra_packages"),
+            seeds_path: self.path("seeds_path"),
+            manifest: self.path("manifest"),
+        }
     }
 
     pub fn source(&self, name: &str) -> Option<Source> {

@@ -132,6 +132,13 @@ pub struct FileEntry {
     pub sha256: BlobHash,
 }
 
+/// dbt's arguments from a command line such as `run --select "a b"`, split as a POSIX shell
+/// would (quotes, escapes) but never run by one.
+pub fn split_command(command: &str) -> Result<Vec<String>> {
+    shlex::split(command.trim())
+        .ok_or_else(|| Error::invalid(format!("command {command:?} has an unclosed quote")))
+}
+
 impl JobSpec {
     /// The dbt subcommand (one or two words) the arguments start with, if it is a known one.
     pub fn command(&self) -> Option<&'static str> {

@@ -1,0 +1,236 @@
+"""Apache Airflow integration: run a dbt command on a dbt-server from a DAG, with dbt's log
+lines in the task log as they happen.
+
+    from dbt_remote.airflow import DbtRemoteOperator
+
+    DbtRemoteOperator(
+        task_id="dbt_build",
+        command="build --select orders+",
+        project_dir="/opt/airflow/dbt/jaffle",
+        server_url="http://dbt-server:8001",
+    )
+
+Importable only where Airflow (3.x) is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+try:
+    from airflow.exceptions import AirflowException
+    from airflow.sdk import BaseOperator
+    from airflow.triggers.base import BaseTrigger, TriggerEvent
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "dbt_remote.airflow needs Apache Airflow 3: pip install 'dbt-remote[airflow]'"
+    ) from e
+
+from dbt_remote import Client, Job, JobFailed, LogRecord
+
+__all__ = ["DbtRemoteOperator", "DbtRemoteTrigger"]
+
+_LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
+
+
+def _log_record(log: Any, record: LogRecord) -> None:
+    """One record of the job's log as one line of the task log, at its level."""
+    log.log(_LEVELS.get(record.level, 20), "%s", record.message)
+
+
+def _failure_message(job: Job) -> str:
+    """Why the job did not succeed, with the failing nodes."""
+    try:
+        job.wait(poll_interval=0.2)  # the job has ended: this returns at once
+    except JobFailed as e:
+        return str(e)
+    except Exception:  # noqa: BLE001 - the status below still says it
+        pass
+    return f"job {job.id} ended {job.status}"
+
+
+class DbtRemoteTrigger(BaseTrigger):
+    """Waits for a dbt-remote job in the triggerer, writing its log records to the task log.
+    Resumable: it is rebuilt from the job id alone. Fires one event with the final status."""
+
+    def __init__(
+        self,
+        job_id: str,
+        server_url: str | None = None,
+        credentials: str | None = None,
+        poll_interval: float = 2.0,
+        stream_logs: bool = True,
+    ) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.server_url = server_url
+        self.credentials = credentials
+        self.poll_interval = poll_interval
+        self.stream_logs = stream_logs
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "dbt_remote.airflow.DbtRemoteTrigger",
+            {
+                "job_id": self.job_id,
+                "server_url": self.server_url,
+                "credentials": self.credentials,
+                "poll_interval": self.poll_interval,
+                "stream_logs": self.stream_logs,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        client = Client(self.server_url, self.credentials)
+        try:
+            job = await client.job_async(self.job_id)
+            if self.stream_logs:
+                async for record in job.logs_async():
+                    _log_record(self.log, record)
+            try:
+                await job.wait_async(poll_interval=self.poll_interval)
+            except JobFailed:
+                pass  # the event carries the status; the operator fails the task
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - reported to the task, not lost in the triggerer
+            yield TriggerEvent({"job_id": self.job_id, "status": "error", "error": str(e)})
+            return
+        yield TriggerEvent(
+            {
+                "job_id": job.id,
+                "status": job.status,
+                "exit_code": job.exit_code,
+                "failure_reason": job.failure_reason,
+            }
+        )
+
+
+class DbtRemoteOperator(BaseOperator):
+    """Runs a dbt command on a dbt-server and fails the task when dbt fails.
+
+    Each record of the job's log is written to the task log as it arrives. The job id is
+    pushed to XCom (key ``job_id``, also the return value). Killing the task or its timeout
+    cancels the remote job. With ``deferrable=True`` the wait runs in the triggerer
+    (``DbtRemoteTrigger``), so no worker slot is held while dbt runs.
+
+    ``command`` is a string (split as a shell would, never run by one) or a list of
+    arguments. ``server_url``, ``credentials`` and the packing options resolve as in the
+    ``dbt-remote`` CLI (argument, then ``DBT_REMOTE_*`` variables, then ``dbt_remote.yml``).
+    """
+
+    template_fields: Sequence[str] = (
+        "command",
+        "project_dir",
+        "server_url",
+        "manifest",
+        "dbt_project",
+        "extra_packages",
+        "seeds_path",
+    )
+    ui_color = "#ff694a"
+
+    def __init__(
+        self,
+        *,
+        command: str | list[str],
+        project_dir: str = ".",
+        server_url: str | None = None,
+        credentials: str | None = None,
+        manifest: str | None = None,
+        dbt_project: str | None = None,
+        extra_packages: str | None = None,
+        seeds_path: str | None = None,
+        poll_interval: float = 2.0,
+        deferrable: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.command = command
+        self.project_dir = project_dir
+        self.server_url = server_url
+        self.credentials = credentials
+        self.manifest = manifest
+        self.dbt_project = dbt_project
+        self.extra_packages = extra_packages
+        self.seeds_path = seeds_path
+        self.poll_interval = poll_interval
+        self.deferrable = deferrable
+        self._job: Job | None = None
+
+    def _client(self) -> Client:
+        return Client(self.server_url, self.credentials)
+
+    def execute(self, context: Any) -> str:
+        client = self._client()
+        job = client.submit(
+            self.command,
+            self.project_dir,
+            manifest=self.manifest,
+            dbt_project=self.dbt_project,
+            extra_packages=self.extra_packages,
+            seeds_path=self.seeds_path,
+        )
+        self._job = job
+        self.log.info("dbt-remote: job %s submitted to %s", job.id, client.server_url)
+        context["ti"].xcom_push(key="job_id", value=job.id)
+        if self.deferrable:
+            self.defer(
+                trigger=DbtRemoteTrigger(
+                    job_id=job.id,
+                    server_url=client.server_url,
+                    credentials=self.credentials,
+                    poll_interval=self.poll_interval,
+                ),
+                method_name="execute_complete",
+                timeout=self.execution_timeout,
+            )
+        try:
+            for record in job.logs():
+                _log_record(self.log, record)
+            job.wait(poll_interval=self.poll_interval)
+        except JobFailed as e:
+            raise AirflowException(str(e)) from e
+        except BaseException:
+            # Timeout (AirflowTaskTimeout), kill, Ctrl-C: the remote job must not go on.
+            self._cancel()
+            raise
+        self.log.info("dbt-remote: job %s succeeded", job.id)
+        return job.id
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> str:
+        job_id = event.get("job_id")
+        status = event.get("status")
+        if status == "succeeded":
+            self.log.info("dbt-remote: job %s succeeded", job_id)
+            return str(job_id)
+        if status == "error":
+            raise AirflowException(f"dbt-remote: following job {job_id} failed: {event.get('error')}")
+        job = self._client().job(str(job_id))
+        raise AirflowException(_failure_message(job))
+
+    def resume_execution(
+        self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any
+    ) -> Any:
+        if next_method == "__fail__":
+            # The deferral timed out or the trigger failed: the remote job must not go on.
+            job_id = context["ti"].xcom_pull(task_ids=self.task_id, key="job_id")
+            if job_id:
+                self._job = self._client().job(str(job_id))
+                self._cancel()
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def on_kill(self) -> None:
+        self._cancel()
+
+    def _cancel(self) -> None:
+        job = self._job
+        if job is None or job.done:
+            return
+        try:
+            job.cancel()
+            self.log.warning("dbt-remote: job %s cancelled", job.id)
+        except Exception as e:  # noqa: BLE001 - cancelling is best effort when going down
+            self.log.error("dbt-remote: could not cancel job %s: %s", job.id, e)

@@ -1,0 +1,183 @@
+"""A real Apache Airflow 3 runs DAGs that use DbtRemoteOperator against a real dbt-server.
+
+Each DAG runs with `airflow dags test`, which runs the tasks (and, for deferrable tasks, the
+trigger) in one process and prints the task log: that output is what the asserts read.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dbt_remote import Client, JobFailed
+
+pytest.importorskip("airflow", reason="Apache Airflow is not installed (scripts/test-python.sh installs it)")
+
+AIRFLOW = Path(sys.executable).parent / "airflow"
+
+DAGS = """
+import datetime
+import pendulum
+from airflow.sdk import DAG, task
+from dbt_remote.airflow import DbtRemoteOperator
+
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+COMMON = dict(project_dir={project!r}, server_url={url!r}, poll_interval=0.5)
+
+def dag(name):
+    return DAG(name, schedule=None, start_date=START, catchup=False)
+
+with dag("dbt_remote_success"):
+    build = DbtRemoteOperator(task_id="build", command="build --exclude slow_model", **COMMON)
+
+    @task
+    def record_job_id(job_id):
+        with open({out!r}, "w") as f:
+            f.write(job_id)
+
+    record_job_id(build.output)
+
+with dag("dbt_remote_failure"):
+    DbtRemoteOperator(
+        task_id="fail",
+        command=["run", "--select", "fail_on_demand", "--vars", "{{fail: true}}"],
+        **COMMON,
+    )
+
+with dag("dbt_remote_deferrable"):
+    DbtRemoteOperator(
+        task_id="build", command="{{{{ params.command }}}}", deferrable=True,
+        params={{"command": "build --exclude slow_model"}}, **COMMON,
+    )
+
+with dag("dbt_remote_deferrable_failure"):
+    DbtRemoteOperator(
+        task_id="fail", command="run --select fail_on_demand --vars '{{fail: true}}'",
+        deferrable=True, **COMMON,
+    )
+
+with dag("dbt_remote_timeout"):
+    DbtRemoteOperator(
+        task_id="slow", command="run --select slow_model --vars '{{slow_seconds: 120}}'",
+        execution_timeout=datetime.timedelta(seconds=8), **COMMON,
+    )
+"""
+
+
+@pytest.fixture(scope="module")
+def airflow(server, tmp_path_factory):
+    """An AIRFLOW_HOME with the DAGs, a migrated database and serialized DAGs."""
+    home = tmp_path_factory.mktemp("airflow")
+    (home / "dags").mkdir()
+    out = home / "job_id.txt"
+    example = Path(__file__).resolve().parents[2] / "examples" / "jaffle_duckdb"
+    (home / "dags" / "dbt_remote_dags.py").write_text(
+        textwrap.dedent(DAGS.format(project=str(example), url=server.url, out=str(out)))
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "NO_COLOR": "1",
+    }
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(AIRFLOW), *args], env=env, cwd=home, capture_output=True, text=True, timeout=600
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    run("db", "migrate")
+    listed = run("dags", "reserialize")
+    run.out = out  # type: ignore[attr-defined]
+    assert "dbt_remote_success" in run("dags", "list").stdout, listed.stdout + listed.stderr
+    return run
+
+
+def dag_test(airflow, dag_id: str) -> tuple[int, str]:
+    done = airflow("dags", "test", dag_id, check=False)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_a_dag_run_streams_dbt_lines_into_the_task_log_and_pushes_the_job_id(airflow, server):
+    code, log = dag_test(airflow, "dbt_remote_success")
+    assert code == 0, log
+    for line in ("OK created sql table model main.orders", "Completed successfully"):
+        assert line in log, log
+    job_id = airflow.out.read_text()
+    job = Client(server.url).job(job_id)
+    assert (job.status, job.exit_code) == ("succeeded", 0)
+    assert f"job {job_id} succeeded" in log
+
+
+def test_a_failing_model_fails_the_task_naming_the_node(airflow):
+    code, log = dag_test(airflow, "dbt_remote_failure")
+    assert code != 0, log
+    assert "failed: dbt exited with code 1; failing nodes: model.jaffle_duckdb.fail_on_demand" in log, log
+    assert "ERROR creating sql table model main.fail_on_demand" in log, log
+    assert "state=failed" in log, log
+
+
+def test_deferrable_mode_streams_logs_from_the_trigger_and_succeeds(airflow):
+    code, log = dag_test(airflow, "dbt_remote_deferrable")
+    assert code == 0, log
+    assert "DEFERRED" in log.upper(), log
+    assert "DbtRemoteTrigger" in log, log
+    assert "OK created sql table model main.orders" in log, log
+    assert "state=success" in log, log
+
+
+def test_deferrable_failure_is_never_success(airflow):
+    code, log = dag_test(airflow, "dbt_remote_deferrable_failure")
+    assert code != 0, log
+    assert "failing nodes: model.jaffle_duckdb.fail_on_demand" in log, log
+    assert "state=failed" in log, log
+
+
+def test_a_timeout_cancels_the_remote_job(airflow, server):
+    client = Client(server.url)
+    code, log = dag_test(airflow, "dbt_remote_timeout")
+    assert code != 0, log
+    assert "Timeout" in log or "timeout" in log, log
+    slow = [j for j in client.jobs(limit=20) if "slow_seconds: 120" in " ".join(j.args)]
+    assert slow, "the slow job was submitted"
+    job = slow[0]
+    with pytest.raises(JobFailed) as ended:
+        job.wait(timeout=90, poll_interval=0.5)
+    assert ended.value.status == "cancelled", log
+
+
+def test_a_deferral_timeout_cancels_the_remote_job(server, project):
+    # `airflow dags test` runs triggers inline without their timeout, so the operator's resume
+    # path is called here as the task runner calls it after a deferral timed out.
+    from airflow.exceptions import TaskDeferralTimeout
+    from airflow.sdk.bases.operator import TriggerFailureReason
+
+    from dbt_remote.airflow import DbtRemoteOperator
+
+    job = Client(server.url).submit(
+        "run --select slow_model --vars '{slow_seconds: 120}'", project
+    )
+
+    class TaskInstance:  # the one call the operator makes on it
+        def xcom_pull(self, task_ids: str, key: str) -> str:
+            assert (task_ids, key) == ("slow", "job_id")
+            return job.id
+
+    op = DbtRemoteOperator(task_id="slow", command="run", server_url=server.url, deferrable=True)
+    with pytest.raises(TaskDeferralTimeout):
+        op.resume_execution(
+            "__fail__", {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, {"ti": TaskInstance()}
+        )
+    with pytest.raises(JobFailed) as ended:
+        job.wait(timeout=90, poll_interval=0.5)
+    assert ended.value.status == "cancelled"

@@ -1,0 +1,232 @@
+"""dbt_remote against a real dbt-server running real dbt on the example project."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import dbt_remote
+from dbt_remote import (
+    AuthError,
+    Client,
+    DbtRemoteError,
+    InvalidInput,
+    JobFailed,
+    NotFound,
+    ServerError,
+    WaitTimeout,
+)
+
+SLOW = ["run", "--select", "slow_model", "--vars", "{slow_seconds: 60}"]
+
+
+def wait_until_running(job: dbt_remote.Job, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while job.status == "queued":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.2)
+        job.refresh()
+
+
+def test_build_follows_logs_live_and_succeeds(server, project, tmp_path):
+    client = Client(server.url)
+    # Each job builds into a fresh DuckDB file: the whole project, so tests find their parents.
+    job = client.submit("build --exclude slow_model", project)
+    assert job.status in ("queued", "running")
+    assert job.args == ["build", "--exclude", "slow_model"]
+
+    records = list(job.logs())
+    # The followed log ended with the job: its final state is known without asking.
+    assert job.status == "succeeded", "\n".join(str(r) for r in records)
+    assert job.exit_code == 0
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    orders = [r for r in records if r.node == "model.jaffle_duckdb.orders"]
+    assert any(r.node_status == "success" for r in orders), [str(r) for r in records]
+    assert all(r.level in ("debug", "info", "warn", "error") for r in records)
+    assert "orders" in str(orders[-1])
+
+    job.wait()  # succeeded: no exception
+    assert job.done
+    assert job.finished_at is not None
+
+    again = list(job.logs(follow=False))
+    assert [r.seq for r in again] == [r.seq for r in records]
+    assert [r.seq for r in job.logs(follow=False, after=5)][:1] == [6]
+
+    names = {a.name for a in job.artifacts()}
+    assert {"manifest.json", "run_results.json"} <= names
+    written = job.download_artifacts(tmp_path / "out")
+    assert all(isinstance(p, Path) for p in written)
+    assert {p.name for p in written} == names
+    assert (tmp_path / "out" / "run_results.json").stat().st_size > 0
+
+    same = client.job(job.id)
+    assert (same.id, same.status) == (job.id, "succeeded")
+    assert job.id in [j.id for j in client.jobs(limit=10)]
+    assert job.id in [j.id for j in client.jobs(status="succeeded")]
+
+
+def test_a_failing_model_raises_job_failed_with_dbts_code_and_the_node(server, project):
+    job = Client(server.url).submit(
+        ["run", "--select", "fail_on_demand", "--vars", "{fail: true}"], project_dir=project
+    )
+    with pytest.raises(JobFailed) as failed:
+        job.wait(poll_interval=0.2)
+    e = failed.value
+    assert isinstance(e, DbtRemoteError)
+    assert (e.exit_code, e.status, e.job_id) == (1, "failed", job.id)
+    assert [n.unique_id for n in e.failed_nodes] == ["model.jaffle_duckdb.fail_on_demand"]
+    assert e.failed_nodes[0].status == "error"
+    assert "model.jaffle_duckdb.fail_on_demand" in str(e)
+    assert "code 1" in str(e)
+    assert job.exit_code == 1
+
+
+def test_invalid_vars_give_dbts_code_2(server, project):
+    job = Client(server.url).submit(["run", "--vars", "{not yaml"], project)
+    with pytest.raises(JobFailed) as failed:
+        job.wait(poll_interval=0.2)
+    assert failed.value.exit_code == 2
+    assert failed.value.failed_nodes == []
+
+
+def test_cancel_ends_the_job_cancelled(server, project):
+    job = Client(server.url).submit(SLOW, project)
+    wait_until_running(job)
+    job.cancel()
+    with pytest.raises(JobFailed) as failed:
+        job.wait(timeout=90, poll_interval=0.2)
+    assert failed.value.status == "cancelled"
+    assert job.status == "cancelled"
+    assert "cancelled" in str(failed.value)
+
+
+def test_wait_timeout_leaves_the_job_running(server, project):
+    job = Client(server.url).submit(SLOW, project)
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout):
+        job.wait(timeout=1.5, poll_interval=0.2)
+    assert time.monotonic() - started < 10
+    job.refresh()
+    assert not job.done
+    job.cancel()
+
+
+def test_ctrl_c_interrupts_a_wait_and_the_gil_is_released(server, project):
+    job = Client(server.url).submit(SLOW, project)
+    ticks = 0
+    stop = threading.Event()
+
+    def count() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            time.sleep(0.01)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            job.wait(poll_interval=0.2)
+    finally:
+        stop.set()
+        counter.join()
+        timer.cancel()
+    assert time.monotonic() - started < 10
+    # Another thread ran Python while wait() blocked: the GIL was released.
+    assert ticks > 50
+    job.cancel()
+
+
+def test_unknown_jobs_are_not_found(server):
+    client = Client(server.url)
+    with pytest.raises(NotFound):
+        client.job("01900000-0000-7000-8000-000000000000")
+    with pytest.raises(NotFound):
+        client.job("not-a-job-id")
+
+
+def test_a_bad_command_is_refused_before_the_server_is_asked(free_url, project):
+    client = Client(free_url)
+    with pytest.raises(InvalidInput, match="rm"):
+        client.submit("rm -rf /", project)
+    with pytest.raises(InvalidInput):
+        client.submit("build --profiles-dir /etc", project)
+    with pytest.raises(InvalidInput, match="quote"):
+        client.submit("run --select 'unclosed", project)
+
+
+def test_a_server_that_is_down_gives_a_clear_error(free_url, project):
+    with pytest.raises(ServerError, match="could not reach dbt-server") as e:
+        Client(free_url).submit("build", project)
+    assert e.value.status is None
+    with pytest.raises(ServerError):
+        Client(free_url).job("01900000-0000-7000-8000-000000000000")
+
+
+def test_settings_resolve_like_the_cli(tmp_path, monkeypatch, free_url):
+    with pytest.raises(InvalidInput):
+        Client("ftp://example")
+    (tmp_path / "dbt_remote.yml").write_text(f"server_url: {free_url}\n")
+    monkeypatch.delenv("DBT_REMOTE_SERVER_URL", raising=False)
+    assert Client(config_dir=tmp_path).server_url == free_url
+    monkeypatch.setenv("DBT_REMOTE_SERVER_URL", "http://127.0.0.1:9")
+    assert Client(config_dir=tmp_path).server_url == "http://127.0.0.1:9"
+    assert Client("http://127.0.0.1:10", config_dir=tmp_path).server_url == "http://127.0.0.1:10"
+    assert Client(config_dir=tmp_path).settings()["server_url"] == "http://127.0.0.1:9"
+
+
+def test_split_command_splits_like_a_shell():
+    assert dbt_remote.split_command("run --select 'a b' --vars \"{x: 1}\"") == [
+        "run", "--select", "a b", "--vars", "{x: 1}",
+    ]
+    with pytest.raises(InvalidInput):
+        dbt_remote.split_command("run 'open")
+
+
+def test_exceptions_share_one_base():
+    for cls in (AuthError, InvalidInput, JobFailed, NotFound, ServerError, WaitTimeout):
+        assert issubclass(cls, DbtRemoteError)
+
+
+def test_async_twins(server, project):
+    async def main() -> tuple[list[int], str, str]:
+        client = Client(server.url)
+        job = client.submit("build --select +stg_orders", project)
+        seqs = [r.seq async for r in job.logs_async()]
+        await job.wait_async(poll_interval=0.2)
+        again = await client.job_async(job.id)
+        slow = client.submit(SLOW, project)
+        await slow.cancel_async()
+        try:
+            await slow.wait_async(poll_interval=0.2)
+        except JobFailed as e:
+            return seqs, again.status, e.status
+        return seqs, again.status, "no JobFailed"
+
+    seqs, status, cancelled = asyncio.run(main())
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > 3
+    assert status == "succeeded"
+    assert cancelled == "cancelled"
+
+
+def test_async_unknown_job_and_failure(server, project):
+    async def main() -> None:
+        client = Client(server.url)
+        with pytest.raises(NotFound):
+            await client.job_async("01900000-0000-7000-8000-000000000000")
+        job = client.submit(["run", "--select", "fail_on_demand", "--vars", "{fail: true}"], project)
+        with pytest.raises(JobFailed) as e:
+            await job.wait_async(poll_interval=0.2)
+        assert e.value.exit_code == 1
+
+    asyncio.run(main())
