@@ -32,3 +32,11 @@ pub const PYTHON: &str = "DBT_REMOTE_PYTHON";
 pub const PUBLIC_URL: &str = "DBT_REMOTE_PUBLIC_URL";
 /// Accept the `profiles` a 0.4.6 client sends (`1`/`true`). Default: the server's own profiles.
 pub const ACCEPT_CLIENT_PROFILES: &str = "DBT_REMOTE_ACCEPT_CLIENT_PROFILES";
+/// `dbt-server run-job`: the job to run when no id is given as an argument (a Cloud Run Job
+/// execution gets it as an override).
+pub const JOB_ID: &str = "DBT_REMOTE_JOB_ID";
+/// `dbt-server run-job`: also print each log record as a Cloud Logging JSON line on stdout
+/// (`1`/`true`). Default: on when `CLOUD_RUN_JOB` is set (inside a Cloud Run Job).
+pub const LOG_JSON: &str = "DBT_REMOTE_LOG_JSON";
+/// Set by Cloud Run in every task of a Cloud Run Job.
+pub const CLOUD_RUN_JOB: &str = "CLOUD_RUN_JOB";

@@ -12,6 +12,7 @@ use dbt_remote_core::env;
 use dbt_remote_core::launcher::{JobCommand, ProcessLauncherConfig, RunnerLock};
 use dbt_remote_core::runner::{run_job, RunnerConfig};
 use dbt_remote_core::schedule::{run_scheduler, LocalSchedules};
+use dbt_remote_core::state::EchoLogs;
 use dbt_remote_core::{JobId, JobService, LocalStore, ProcessLauncher, StateStore};
 use tokio_util::sync::CancellationToken;
 
@@ -104,7 +105,19 @@ struct ServeArgs {
 #[derive(Args, Debug)]
 struct RunJobArgs {
     /// The job to run.
+    #[arg(env = env::JOB_ID)]
     job_id: JobId,
+    /// Also print each log record as a Cloud Logging JSON line on stdout [default: on inside
+    /// a Cloud Run Job, i.e. when CLOUD_RUN_JOB is set].
+    #[arg(
+        long,
+        env = env::LOG_JSON,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    log_json: Option<bool>,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -287,7 +300,11 @@ async fn shutdown_signal() {
 async fn run_job_command(args: RunJobArgs) -> Result<ExitCode, BoxError> {
     let _lock = RunnerLock::acquire_from_env()?;
     let state = args.state.absolute()?;
-    let store: Arc<dyn StateStore> = Arc::new(LocalStore::new(&state.state_dir)?);
+    let mut store: Arc<dyn StateStore> = Arc::new(LocalStore::new(&state.state_dir)?);
+    let in_cloud_run_job = std::env::var_os(env::CLOUD_RUN_JOB).is_some();
+    if args.log_json.unwrap_or(in_cloud_run_job) {
+        store = Arc::new(EchoLogs::new(store));
+    }
     let cancel = CancellationToken::new();
     tokio::spawn({
         let cancel = cancel.clone();

@@ -14,9 +14,11 @@ use crate::log::{LogEntry, LogRecord};
 use crate::paths::RelPath;
 use crate::{Error, Result};
 
+mod echo;
 mod local;
 mod memory;
 
+pub use echo::{cloud_logging_line, EchoLogs};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 
