@@ -9,7 +9,7 @@ use dbt_remote_core::client::FailedNode as CoreFailedNode;
 use dbt_remote_core::{Client, JobStatus};
 use pyo3::prelude::*;
 
-use crate::logs::{AsyncLogIterator, LogIterator};
+use crate::logs::{AsyncLogIterator, LogIterator, Records};
 use crate::{block_on, error, to_py};
 
 /// A job on the server. `status`, `exit_code` and the times are as last seen: `refresh()`,
@@ -200,13 +200,23 @@ impl Job {
     /// loss); without, those written so far. `after` skips records up to that sequence number.
     #[pyo3(signature = (follow=true, after=0))]
     fn logs(&self, follow: bool, after: u64) -> LogIterator {
-        LogIterator::new(self.client.clone(), self.state.clone(), follow, after)
+        LogIterator(Records::new(
+            self.client.clone(),
+            self.state.clone(),
+            follow,
+            after,
+        ))
     }
 
     /// `logs`, as an async iterator (`async for record in job.logs_async(): ...`).
     #[pyo3(signature = (follow=true, after=0))]
     fn logs_async(&self, follow: bool, after: u64) -> AsyncLogIterator {
-        AsyncLogIterator::new(self.client.clone(), self.state.clone(), follow, after)
+        AsyncLogIterator(Records::new(
+            self.client.clone(),
+            self.state.clone(),
+            follow,
+            after,
+        ))
     }
 
     /// Blocks until the job ends (releasing the GIL; Ctrl-C interrupts). Raises `JobFailed`

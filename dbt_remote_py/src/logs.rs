@@ -71,13 +71,18 @@ type Events = Pin<Box<dyn Stream<Item = dbt_remote_core::Result<StreamEvent>> + 
 
 /// The log of a job as one stream, shared by the iterator's calls.
 #[derive(Clone)]
-struct Records {
+pub(crate) struct Records {
     events: Arc<tokio::sync::Mutex<Events>>,
     state: Arc<Mutex<JobState>>,
 }
 
 impl Records {
-    fn new(client: Client, state: Arc<Mutex<JobState>>, follow: bool, after: u64) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        state: Arc<Mutex<JobState>>,
+        follow: bool,
+        after: u64,
+    ) -> Self {
         let id = state.lock().unwrap().id;
         let events: Events = if follow {
             Box::pin(client.follow(id, after))
@@ -126,18 +131,7 @@ impl Records {
 /// Iterates over a job's log records (`for record in job.logs(): ...`). Each step blocks
 /// with the GIL released; Ctrl-C interrupts it.
 #[pyclass(module = "dbt_remote._native", frozen)]
-pub struct LogIterator(Records);
-
-impl LogIterator {
-    pub(crate) fn new(
-        client: Client,
-        state: Arc<Mutex<JobState>>,
-        follow: bool,
-        after: u64,
-    ) -> Self {
-        LogIterator(Records::new(client, state, follow, after))
-    }
-}
+pub struct LogIterator(pub(crate) Records);
 
 #[pymethods]
 impl LogIterator {
@@ -153,18 +147,7 @@ impl LogIterator {
 /// Iterates over a job's log records asynchronously (`async for record in
 /// job.logs_async(): ...`).
 #[pyclass(module = "dbt_remote._native", frozen)]
-pub struct AsyncLogIterator(Records);
-
-impl AsyncLogIterator {
-    pub(crate) fn new(
-        client: Client,
-        state: Arc<Mutex<JobState>>,
-        follow: bool,
-        after: u64,
-    ) -> Self {
-        AsyncLogIterator(Records::new(client, state, follow, after))
-    }
-}
+pub struct AsyncLogIterator(pub(crate) Records);
 
 #[pymethods]
 impl AsyncLogIterator {
