@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use dbt_remote_core::auth::ClientAuth;
 use dbt_remote_core::config::{ConfigFile, Settings};
 use dbt_remote_core::{Error, LogLevel};
 
@@ -83,7 +84,7 @@ struct Options {
     /// Google Cloud region of the server (used by server discovery)
     #[arg(long, global = true, value_name = "REGION")]
     location: Option<String>,
-    /// Google Cloud credentials file
+    /// A Google service-account key file; requests carry ID tokens made with it
     #[arg(long, global = true, value_name = "FILE")]
     credentials: Option<String>,
     /// Lowest level of log records shown: debug, info, warn, error [default: info]
@@ -300,8 +301,11 @@ impl Context {
         })
     }
 
+    /// A client of the server, with the credentials of the settings and environment.
     pub fn client(&self) -> dbt_remote_core::Result<dbt_remote_core::Client> {
-        dbt_remote_core::Client::new(self.settings.get("server_url").unwrap_or_default())
+        let url = self.settings.get("server_url").unwrap_or_default();
+        let auth = ClientAuth::from_env(url, self.path("creds_path").as_deref())?;
+        Ok(dbt_remote_core::Client::new(url)?.with_auth(auth))
     }
 
     pub fn path(&self, key: &str) -> Option<PathBuf> {

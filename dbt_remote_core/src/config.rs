@@ -73,7 +73,7 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "creds_path",
         default: None,
-        help: "Google Cloud credentials file",
+        help: "a Google service-account key file; requests carry ID tokens made with it",
         kind: Kind::Text,
     },
     Key {
