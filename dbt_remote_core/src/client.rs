@@ -106,8 +106,9 @@ impl Client {
         Err(match status.as_u16() {
             404 if code == "not_found" => Error::NotFound { what: message },
             401 | 403 => Error::Unauthenticated(format!(
-                "{} refused the request ({message}); sent: {}",
+                "{} refused the request ({}); sent: {}",
                 self.base,
+                message.trim_start_matches("unauthenticated: "),
                 self.auth.describe()
             )),
             s => Error::Server {
