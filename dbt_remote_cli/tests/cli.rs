@@ -320,6 +320,32 @@ fn a_server_with_a_static_token() {
     );
 }
 
+/// DBT_REMOTE_AUTH_TOKEN: the server accepts that token, and the jobs' dbt does not see it.
+#[test]
+fn a_server_token_from_the_environment_stays_out_of_the_jobs() {
+    let token = "e2e-env-token";
+    let state = tempfile::tempdir().unwrap();
+    let server = RealServer::start_in_with_env(
+        &server_binary(),
+        state.path(),
+        &[],
+        &[("DBT_REMOTE_AUTH_TOKEN", token)],
+    );
+    let project = project_copy();
+    let url = server.url.as_str();
+    let sql = "select '{{ env_var(\"DBT_REMOTE_AUTH_TOKEN\", \"absent\") }}' as seen";
+    let args = ["show", "--inline", sql, "--server-url", url];
+    let out = run_with(project.path(), &args, &[("DBT_REMOTE_TOKEN", token)]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("absent") && !stdout.contains(token),
+        "{stdout}"
+    );
+    let out = run_with(project.path(), &["jobs", "--server-url", url], &[]);
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
+}
+
 #[test]
 fn config_subcommands_and_precedence() {
     let dir = tempfile::tempdir().unwrap();

@@ -281,7 +281,7 @@ impl ClientAuth {
                 self.exchange(email, key_id.clone(), token_uri, signing_key, audience)
                     .await?
             }
-            Source::Metadata { host, audience } => self.from_metadata(host, audience).await?,
+            Source::Metadata { host, audience } => self.metadata_token(host, audience).await?,
             Source::None | Source::Static(_) => unreachable!("handled above"),
         };
         let exp = expiry(&token).ok_or_else(|| {
@@ -354,7 +354,7 @@ impl ClientAuth {
             .ok_or_else(|| failed("its answer has no id_token".into()))
     }
 
-    async fn from_metadata(&self, host: &str, audience: &str) -> Result<String> {
+    async fn metadata_token(&self, host: &str, audience: &str) -> Result<String> {
         let url =
             format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/identity");
         let failed = |why: String| {

@@ -351,7 +351,8 @@ impl Google {
         let mut keys = self.keys.write().await;
         let fresh = keys.fetched.is_some_and(|t| t.elapsed() < KEYS_MAX_AGE);
         let recent = keys.fetched.is_some_and(|t| t.elapsed() < KEYS_MIN_REFETCH);
-        if !(fresh && keys.by_kid.contains_key(kid)) && !recent {
+        // Fetch unless another request just did (then an unknown kid stays unknown).
+        if !(recent || fresh && keys.by_kid.contains_key(kid)) {
             *keys = Keys {
                 by_kid: self.fetch_keys().await?,
                 fetched: Some(Instant::now()),
