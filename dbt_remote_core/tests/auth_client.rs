@@ -296,7 +296,7 @@ async fn the_metadata_server_is_asked_for_the_servers_audience() {
     assert_eq!(hits.load(Ordering::SeqCst), 1, "cached");
 
     // Wrong audience: the fake answers 400, which is a clear error.
-    let auth = ClientAuth::metadata_server(&addr.to_string(), "https://other.test");
+    let auth = ClientAuth::metadata_server(&addr.to_string(), "https://other.test").unwrap();
     let err = auth.token().await.unwrap_err().to_string();
     assert!(
         err.contains("metadata server") && err.contains("400"),

@@ -70,7 +70,8 @@ pub struct ClientAuth {
 
 struct Inner {
     source: Source,
-    http: reqwest::Client,
+    /// Made only for the sources that fetch tokens.
+    http: Option<reqwest::Client>,
     cached: tokio::sync::Mutex<Option<Cached>>,
 }
 
@@ -108,13 +109,7 @@ impl Default for ClientAuth {
 }
 
 impl ClientAuth {
-    fn from_source(source: Source) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .user_agent(concat!("dbt-remote/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+    fn with_http(source: Source, http: Option<reqwest::Client>) -> Self {
         ClientAuth {
             inner: Arc::new(Inner {
                 source,
@@ -124,14 +119,30 @@ impl ClientAuth {
         }
     }
 
+    /// For a source that fetches its tokens over HTTP.
+    fn fetching(source: Source) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("dbt-remote/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                Error::backend(
+                    "http",
+                    format!("the HTTP client for tokens cannot start: {e}"),
+                )
+            })?;
+        Ok(Self::with_http(source, Some(http)))
+    }
+
     /// Sends no credentials.
     pub fn none() -> Self {
-        Self::from_source(Source::None)
+        Self::with_http(Source::None, None)
     }
 
     /// Sends `token` as it is (a server configured with a static token).
     pub fn static_token(token: impl Into<String>) -> Self {
-        Self::from_source(Source::Static(token.into()))
+        Self::with_http(Source::Static(token.into()), None)
     }
 
     /// Sends Google ID tokens for `audience` (the server URL), obtained with the service-account
@@ -173,19 +184,19 @@ impl ClientAuth {
                 key.client_email
             ))
         })?;
-        Ok(Self::from_source(Source::ServiceAccount {
+        Self::fetching(Source::ServiceAccount {
             email: key.client_email,
             key_id: key.private_key_id,
             token_uri: key.token_uri.unwrap_or_else(|| GOOGLE_TOKEN_URI.into()),
             signing_key,
             audience: audience.to_string(),
-        }))
+        })
     }
 
     /// Sends Google ID tokens for `audience` asked of the metadata server at `host`
     /// (`host` or `host:port`), as on Compute Engine, Cloud Run and GKE.
-    pub fn metadata_server(host: &str, audience: &str) -> Self {
-        Self::from_source(Source::Metadata {
+    pub fn metadata_server(host: &str, audience: &str) -> Result<Self> {
+        Self::fetching(Source::Metadata {
             host: host.to_string(),
             audience: audience.to_string(),
         })
@@ -236,7 +247,7 @@ impl ClientAuth {
         }
         if metadata {
             let host = var(env::GCE_METADATA_HOST).unwrap_or_else(|| DEFAULT_METADATA_HOST.into());
-            return Ok(Self::metadata_server(&host, audience));
+            return Self::metadata_server(&host, audience);
         }
         Ok(Self::none())
     }
@@ -253,6 +264,13 @@ impl ClientAuth {
                 format!("a Google ID token from the metadata server {host}")
             }
         }
+    }
+
+    fn http(&self) -> Result<&reqwest::Client> {
+        self.inner
+            .http
+            .as_ref()
+            .ok_or_else(|| unauthenticated("no HTTP client to fetch tokens with"))
     }
 
     /// The bearer token to send now, `None` for no credentials. ID tokens are cached and
@@ -326,8 +344,7 @@ impl ClientAuth {
         let assertion = jsonwebtoken::encode(&header, &claims, signing_key)
             .map_err(|e| failed(format!("the assertion could not be signed: {e}")))?;
         let response = self
-            .inner
-            .http
+            .http()?
             .post(token_uri)
             .form(&[("grant_type", JWT_BEARER_GRANT), ("assertion", &assertion)])
             .send()
@@ -365,8 +382,7 @@ impl ClientAuth {
             ))
         };
         let response = self
-            .inner
-            .http
+            .http()?
             .get(&url)
             .query(&[("audience", audience), ("format", "full")])
             .header("Metadata-Flavor", "Google")
