@@ -10,6 +10,10 @@ use dbt_remote_core::{Error, JobId, Result};
 
 use crate::{output, run, Context};
 
+/// What to do about refused credentials (also the CLI's hint).
+pub const CREDENTIALS_FIX: &str = "set DBT_REMOTE_TOKEN (a server with a static token) or \
+--credentials <service-account key file> (a server that checks Google ID tokens)";
+
 pub const CONFIG_HELP: &str = "\
 Settings live in dbt_remote.yml in the current folder. Precedence: flag > environment
 (DBT_REMOTE_<KEY>, e.g. DBT_REMOTE_SERVER_URL) > dbt_remote.yml > default.
@@ -158,14 +162,6 @@ pub async fn debug(ctx: &Context, args: DebugArgs) -> Result<ExitCode> {
             );
             true
         }
-        Err(Error::Unauthenticated(m)) => {
-            check(
-                false,
-                format!("credentials refused: {m}"),
-                "this build of dbt-remote sends no credentials yet; use a server without auth",
-            );
-            false
-        }
         Err(e) => {
             check(
                 false,
@@ -175,11 +171,22 @@ pub async fn debug(ctx: &Context, args: DebugArgs) -> Result<ExitCode> {
             false
         }
     };
-    if reachable {
-        check(true, "no credentials needed by this server".into(), "");
-    }
     if !reachable {
         return Ok(ExitCode::from(crate::exit::UNAVAILABLE));
+    }
+    // /health is open to all; listing one job shows whether the credentials are accepted.
+    let sent = client.auth().describe();
+    match client.jobs(None, Some(1), None).await {
+        Ok(_) => check(true, format!("credentials accepted (sent: {sent})"), ""),
+        Err(Error::Unauthenticated(m)) => {
+            check(false, format!("credentials refused: {m}"), CREDENTIALS_FIX);
+            return Ok(ExitCode::from(crate::exit::NOPERM));
+        }
+        Err(e) => check(
+            false,
+            format!("listing jobs failed: {e}"),
+            "see the server log",
+        ),
     }
     if !ok {
         return Ok(ExitCode::from(crate::exit::USAGE));

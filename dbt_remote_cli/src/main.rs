@@ -83,7 +83,7 @@ struct Options {
     /// Google Cloud region of the server (used by server discovery)
     #[arg(long, global = true, value_name = "REGION")]
     location: Option<String>,
-    /// Google Cloud credentials file
+    /// A Google service-account key file; requests carry ID tokens made with it
     #[arg(long, global = true, value_name = "FILE")]
     credentials: Option<String>,
     /// Lowest level of log records shown: debug, info, warn, error [default: info]
@@ -300,6 +300,7 @@ impl Context {
         })
     }
 
+    /// A client of the server, with the credentials of the settings and environment.
     pub fn client(&self) -> dbt_remote_core::Result<dbt_remote_core::Client> {
         self.settings.client()
     }

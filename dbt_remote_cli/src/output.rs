@@ -51,9 +51,7 @@ fn hint(e: &Error) -> Option<&'static str> {
         Error::Backend { backend: "http", .. } => Some(
             "is dbt-server running there? Check --server-url (or DBT_REMOTE_SERVER_URL, dbt_remote.yml); `dbt-remote debug` checks it",
         ),
-        Error::Unauthenticated(_) => {
-            Some("the server asks for credentials; this build of dbt-remote sends none yet")
-        }
+        Error::Unauthenticated(_) => Some(crate::commands::CREDENTIALS_FIX),
         _ => None,
     }
 }

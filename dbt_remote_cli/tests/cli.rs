@@ -35,6 +35,19 @@ fn run(cwd: &Path, args: &[&str]) -> Output {
     cmd.output().unwrap()
 }
 
+/// Runs dbt-remote as [`run`] does, with `env` set too.
+fn run_with(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(cli());
+    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DBT_REMOTE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().unwrap()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -250,6 +263,87 @@ async fn ctrl_c_cancels_the_remote_job() {
         client.job(job.id).await.unwrap().status,
         JobStatus::Cancelled
     );
+}
+
+/// A server started with a static token: dbt-remote runs dbt with DBT_REMOTE_TOKEN, and
+/// without it (or with a wrong one) exits 77 saying what to set.
+#[test]
+fn a_server_with_a_static_token() {
+    let token = "e2e-static-token";
+    let hash = dbt_remote_core::BlobHash::of(token.as_bytes()).to_string();
+    let state = tempfile::tempdir().unwrap();
+    let server = RealServer::start_in(
+        &server_binary(),
+        state.path(),
+        &["--auth-token-sha256", &hash],
+    );
+    let project = project_copy();
+    let url = server.url.as_str();
+    let args = ["seed", "--server-url", url];
+    let out = run_with(project.path(), &args, &[("DBT_REMOTE_TOKEN", token)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Completed successfully"));
+    let out = run_with(
+        project.path(),
+        &["jobs", "--server-url", url],
+        &[("DBT_REMOTE_TOKEN", token)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("succeeded"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    for env in [&[][..], &[("DBT_REMOTE_TOKEN", "wrong")][..]] {
+        for args in [&args[..], &["jobs", "--server-url", url][..]] {
+            let out = run_with(project.path(), args, env);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(77), "{args:?} {env:?}: {stderr}");
+            assert!(
+                stderr.contains("unauthenticated") && stderr.contains(url),
+                "{stderr}"
+            );
+            assert!(stderr.contains("hint: set DBT_REMOTE_TOKEN"), "{stderr}");
+            assert!(
+                !stderr.contains("wrong"),
+                "the token is never printed: {stderr}"
+            );
+        }
+    }
+    let out = run_with(project.path(), &["debug", "--server-url", url], &[]);
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("FAIL  credentials refused"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// DBT_REMOTE_AUTH_TOKEN: the server accepts that token, and the jobs' dbt does not see it.
+#[test]
+fn a_server_token_from_the_environment_stays_out_of_the_jobs() {
+    let token = "e2e-env-token";
+    let state = tempfile::tempdir().unwrap();
+    let server = RealServer::start_in_with_env(
+        &server_binary(),
+        state.path(),
+        &[],
+        &[("DBT_REMOTE_AUTH_TOKEN", token)],
+    );
+    let project = project_copy();
+    let url = server.url.as_str();
+    let sql = "select '{{ env_var(\"DBT_REMOTE_AUTH_TOKEN\", \"absent\") }}' as seen";
+    let args = ["show", "--inline", sql, "--server-url", url];
+    let out = run_with(project.path(), &args, &[("DBT_REMOTE_TOKEN", token)]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("absent") && !stdout.contains(token),
+        "{stdout}"
+    );
+    let out = run_with(project.path(), &["jobs", "--server-url", url], &[]);
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
 }
 
 #[test]

@@ -11,6 +11,7 @@ use crate::api::{
     self, ArtifactList, BlobQuery, Health, Job, JobList, LogPage, MissingBlobs, SubmitFile,
     SubmitJob,
 };
+use crate::auth::ClientAuth;
 use crate::blob::BlobHash;
 use crate::job::JobId;
 use crate::job::JobSpec;
@@ -26,6 +27,7 @@ const MAX_RECONNECTS: u32 = 10;
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    auth: ClientAuth,
 }
 
 /// What [`Client::submit`] sent.
@@ -58,7 +60,8 @@ pub enum StreamEvent {
 }
 
 impl Client {
-    /// A client of the server at `base_url` (`http://host:port`, optionally with a path prefix).
+    /// A client of the server at `base_url` (`http://host:port` or `https://host`, optionally
+    /// with a path prefix) that sends no credentials; see [`with_auth`](Self::with_auth).
     pub fn new(base_url: &str) -> Result<Self> {
         let base = base_url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -66,18 +69,27 @@ impl Client {
                 "invalid server URL {base_url:?}: it must start with http:// or https://"
             )));
         }
-        if base.starts_with("https://") {
-            return Err(Error::invalid(format!(
-                "server URL {base_url:?}: https is not supported by this build yet; use http:// \
-                 (behind an SSH tunnel or on a private network)"
-            )));
-        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("dbt-remote/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::backend("http", e))?;
-        Ok(Client { base, http })
+        Ok(Client {
+            base,
+            http,
+            auth: ClientAuth::none(),
+        })
+    }
+
+    /// The same client, sending `auth`'s bearer token on every request.
+    pub fn with_auth(mut self, auth: ClientAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The credentials this client sends.
+    pub fn auth(&self) -> &ClientAuth {
+        &self.auth
     }
 
     pub fn base_url(&self) -> &str {
@@ -89,6 +101,10 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let request = match self.auth.token().await? {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status();
         if status.is_success() {
@@ -101,7 +117,12 @@ impl Client {
         };
         Err(match status.as_u16() {
             404 if code == "not_found" => Error::NotFound { what: message },
-            401 | 403 => Error::Unauthenticated(message),
+            401 | 403 => Error::Unauthenticated(format!(
+                "{} refused the request ({}); sent: {}",
+                self.base,
+                message.trim_start_matches("unauthenticated: "),
+                self.auth.describe()
+            )),
             s => Error::Server {
                 status: s,
                 code,

@@ -73,7 +73,7 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "creds_path",
         default: None,
-        help: "Google Cloud credentials file",
+        help: "a Google service-account key file; requests carry ID tokens made with it",
         kind: Kind::Text,
     },
     Key {
@@ -292,9 +292,12 @@ impl Settings {
         self.get(name).map(PathBuf::from)
     }
 
-    /// A client of the server these settings name.
+    /// A client of the server these settings name, with the credentials of the settings and
+    /// the environment (see [`crate::auth::ClientAuth::from_env`]).
     pub fn client(&self) -> Result<crate::Client> {
-        crate::Client::new(self.get("server_url").unwrap_or_default())
+        let url = self.get("server_url").unwrap_or_default();
+        let auth = crate::auth::ClientAuth::from_env(url, self.path("creds_path").as_deref())?;
+        Ok(crate::Client::new(url)?.with_auth(auth))
     }
 
     /// What a job sends, from these settings.

@@ -40,3 +40,25 @@ pub const JOB_ID: &str = "DBT_REMOTE_JOB_ID";
 pub const LOG_JSON: &str = "DBT_REMOTE_LOG_JSON";
 /// Set by Cloud Run in every task of a Cloud Run Job.
 pub const CLOUD_RUN_JOB: &str = "CLOUD_RUN_JOB";
+/// The client's static bearer token, for a server started with a static token.
+pub const TOKEN: &str = "DBT_REMOTE_TOKEN";
+/// How the client authenticates: `auto` (default: `DBT_REMOTE_TOKEN`, else the key file of
+/// `--credentials`, else the metadata server for an `https://` server, else nothing), `none`,
+/// or `metadata` (the metadata server also for an `http://` server).
+pub const AUTH: &str = "DBT_REMOTE_AUTH";
+/// The metadata server's `host[:port]` (Google's standard variable). Default
+/// `metadata.google.internal`.
+pub const GCE_METADATA_HOST: &str = "GCE_METADATA_HOST";
+/// The server's static token, as its SHA-256 in hex: requests must send the token as bearer.
+pub const AUTH_TOKEN_SHA256: &str = "DBT_REMOTE_AUTH_TOKEN_SHA256";
+/// The server's static token itself (hashed at start, removed from the environment the jobs
+/// inherit, never logged). Prefer `DBT_REMOTE_AUTH_TOKEN_SHA256`.
+pub const AUTH_TOKEN: &str = "DBT_REMOTE_AUTH_TOKEN";
+/// Accept Google ID tokens (`1`/`true`). Default off.
+pub const AUTH_GOOGLE: &str = "DBT_REMOTE_AUTH_GOOGLE";
+/// The audience Google ID tokens must have. Default: the public URL.
+pub const AUTH_AUDIENCE: &str = "DBT_REMOTE_AUTH_AUDIENCE";
+/// Where Google's public keys are fetched. Default `https://www.googleapis.com/oauth2/v3/certs`.
+pub const AUTH_JWKS_URL: &str = "DBT_REMOTE_AUTH_JWKS_URL";
+/// Comma-separated emails whose Google ID tokens are accepted. Default: any.
+pub const AUTH_ALLOWED_EMAILS: &str = "DBT_REMOTE_AUTH_ALLOWED_EMAILS";

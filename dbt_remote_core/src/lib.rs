@@ -25,6 +25,7 @@
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod blob;
 pub mod client;
 pub mod compat;

@@ -14,7 +14,7 @@ use warp::{Filter, Rejection};
 use crate::routes::{error_status, json_reply, limited_body, Config};
 
 /// An error as the 0.4.6 CLI expects it: `{"detail": "<message>"}`.
-fn detail_response(e: Error) -> Response {
+pub(crate) fn detail_response(e: Error) -> Response {
     let status = error_status(&e);
     let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!("internal error: {e}");

@@ -5,6 +5,7 @@ use std::future::Future;
 
 use dbt_remote_core::JobService;
 
+mod auth;
 mod compat;
 pub mod routes;
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use dbt_remote_core::auth::{Verifier, GOOGLE_JWKS_URL};
 use dbt_remote_core::env;
 use dbt_remote_core::launcher::{JobCommand, ProcessLauncherConfig, RunnerLock};
 use dbt_remote_core::runner::{run_job, RunnerConfig};
@@ -98,6 +99,29 @@ struct ServeArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     accept_client_profiles: bool,
+    /// Require this static token on every route but /health, /check and /version: its
+    /// SHA-256 in hex (`printf %s "$TOKEN" | sha256sum`). Clients send `Authorization: Bearer
+    /// <token>`. DBT_REMOTE_AUTH_TOKEN may give the token itself instead.
+    #[arg(long, env = env::AUTH_TOKEN_SHA256, value_name = "HEX")]
+    auth_token_sha256: Option<String>,
+    /// Accept Google ID tokens (signed by Google, for --auth-audience, unexpired) on every route
+    /// but /health, /check and /version.
+    #[arg(
+        long,
+        env = env::AUTH_GOOGLE,
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    auth_google: bool,
+    /// The audience Google ID tokens must have: the URL clients use [default: --public-url].
+    #[arg(long, env = env::AUTH_AUDIENCE, value_name = "URL")]
+    auth_audience: Option<String>,
+    /// Where Google's public keys are fetched (keys are cached).
+    #[arg(long, env = env::AUTH_JWKS_URL, value_name = "URL", default_value = GOOGLE_JWKS_URL)]
+    auth_jwks_url: String,
+    /// Accept Google ID tokens of these emails only (comma-separated) [default: any].
+    #[arg(long, env = env::AUTH_ALLOWED_EMAILS, value_name = "EMAILS", value_delimiter = ',')]
+    auth_allowed_emails: Vec<String>,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -184,6 +208,12 @@ impl StateArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The static token itself: read, then removed from the environment that job processes and
+    // dbt inherit (no other thread runs yet).
+    let auth_token = std::env::var(env::AUTH_TOKEN)
+        .ok()
+        .filter(|t| !t.is_empty());
+    std::env::remove_var(env::AUTH_TOKEN);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -201,8 +231,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::RunJob(args)) => run_job_command(args).await,
-            Some(Command::Serve(args)) => serve(args).await,
-            None => serve(cli.serve).await,
+            Some(Command::Serve(args)) => serve(args, auth_token).await,
+            None => serve(cli.serve, auth_token).await,
         }
     });
     match result {
@@ -221,7 +251,33 @@ fn main() -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn serve(args: ServeArgs) -> Result<ExitCode, BoxError> {
+/// The authentication of the serve flags (and DBT_REMOTE_AUTH_TOKEN).
+fn verifier(args: &ServeArgs, token: Option<String>) -> Result<Verifier, BoxError> {
+    let mut builder = Verifier::builder();
+    if let Some(hex) = &args.auth_token_sha256 {
+        builder = builder.with_token_sha256(hex.as_str());
+    }
+    if let Some(token) = token {
+        builder = builder.with_token(token);
+    }
+    if args.auth_google {
+        let audience = args
+            .auth_audience
+            .clone()
+            .or_else(|| args.public_url.clone())
+            .ok_or("--auth-google needs --auth-audience or --public-url: the URL clients use")?;
+        builder = builder
+            .with_google_id_tokens(audience)
+            .with_jwks_url(args.auth_jwks_url.as_str())
+            .with_allowed_emails(args.auth_allowed_emails.clone());
+    } else if args.auth_audience.is_some() || !args.auth_allowed_emails.is_empty() {
+        return Err("--auth-audience and --auth-allowed-emails need --auth-google".into());
+    }
+    Ok(builder.build()?)
+}
+
+async fn serve(args: ServeArgs, auth_token: Option<String>) -> Result<ExitCode, BoxError> {
+    let auth = verifier(&args, auth_token)?;
     let state = args.state.absolute()?;
     let store = LocalStore::new(&state.state_dir)?;
     let store: Arc<dyn StateStore> = Arc::new(store);
@@ -261,8 +317,16 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, BoxError> {
             .public_url
             .or_else(|| (!addr.ip().is_unspecified()).then(|| format!("http://{addr}/"))),
         accept_client_profiles: args.accept_client_profiles,
+        auth,
         ..Config::new(addr.port(), args.max_upload_bytes)
     };
+    tracing::info!("authentication: {}", config.auth.describe());
+    if !config.auth.is_enabled() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "authentication is off and {addr} is reachable from other machines: anyone who \
+             reaches it can run dbt with the server's profiles (see docs/deployment.md)"
+        );
+    }
     let stop_scheduler = CancellationToken::new();
     tokio::spawn(run_scheduler(
         service.clone(),

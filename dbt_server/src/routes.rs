@@ -5,6 +5,7 @@ use std::convert::Infallible;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use dbt_remote_core::api::{self, BlobQuery, SubmitJob, SSE_EVENT_END, SSE_EVENT_LOG};
+use dbt_remote_core::auth::Verifier;
 use dbt_remote_core::service::error_body;
 use dbt_remote_core::state::FollowEvent;
 use dbt_remote_core::{Error, JobService};
@@ -29,6 +30,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Use the profiles a 0.4.6 client sends instead of the server's own.
     pub accept_client_profiles: bool,
+    /// Who may call the routes other than `GET /health`, `/check` and `/version`; open by default.
+    pub auth: Verifier,
 }
 
 impl Config {
@@ -40,6 +43,7 @@ impl Config {
             max_upload_bytes,
             public_url: None,
             accept_client_profiles: false,
+            auth: Verifier::open(),
         }
     }
 }
@@ -292,7 +296,9 @@ pub fn routes(
             )
         });
 
-    check
+    crate::auth::gate(config.auth.clone())
+        .or(check)
+        .unify()
         .or(health)
         .unify()
         .or(openapi)
@@ -451,7 +457,7 @@ fn percent_decode(s: &str) -> dbt_remote_core::Result<String> {
 
 /// The answer to a service error: the caller's mistakes get 4xx with a message; anything else
 /// a 500 with a generic message, the detail going to the server log only.
-fn error_response(e: Error) -> Response {
+pub(crate) fn error_response(e: Error) -> Response {
     let status = error_status(&e);
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!("internal error: {e}");

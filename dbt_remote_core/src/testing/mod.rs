@@ -340,4 +340,5 @@ impl crate::launcher::JobLauncher for RecordingLauncher {
         Ok(())
     }
 }
+pub mod auth;
 pub mod server;

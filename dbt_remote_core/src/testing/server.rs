@@ -56,6 +56,16 @@ impl RealServer {
     /// Starts `binary` over the state in `dir` (a restart when one ran there before), with
     /// `extra` flags.
     pub fn start_in(binary: &Path, dir: &Path, extra: &[&str]) -> RealServer {
+        RealServer::start_in_with_env(binary, dir, extra, &[])
+    }
+
+    /// As [`start_in`](Self::start_in), with environment variables `env` added.
+    pub fn start_in_with_env(
+        binary: &Path,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> RealServer {
         let mut child = Command::new(binary)
             .args(if extra.contains(&"--port") {
                 &[][..]
@@ -71,6 +81,7 @@ impl RealServer {
             .args(["--cancel-grace-seconds", "10"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
