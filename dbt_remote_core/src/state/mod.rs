@@ -14,9 +14,13 @@ use crate::log::{LogEntry, LogRecord};
 use crate::paths::RelPath;
 use crate::{Error, Result};
 
+#[cfg(feature = "gcp")]
+pub mod gcp;
 mod local;
 mod memory;
 
+#[cfg(feature = "gcp")]
+pub use gcp::{GcpStore, GcpStoreBuilder};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 

@@ -340,4 +340,6 @@ impl crate::launcher::JobLauncher for RecordingLauncher {
         Ok(())
     }
 }
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod server;
