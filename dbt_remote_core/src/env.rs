@@ -5,6 +5,9 @@
 pub const PORT: &str = "PORT";
 /// Address dbt-server binds. Default 127.0.0.1.
 pub const HOST: &str = "DBT_REMOTE_HOST";
+/// Where dbt-server keeps jobs: `local` (the state dir) or `gcp` (Firestore + Cloud Storage,
+/// feature `gcp`). Default `local`.
+pub const STATE: &str = "DBT_REMOTE_STATE";
 /// Folder of the local state store. Default `./.dbt-remote/state`.
 pub const STATE_DIR: &str = "DBT_REMOTE_STATE_DIR";
 /// Folder where jobs' work dirs are made. Default `<state dir>/../work`.

@@ -56,6 +56,17 @@ impl RealServer {
     /// Starts `binary` over the state in `dir` (a restart when one ran there before), with
     /// `extra` flags.
     pub fn start_in(binary: &Path, dir: &Path, extra: &[&str]) -> RealServer {
+        RealServer::start_with_env(binary, dir, extra, &[])
+    }
+
+    /// Like [`start_in`](Self::start_in), with `env` added to the server's environment (its
+    /// job processes inherit it).
+    pub fn start_with_env(
+        binary: &Path,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> RealServer {
         let mut child = Command::new(binary)
             .args(if extra.contains(&"--port") {
                 &[][..]
@@ -71,6 +82,7 @@ impl RealServer {
             .args(["--cancel-grace-seconds", "10"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
