@@ -20,7 +20,7 @@ mod local;
 mod memory;
 
 #[cfg(feature = "gcp")]
-pub use gcp::{GcpStore, GcpStoreBuilder};
+pub use gcp::{GcpStore, GcpStoreBuilder, GcpWritten};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use firestore::{FirestoreDb, FirestoreDbOptions};
@@ -12,6 +13,7 @@ use gcloud_sdk::google::firestore::v1::{
     BatchGetDocumentsRequest, CommitRequest, Document, Precondition, RunQueryRequest,
     StructuredQuery, Value, Write,
 };
+use gcloud_sdk::prost::Message;
 use gcloud_sdk::prost_types::Timestamp;
 use gcloud_sdk::tonic::{Code, Status};
 
@@ -74,6 +76,10 @@ pub(super) struct Records {
     /// `projects/<p>/databases/<d>/documents`.
     documents: String,
     prefix: String,
+    /// Successful commits, the documents they wrote, and their encoded request bytes.
+    written_commits: AtomicU64,
+    written_documents: AtomicU64,
+    written_bytes: AtomicU64,
 }
 
 impl fmt::Debug for Records {
@@ -247,7 +253,19 @@ impl Records {
             documents: format!("{database}/documents"),
             database,
             prefix: prefix.to_owned(),
+            written_commits: AtomicU64::new(0),
+            written_documents: AtomicU64::new(0),
+            written_bytes: AtomicU64::new(0),
         })
+    }
+
+    /// Commits, documents and request bytes written so far by this instance.
+    pub(super) fn written(&self) -> (u64, u64, u64) {
+        (
+            self.written_commits.load(Ordering::Relaxed),
+            self.written_documents.load(Ordering::Relaxed),
+            self.written_bytes.load(Ordering::Relaxed),
+        )
     }
 
     fn job_doc(&self, id: JobId) -> String {
@@ -264,16 +282,18 @@ impl Records {
 
     /// Commits `writes` atomically.
     async fn commit(&self, writes: Vec<Write>) -> std::result::Result<(), Status> {
-        self.db
-            .client()
-            .get()
-            .commit(CommitRequest {
-                database: self.database.clone(),
-                writes,
-                ..Default::default()
-            })
-            .await
-            .map(|_| ())
+        let request = CommitRequest {
+            database: self.database.clone(),
+            writes,
+            ..Default::default()
+        };
+        let (documents, bytes) = (request.writes.len() as u64, request.encoded_len() as u64);
+        self.db.client().get().commit(request).await?;
+        self.written_commits.fetch_add(1, Ordering::Relaxed);
+        self.written_documents
+            .fetch_add(documents, Ordering::Relaxed);
+        self.written_bytes.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The documents `names` that exist, by name.

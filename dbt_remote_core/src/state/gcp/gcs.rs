@@ -5,6 +5,7 @@
 //! (replaced whole) need: no generation preconditions are used.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -62,6 +63,9 @@ pub(super) struct Objects {
     client: Client,
     bucket: String,
     prefix: String,
+    /// Objects uploaded and their bytes.
+    objects: AtomicU64,
+    bytes: AtomicU64,
 }
 
 impl fmt::Debug for Objects {
@@ -94,7 +98,17 @@ impl Objects {
             client: Client::new(config),
             bucket: bucket.to_owned(),
             prefix: prefix.to_owned(),
+            objects: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         })
+    }
+
+    /// Objects and bytes uploaded so far by this instance.
+    pub(super) fn written(&self) -> (u64, u64) {
+        (
+            self.objects.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
     }
 
     pub(super) fn blob_name(&self, hash: &BlobHash) -> String {
@@ -125,12 +139,15 @@ impl Objects {
             bucket: self.bucket.clone(),
             ..Default::default()
         };
+        let size = content.len() as u64;
         let mut media = Media::new(name.to_owned());
-        media.content_length = Some(content.len() as u64);
+        media.content_length = Some(size);
         self.client
             .upload_object(&request, content, &UploadType::Simple(media))
             .await
             .map_err(|e| self.error("uploading", name, e))?;
+        self.objects.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(size, Ordering::Relaxed);
         Ok(())
     }
 

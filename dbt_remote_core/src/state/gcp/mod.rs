@@ -67,6 +67,30 @@ impl GcpStore {
     pub fn builder() -> GcpStoreBuilder {
         GcpStoreBuilder::default()
     }
+
+    /// What this instance has written so far (the `gcp_writes` benchmark prints it).
+    pub fn written(&self) -> GcpWritten {
+        let (commits, documents, firestore_bytes) = self.records.written();
+        let (objects, storage_bytes) = self.objects.written();
+        GcpWritten {
+            commits,
+            documents,
+            firestore_bytes,
+            objects,
+            storage_bytes,
+        }
+    }
+}
+
+/// Counts of what a [`GcpStore`] wrote: successful Firestore commits, the documents they
+/// wrote and their encoded request size, and the Cloud Storage objects uploaded and their size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcpWritten {
+    pub commits: u64,
+    pub documents: u64,
+    pub firestore_bytes: u64,
+    pub objects: u64,
+    pub storage_bytes: u64,
 }
 
 /// Configures a [`GcpStore`]; nothing is checked before [`build`](Self::build).
