@@ -143,48 +143,20 @@ impl Emulators {
             panic!("the Firestore emulator did not start: it printed {line:?}");
         };
 
-        let port = free_port();
-        let storage = command(&gcs)
-            .args(["start", "--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .args(["--in-memory", "--quiet", "--default-bucket", BUCKET])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", gcs.display()));
-        let storage_host = format!("127.0.0.1:{port}");
-        let mut emulators = Emulators {
+        let (storage, storage_host) = match start_storage(&gcs).await {
+            Ok(started) => started,
+            Err(e) => {
+                kill(&mut firestore);
+                panic!("{e}");
+            }
+        };
+        Some(Emulators {
             firestore,
             _firestore_stdin: stdin,
             storage,
             firestore_host,
             storage_host,
-        };
-        emulators.wait_for_bucket().await;
-        Some(emulators)
-    }
-
-    /// Waits until the Cloud Storage emulator answers with its bucket.
-    async fn wait_for_bucket(&mut self) {
-        let url = format!("http://{}/storage/v1/b/{BUCKET}", self.storage_host);
-        let client = reqwest::Client::new();
-        let start = Instant::now();
-        loop {
-            if let Ok(response) = client.get(&url).send().await {
-                if response.status().is_success() {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.storage.try_wait() {
-                panic!("the Cloud Storage emulator exited: {status}");
-            }
-            if start.elapsed() > START_TIMEOUT {
-                panic!(
-                    "the Cloud Storage emulator did not answer on {url} within {START_TIMEOUT:?}"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
     }
 
     /// `host:port` of the Firestore emulator.
@@ -238,6 +210,58 @@ pub fn unique_prefix() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Starts the Cloud Storage emulator on a free port and waits until it serves its bucket. The
+/// port is picked before the emulator binds it, so another process may take it in between:
+/// then it tries another one.
+async fn start_storage(gcs: &std::path::Path) -> Result<(Child, String), String> {
+    let mut last_error = String::new();
+    for _attempt in 0..3 {
+        let port = free_port();
+        let mut child = command(gcs)
+            .args(["start", "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .args(["--in-memory", "--quiet", "--default-bucket", BUCKET])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", gcs.display()))?;
+        let host = format!("127.0.0.1:{port}");
+        match wait_for_bucket(&mut child, &host).await {
+            Ok(()) => return Ok((child, host)),
+            Err(e) => {
+                kill(&mut child);
+                last_error = e;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+/// Waits until the Cloud Storage emulator at `host` answers with its bucket.
+async fn wait_for_bucket(child: &mut Child, host: &str) -> Result<(), String> {
+    let url = format!("http://{host}/storage/v1/b/{BUCKET}");
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        if let Ok(response) = client.get(&url).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the Cloud Storage emulator on {host} exited: {status}"
+            ));
+        }
+        if start.elapsed() > START_TIMEOUT {
+            return Err(format!(
+                "the Cloud Storage emulator did not answer on {url} within {START_TIMEOUT:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 impl Drop for Emulators {
