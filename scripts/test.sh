@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's second command: installs what the tests need (the dbt venv, a test venv with
-# maturin, pytest, mypy and Apache Airflow) and runs every test: unit, conformance, API and
-# end-to-end tests with real dbt, doctests, then the Python package's tests (scripts/test-python.sh).
+# The README's second command: installs what the tests need (the dbt venv, the Firestore and
+# Cloud Storage emulators, a test venv with maturin, pytest, mypy and Apache Airflow) and runs
+# every test: unit, conformance (also on the emulators), API and end-to-end tests with real dbt,
+# doctests, then the Python package's tests (scripts/test-python.sh).
 # Benchmarks are built (not run): run them with `cargo bench` (see docs/testing.md).
 set -euo pipefail
 
@@ -10,6 +11,13 @@ cd "$root"
 
 venv="$(scripts/setup-python.sh)"
 export DBT_REMOTE_DBT_PATH="$venv/bin/dbt"
+# Prints DBT_REMOTE_GCS_EMULATOR=… and DBT_REMOTE_FIRESTORE_EMULATOR=…
+emulators="$(scripts/setup-emulators.sh)"
+while IFS= read -r setting; do
+    export "${setting?}"
+done <<< "$emulators"
+# The GCP store's tests fail instead of being skipped if an emulator is missing.
+export DBT_REMOTE_REQUIRE_EMULATORS=1
 
 echo "test: building benchmarks" >&2
 cargo bench --workspace --no-run --quiet

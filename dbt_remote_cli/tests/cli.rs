@@ -325,7 +325,7 @@ fn a_server_with_a_static_token() {
 fn a_server_token_from_the_environment_stays_out_of_the_jobs() {
     let token = "e2e-env-token";
     let state = tempfile::tempdir().unwrap();
-    let server = RealServer::start_in_with_env(
+    let server = RealServer::start_with_env(
         &server_binary(),
         state.path(),
         &[],

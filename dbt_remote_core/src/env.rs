@@ -5,6 +5,9 @@
 pub const PORT: &str = "PORT";
 /// Address dbt-server binds. Default 127.0.0.1.
 pub const HOST: &str = "DBT_REMOTE_HOST";
+/// Where dbt-server keeps jobs: `local` (the state dir) or `gcp` (Firestore + Cloud Storage,
+/// feature `gcp`). Default `local`.
+pub const STATE: &str = "DBT_REMOTE_STATE";
 /// Folder of the local state store. Default `./.dbt-remote/state`.
 pub const STATE_DIR: &str = "DBT_REMOTE_STATE_DIR";
 /// Folder where jobs' work dirs are made. Default `<state dir>/../work`.
@@ -62,3 +65,31 @@ pub const AUTH_AUDIENCE: &str = "DBT_REMOTE_AUTH_AUDIENCE";
 pub const AUTH_JWKS_URL: &str = "DBT_REMOTE_AUTH_JWKS_URL";
 /// Comma-separated emails whose Google ID tokens are accepted. Default: any.
 pub const AUTH_ALLOWED_EMAILS: &str = "DBT_REMOTE_AUTH_ALLOWED_EMAILS";
+
+// The GCP state store (feature `gcp`; docs/configuration.md).
+
+/// Google Cloud project of the Firestore database. Default: `GOOGLE_CLOUD_PROJECT`.
+pub const GCP_PROJECT: &str = "DBT_REMOTE_GCP_PROJECT";
+/// Google's own variable for the project, read when [`GCP_PROJECT`] is unset.
+pub const GOOGLE_CLOUD_PROJECT: &str = "GOOGLE_CLOUD_PROJECT";
+/// Cloud Storage bucket of blobs and artifacts (it must exist).
+pub const GCS_BUCKET: &str = "DBT_REMOTE_GCS_BUCKET";
+/// Prefix of the store's Firestore collections and Cloud Storage object names, so that several
+/// stores can share a database and a bucket. Default: none.
+pub const COLLECTION_PREFIX: &str = "DBT_REMOTE_COLLECTION_PREFIX";
+/// `host:port` of a Firestore emulator (Google's variable): no credentials are looked up.
+pub const FIRESTORE_EMULATOR_HOST: &str = "FIRESTORE_EMULATOR_HOST";
+/// `host:port` of a Cloud Storage emulator (Google's variable): no credentials are looked up.
+pub const STORAGE_EMULATOR_HOST: &str = "STORAGE_EMULATOR_HOST";
+
+// The emulators of the tests (docs/testing.md).
+
+/// The `gcp-storage-emulator` executable. Default:
+/// `~/.cache/dbt-remote/emulators-venv/bin/gcp-storage-emulator`.
+pub const GCS_EMULATOR: &str = "DBT_REMOTE_GCS_EMULATOR";
+/// The Firestore emulator's launcher script (run with `node`). Default:
+/// `~/.cache/dbt-remote/firestore-emulator/start.js`.
+pub const FIRESTORE_EMULATOR: &str = "DBT_REMOTE_FIRESTORE_EMULATOR";
+/// `1`: a test that needs an emulator fails when it is not installed, instead of being skipped
+/// (`scripts/test.sh` sets it).
+pub const REQUIRE_EMULATORS: &str = "DBT_REMOTE_REQUIRE_EMULATORS";

@@ -91,7 +91,9 @@ impl Records {
             let pages = futures::stream::try_unfold(Some(after), move |after| {
                 let client = client.clone();
                 async move {
-                    let Some(after) = after else { return Ok(None) };
+                    let Some(after) = after else {
+                        return Ok::<_, dbt_remote_core::Error>(None);
+                    };
                     let page = client.logs(id, after, None).await?;
                     let next = (!page.records.is_empty()).then_some(page.next_after);
                     Ok(Some((page.records, next)))

@@ -42,9 +42,23 @@ enum Command {
     RunJob(RunJobArgs),
 }
 
+/// Where jobs live.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum StateKind {
+    /// In the state dir.
+    Local,
+    /// In Firestore and Cloud Storage (DBT_REMOTE_GCP_PROJECT, DBT_REMOTE_GCS_BUCKET, …;
+    /// needs a build with the `gcp` feature).
+    Gcp,
+}
+
 #[derive(Args, Debug, Clone)]
 struct StateArgs {
-    /// Folder of the local state store (jobs, logs, artifacts, uploaded files).
+    /// Where jobs, logs, artifacts and uploaded files live.
+    #[arg(long = "state", env = env::STATE, value_enum, default_value_t = StateKind::Local)]
+    state: StateKind,
+    /// Folder of the local state store (jobs, logs, artifacts, uploaded files); with
+    /// `--state gcp`, of the job processes' lock and output files and of schedules only.
     #[arg(long, env = env::STATE_DIR, default_value = ".dbt-remote/state")]
     state_dir: PathBuf,
     /// Folder in which each job gets a fresh work dir [default: <state dir>/../work].
@@ -164,6 +178,7 @@ impl StateArgs {
         };
         let dbt_path = program(&self.dbt_path)?;
         Ok(StateArgs {
+            state: self.state,
             state_dir,
             work_dir: Some(work_dir),
             dbt_path,
@@ -171,6 +186,33 @@ impl StateArgs {
             profiles_dir: self.profiles_dir.as_deref().map(abs).transpose()?,
             keep_work_dirs: self.keep_work_dirs,
         })
+    }
+
+    /// Opens the store `--state` names (a GCP store takes its settings from the environment,
+    /// which the job processes inherit).
+    async fn open_store(&self) -> Result<Arc<dyn StateStore>, BoxError> {
+        match self.state {
+            StateKind::Local => Ok(Arc::new(LocalStore::new(&self.state_dir)?)),
+            #[cfg(feature = "gcp")]
+            StateKind::Gcp => Ok(Arc::new(
+                dbt_remote_core::state::GcpStore::builder()
+                    .from_env()
+                    .build()
+                    .await?,
+            )),
+            #[cfg(not(feature = "gcp"))]
+            StateKind::Gcp => Err("--state gcp: this dbt-server was built without the `gcp` \
+                 feature (cargo build --release --features gcp)"
+                .into()),
+        }
+    }
+
+    /// Where the state is, for the log.
+    fn describe(&self) -> String {
+        match self.state {
+            StateKind::Local => format!("state in {}", self.state_dir.display()),
+            StateKind::Gcp => "state in Firestore + Cloud Storage".into(),
+        }
     }
 
     fn runner_config(&self) -> RunnerConfig {
@@ -185,6 +227,9 @@ impl StateArgs {
     /// The arguments that make `run-job` see the same state and runner config.
     fn run_job_args(&self) -> Vec<std::ffi::OsString> {
         let mut args: Vec<std::ffi::OsString> = vec!["run-job".into()];
+        if self.state == StateKind::Gcp {
+            args.extend(["--state".into(), "gcp".into()]);
+        }
         args.extend([
             "--state-dir".into(),
             self.state_dir.clone().into_os_string(),
@@ -279,8 +324,7 @@ fn verifier(args: &ServeArgs, token: Option<String>) -> Result<Verifier, BoxErro
 async fn serve(args: ServeArgs, auth_token: Option<String>) -> Result<ExitCode, BoxError> {
     let auth = verifier(&args, auth_token)?;
     let state = args.state.absolute()?;
-    let store = LocalStore::new(&state.state_dir)?;
-    let store: Arc<dyn StateStore> = Arc::new(store);
+    let store = state.open_store().await?;
     let launcher = ProcessLauncher::new(
         store.clone(),
         ProcessLauncherConfig {
@@ -308,9 +352,9 @@ async fn serve(args: ServeArgs, auth_token: Option<String>) -> Result<ExitCode, 
         .map_err(|e| format!("could not listen on {addr}: {e}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(
-        "dbt-server {} listening on http://{addr} (state in {})",
+        "dbt-server {} listening on http://{addr} ({})",
         env!("CARGO_PKG_VERSION"),
-        state.state_dir.display()
+        state.describe()
     );
     let config = Config {
         public_url: args
@@ -364,7 +408,7 @@ async fn shutdown_signal() {
 async fn run_job_command(args: RunJobArgs) -> Result<ExitCode, BoxError> {
     let _lock = RunnerLock::acquire_from_env()?;
     let state = args.state.absolute()?;
-    let mut store: Arc<dyn StateStore> = Arc::new(LocalStore::new(&state.state_dir)?);
+    let mut store = state.open_store().await?;
     let in_cloud_run_job = std::env::var_os(env::CLOUD_RUN_JOB).is_some();
     if args.log_json.unwrap_or(in_cloud_run_job) {
         store = Arc::new(EchoLogs::new(store));

@@ -15,10 +15,14 @@ use crate::paths::RelPath;
 use crate::{Error, Result};
 
 mod echo;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 mod local;
 mod memory;
 
 pub use echo::{cloud_logging_line, EchoLogs};
+#[cfg(feature = "gcp")]
+pub use gcp::{GcpStore, GcpStoreBuilder, GcpWritten};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 

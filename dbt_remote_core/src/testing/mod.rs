@@ -341,4 +341,6 @@ impl crate::launcher::JobLauncher for RecordingLauncher {
     }
 }
 pub mod auth;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod server;

@@ -56,15 +56,16 @@ impl RealServer {
     /// Starts `binary` over the state in `dir` (a restart when one ran there before), with
     /// `extra` flags.
     pub fn start_in(binary: &Path, dir: &Path, extra: &[&str]) -> RealServer {
-        RealServer::start_in_with_env(binary, dir, extra, &[])
+        RealServer::start_with_env(binary, dir, extra, &[] as &[(&str, &str)])
     }
 
-    /// As [`start_in`](Self::start_in), with environment variables `env` added.
-    pub fn start_in_with_env(
+    /// Like [`start_in`](Self::start_in), with `env` added to the server's environment (its
+    /// job processes inherit it).
+    pub fn start_with_env(
         binary: &Path,
         dir: &Path,
         extra: &[&str],
-        env: &[(&str, &str)],
+        env: &[(&str, impl AsRef<std::ffi::OsStr>)],
     ) -> RealServer {
         let mut child = Command::new(binary)
             .args(if extra.contains(&"--port") {
@@ -81,7 +82,7 @@ impl RealServer {
             .args(["--cancel-grace-seconds", "10"])
             .args(extra)
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v.as_ref())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

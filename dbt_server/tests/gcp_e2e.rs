@@ -1,0 +1,111 @@
+//! End to end with `--state gcp`: the real dbt-server binary keeps its jobs in the Firestore and
+//! Cloud Storage emulators, its job processes (the local launcher) run real dbt on the example
+//! project and write their logs and artifacts there, and the client follows live. Needs the
+//! venv of scripts/setup-python.sh; skipped, saying so, without the emulators
+//! (scripts/setup-emulators.sh).
+#![cfg(feature = "gcp")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{repo_root, RealServer};
+use dbt_remote_core::client::StreamEvent;
+use dbt_remote_core::package::pack_project;
+use dbt_remote_core::state::{GcpStore, StateStore, StateStoreExt};
+use dbt_remote_core::testing::gcp::{unique_prefix, Emulators, BUCKET, PROJECT};
+use dbt_remote_core::{Client, JobStatus, RelPath};
+use futures::StreamExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_with_state_in_firestore_and_cloud_storage() {
+    let Some(emulators) = Emulators::start("build_with_state_in_firestore_and_cloud_storage").await
+    else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let tmp = tempfile::tempdir().unwrap();
+    let server = RealServer::start_with_env(
+        common::server_binary(),
+        tmp.path(),
+        &["--state", "gcp"],
+        &emulators.env(&prefix),
+    );
+    let client = Client::new(&server.url).unwrap();
+    let files = pack_project(&repo_root().join("examples/jaffle_duckdb")).unwrap();
+    let args = ["build", "--vars", "{slow_seconds: 3}"]
+        .map(String::from)
+        .to_vec();
+    let job = client.submit(args, &files).await.unwrap().0;
+
+    // Follow live, as `dbt-remote build` does.
+    let mut records = Vec::new();
+    let mut stream = std::pin::pin!(client.follow(job.id, 0));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let done = loop {
+        let event = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .expect("the job ends in time")
+            .expect("an end event");
+        match event.unwrap() {
+            StreamEvent::Record(r) => records.push((Instant::now(), r)),
+            StreamEvent::End(job) => break job,
+        }
+    };
+    let ended = Instant::now();
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_eq!(done.exit_code, Some(0));
+    let seqs: Vec<u64> = records.iter().map(|(_, r)| r.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let first_start = records
+        .iter()
+        .find(|(_, r)| {
+            r.entry
+                .node
+                .as_ref()
+                .is_some_and(|n| n.status.as_deref() == Some("started"))
+        })
+        .expect("a node start record");
+    assert!(
+        ended - first_start.0 > Duration::from_secs(2),
+        "logs were not live"
+    );
+    assert!(records
+        .iter()
+        .any(|(_, r)| r.entry.message.starts_with("Done. PASS=")));
+
+    // The state is in the emulators, where another store on the same prefix reads it …
+    let store = GcpStore::builder()
+        .with_project(PROJECT)
+        .with_bucket(BUCKET)
+        .with_collection_prefix(&prefix)
+        .with_firestore_emulator(emulators.firestore_host())
+        .with_storage_emulator(emulators.storage_host())
+        .build()
+        .await
+        .unwrap();
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.status, JobStatus::Succeeded);
+    let logs = store.read_all_logs(job.id, 0).await.unwrap();
+    assert_eq!(logs.len(), records.len());
+    let manifest = RelPath::new("manifest.json").unwrap();
+    let names: Vec<String> = store
+        .list_artifacts(job.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name.to_string())
+        .collect();
+    assert!(names.contains(&"run_results.json".to_string()), "{names:?}");
+    assert_eq!(
+        store.get_artifact(job.id, &manifest).await.unwrap(),
+        client.artifact(job.id, "manifest.json").await.unwrap()
+    );
+    for file in &files {
+        assert!(store.get_blob(&file.sha256).await.is_ok());
+    }
+    // … and not in the local state dir, which keeps only the job process's lock and output.
+    let state = tmp.path().join("state");
+    assert!(!state.join("jobs").exists() && !state.join("blobs").exists());
+    assert!(state.join(format!("runs/{}.log", job.id)).is_file());
+}
