@@ -32,3 +32,26 @@ pub const PYTHON: &str = "DBT_REMOTE_PYTHON";
 pub const PUBLIC_URL: &str = "DBT_REMOTE_PUBLIC_URL";
 /// Accept the `profiles` a 0.4.6 client sends (`1`/`true`). Default: the server's own profiles.
 pub const ACCEPT_CLIENT_PROFILES: &str = "DBT_REMOTE_ACCEPT_CLIENT_PROFILES";
+
+// The Cloud Run launcher and locator (feature `gcp`; docs/configuration.md, docs/deploy-gcp.md).
+
+/// Google Cloud project of the Cloud Run job. Default: `GOOGLE_CLOUD_PROJECT`.
+pub const GCP_PROJECT: &str = "DBT_REMOTE_GCP_PROJECT";
+/// Google's own variable for the project, read when [`GCP_PROJECT`] is unset.
+pub const GOOGLE_CLOUD_PROJECT: &str = "GOOGLE_CLOUD_PROJECT";
+/// Cloud Run region of the jobs' executions, e.g. `europe-west1`.
+pub const CLOUD_RUN_REGION: &str = "DBT_REMOTE_CLOUD_RUN_REGION";
+/// Name of the one Cloud Run job whose executions run dbt jobs. Default `dbt-server-job`.
+pub const CLOUD_RUN_JOB: &str = "DBT_REMOTE_CLOUD_RUN_JOB";
+/// Container image of the Cloud Run job; its entry point must be `dbt-server`.
+pub const CLOUD_RUN_IMAGE: &str = "DBT_REMOTE_CLOUD_RUN_IMAGE";
+/// Service account the executions run as. Default: the project's default compute account.
+pub const CLOUD_RUN_SERVICE_ACCOUNT: &str = "DBT_REMOTE_CLOUD_RUN_SERVICE_ACCOUNT";
+/// Seconds one execution may run before Cloud Run stops it. Default 3600.
+pub const CLOUD_RUN_TASK_TIMEOUT_SECONDS: &str = "DBT_REMOTE_CLOUD_RUN_TASK_TIMEOUT_SECONDS";
+/// CPU limit of an execution's container (Cloud Run syntax: `1`, `2`, `4000m`). Default `1`.
+pub const CLOUD_RUN_CPU: &str = "DBT_REMOTE_CLOUD_RUN_CPU";
+/// Memory limit of an execution's container (`512Mi`, `2Gi`). Default `2Gi`.
+pub const CLOUD_RUN_MEMORY: &str = "DBT_REMOTE_CLOUD_RUN_MEMORY";
+/// Set by the Cloud Run launcher in each execution (an override): the dbt job it runs.
+pub const JOB_ID: &str = "DBT_REMOTE_JOB_ID";

@@ -27,6 +27,8 @@
 pub mod api;
 pub mod blob;
 pub mod client;
+#[cfg(feature = "gcp")]
+mod cloud_run;
 pub mod compat;
 pub mod config;
 pub mod env;
