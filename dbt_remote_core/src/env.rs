@@ -55,3 +55,8 @@ pub const CLOUD_RUN_CPU: &str = "DBT_REMOTE_CLOUD_RUN_CPU";
 pub const CLOUD_RUN_MEMORY: &str = "DBT_REMOTE_CLOUD_RUN_MEMORY";
 /// Set by the Cloud Run launcher in each execution (an override): the dbt job it runs.
 pub const JOB_ID: &str = "DBT_REMOTE_JOB_ID";
+/// Client side: the Google Cloud project in which `dbt-remote` looks for dbt-server on Cloud
+/// Run. Default: the `project` of the BigQuery target in dbt's `profiles.yml`.
+pub const PROJECT: &str = "DBT_REMOTE_PROJECT";
+/// Client side: the Cloud Run region in which `dbt-remote` looks for dbt-server (`--location`).
+pub const LOCATION: &str = "DBT_REMOTE_LOCATION";
