@@ -245,6 +245,43 @@ async fn a_drifted_job_definition_is_updated_and_a_current_one_is_not() {
 }
 
 #[tokio::test]
+async fn a_creation_that_is_not_done_at_once_is_polled_until_done() {
+    let server = MockServer::start().await;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{JOB}")))
+        .respond_with(google_error(404, "NOT_FOUND", "Job not found."))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v2/{PARENT}/jobs")))
+        .and(query_param("jobId", "dbt-server-job"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "name": format!("{PARENT}/operations/create-slow"),
+            "done": false
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{PARENT}/operations/create-slow")))
+        .respond_with(done_operation("create-slow", "Job", json!({"name": JOB})))
+        .expect(1..)
+        .mount(&server)
+        .await;
+    let id = queued_job(&store).await;
+    mount_run(&server, id, 1).await;
+    mount_execution(&server, 1, running()).await;
+    launcher(&server, store.clone())
+        .await
+        .launch(id)
+        .await
+        .unwrap();
+    assert_eq!(store.get_job(id).await.unwrap().status, JobStatus::Running);
+}
+
+#[tokio::test]
 async fn cancel_cancels_the_execution_and_the_job_ends_cancelled() {
     let server = MockServer::start().await;
     let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
