@@ -206,16 +206,16 @@ async fn dispatch(cli: Cli) -> dbt_remote_core::Result<ExitCode> {
                 })
                 .collect::<dbt_remote_core::Result<Vec<String>>>()?;
             let dbt_args = take_own_options(raw, &mut options)?;
-            let ctx = Context::new(&options)?;
+            let ctx = Context::new(&options).await?;
             run::dbt(&ctx, dbt_args, options.detach).await
         }
         Command::Config(c) => commands::config(c),
-        Command::Debug(a) => commands::debug(&Context::new(&options)?, a).await,
-        Command::Jobs(a) => commands::jobs(&Context::new(&options)?, a).await,
-        Command::Logs(a) => commands::logs(&Context::new(&options)?, a).await,
-        Command::Status(a) => commands::status(&Context::new(&options)?, a).await,
-        Command::Cancel(a) => commands::cancel(&Context::new(&options)?, a).await,
-        Command::Artifacts(a) => commands::artifacts(&Context::new(&options)?, a).await,
+        Command::Debug(a) => commands::debug(&Context::new(&options).await?, a).await,
+        Command::Jobs(a) => commands::jobs(&Context::new(&options).await?, a).await,
+        Command::Logs(a) => commands::logs(&Context::new(&options).await?, a).await,
+        Command::Status(a) => commands::status(&Context::new(&options).await?, a).await,
+        Command::Cancel(a) => commands::cancel(&Context::new(&options).await?, a).await,
+        Command::Artifacts(a) => commands::artifacts(&Context::new(&options).await?, a).await,
     }
 }
 
@@ -276,7 +276,9 @@ pub struct Context {
 }
 
 impl Context {
-    fn new(options: &Options) -> dbt_remote_core::Result<Self> {
+    /// Resolves the settings and locates the server (Cloud Run discovery when only
+    /// `--location` is given, in a build with the `gcp` feature).
+    async fn new(options: &Options) -> dbt_remote_core::Result<Self> {
         let mut flags = BTreeMap::new();
         for (key, value) in [
             ("server_url", &options.server_url),
@@ -293,7 +295,7 @@ impl Context {
             }
         }
         let dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
-        let settings = Settings::load(&flags, &dir)?;
+        let settings = Settings::load(&flags, &dir)?.located().await?;
         Ok(Context {
             settings,
             log_level: options.log_level.unwrap_or(LogLevel::Info),

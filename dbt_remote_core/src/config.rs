@@ -91,6 +91,8 @@ pub enum Source {
     Env,
     File,
     Default,
+    /// Found by a [`ServerLocator`](crate::locator::ServerLocator) (Cloud Run discovery).
+    Located,
 }
 
 impl fmt::Display for Source {
@@ -100,6 +102,7 @@ impl fmt::Display for Source {
             Source::Env => "environment",
             Source::File => CONFIG_FILE,
             Source::Default => "default",
+            Source::Located => "Cloud Run discovery",
         })
     }
 }
@@ -300,6 +303,18 @@ impl Settings {
         Ok(crate::Client::new(url)?.with_auth(auth))
     }
 
+    /// These settings with `server_url` as the locator they name finds it
+    /// ([`crate::locator::for_settings`]): Cloud Run discovery when only `location` is set in a
+    /// build with the `gcp` feature; unchanged otherwise.
+    pub async fn located(mut self) -> Result<Self> {
+        let locator = crate::locator::for_settings(&self).await?;
+        let url = locator.locate().await?;
+        if self.get("server_url").map(|u| u.trim_end_matches('/')) != Some(url.as_str()) {
+            self.values.insert("server_url", (url, Source::Located));
+        }
+        Ok(self)
+    }
+
     /// What a job sends, from these settings.
     pub fn job_files(&self) -> crate::package::JobFiles {
         crate::package::JobFiles {
@@ -385,6 +400,21 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("DBT_REMOTE_SERVER_URL: "), "{err}");
+    }
+
+    #[tokio::test]
+    async fn located_keeps_a_fixed_server_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = ConfigFile::load(dir.path()).unwrap();
+        let flags = BTreeMap::from([("server_url", "http://10.0.0.5:8001/".to_string())]);
+        let s = Settings::resolve(&flags, |_| None, &file).unwrap();
+        let s = s.located().await.unwrap();
+        assert_eq!(s.get("server_url"), Some("http://10.0.0.5:8001/"));
+        assert_eq!(s.source("server_url"), Some(Source::Flag));
+        let s = Settings::resolve(&BTreeMap::new(), |_| None, &file).unwrap();
+        let s = s.located().await.unwrap();
+        assert_eq!(s.get("server_url"), Some("http://127.0.0.1:8001"));
+        assert_eq!(s.source("server_url"), Some(Source::Default));
     }
 
     #[test]

@@ -41,8 +41,8 @@ pub const JOB_ID: &str = "DBT_REMOTE_JOB_ID";
 /// `dbt-server run-job`: also print each log record as a Cloud Logging JSON line on stdout
 /// (`1`/`true`). Default: on when `CLOUD_RUN_JOB` is set (inside a Cloud Run Job).
 pub const LOG_JSON: &str = "DBT_REMOTE_LOG_JSON";
-/// Set by Cloud Run in every task of a Cloud Run Job.
-pub const CLOUD_RUN_JOB: &str = "CLOUD_RUN_JOB";
+/// Set by Cloud Run in every task of a Cloud Run Job (its job's name).
+pub const IN_CLOUD_RUN_JOB: &str = "CLOUD_RUN_JOB";
 /// The client's static bearer token, for a server started with a static token.
 pub const TOKEN: &str = "DBT_REMOTE_TOKEN";
 /// How the client authenticates: `auto` (default: `DBT_REMOTE_TOKEN`, else the key file of
@@ -81,6 +81,16 @@ pub const COLLECTION_PREFIX: &str = "DBT_REMOTE_COLLECTION_PREFIX";
 pub const FIRESTORE_EMULATOR_HOST: &str = "FIRESTORE_EMULATOR_HOST";
 /// `host:port` of a Cloud Storage emulator (Google's variable): no credentials are looked up.
 pub const STORAGE_EMULATOR_HOST: &str = "STORAGE_EMULATOR_HOST";
+/// The variables of the GCP store that a Cloud Run execution needs to open the same store as
+/// the server (the server passes on those it has).
+pub const GCP_STORE_SETTINGS: &[&str] = &[
+    GCP_PROJECT,
+    GOOGLE_CLOUD_PROJECT,
+    GCS_BUCKET,
+    COLLECTION_PREFIX,
+    FIRESTORE_EMULATOR_HOST,
+    STORAGE_EMULATOR_HOST,
+];
 
 // The emulators of the tests (docs/testing.md).
 
@@ -93,3 +103,31 @@ pub const FIRESTORE_EMULATOR: &str = "DBT_REMOTE_FIRESTORE_EMULATOR";
 /// `1`: a test that needs an emulator fails when it is not installed, instead of being skipped
 /// (`scripts/test.sh` sets it).
 pub const REQUIRE_EMULATORS: &str = "DBT_REMOTE_REQUIRE_EMULATORS";
+
+// The Cloud Run launcher and locator (feature `gcp`; docs/configuration.md, docs/deploy-gcp.md).
+// The project is [`GCP_PROJECT`]; each execution gets [`JOB_ID`].
+
+/// Cloud Run region of the jobs' executions, e.g. `europe-west1`.
+pub const CLOUD_RUN_REGION: &str = "DBT_REMOTE_CLOUD_RUN_REGION";
+/// Name of the one Cloud Run job whose executions run dbt jobs. Default `dbt-server-job`.
+pub const CLOUD_RUN_JOB: &str = "DBT_REMOTE_CLOUD_RUN_JOB";
+/// Container image of the Cloud Run job; its entry point must be `dbt-server`.
+pub const CLOUD_RUN_IMAGE: &str = "DBT_REMOTE_CLOUD_RUN_IMAGE";
+/// Service account the executions run as. Default: the project's default compute account.
+pub const CLOUD_RUN_SERVICE_ACCOUNT: &str = "DBT_REMOTE_CLOUD_RUN_SERVICE_ACCOUNT";
+/// Seconds one execution may run before Cloud Run stops it. Default 3600.
+pub const CLOUD_RUN_TASK_TIMEOUT_SECONDS: &str = "DBT_REMOTE_CLOUD_RUN_TASK_TIMEOUT_SECONDS";
+/// CPU limit of an execution's container (Cloud Run syntax: `1`, `2`, `4000m`). Default `1`.
+pub const CLOUD_RUN_CPU: &str = "DBT_REMOTE_CLOUD_RUN_CPU";
+/// Memory limit of an execution's container (`512Mi`, `2Gi`). Default `2Gi`.
+pub const CLOUD_RUN_MEMORY: &str = "DBT_REMOTE_CLOUD_RUN_MEMORY";
+/// Another endpoint of the Cloud Run Admin API, e.g. a local fake for tests. An `http://`
+/// endpoint is sent no credentials. Default: Google's.
+pub const CLOUD_RUN_ENDPOINT: &str = "DBT_REMOTE_CLOUD_RUN_ENDPOINT";
+/// `dbt-server`: where jobs run, `process` (default) or `cloud-run`.
+pub const LAUNCHER: &str = "DBT_REMOTE_LAUNCHER";
+/// Client side: the Google Cloud project in which `dbt-remote` looks for dbt-server on Cloud
+/// Run. Default: the `project` of the BigQuery target in dbt's `profiles.yml`.
+pub const PROJECT: &str = "DBT_REMOTE_PROJECT";
+/// Client side: the Cloud Run region in which `dbt-remote` looks for dbt-server (`--location`).
+pub const LOCATION: &str = "DBT_REMOTE_LOCATION";

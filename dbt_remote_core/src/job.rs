@@ -280,6 +280,10 @@ pub struct JobRecord {
     /// a per-job cursor (the native API's reads take `after` and change nothing).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub last_logs_cursor: u64,
+    /// The runner's handle at its launcher, for launchers that run jobs elsewhere: the Cloud Run
+    /// execution (`projects/P/locations/R/jobs/J/executions/E`) of the Cloud Run launcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -301,6 +305,7 @@ impl JobRecord {
             failure_reason: None,
             cancel_requested: false,
             last_logs_cursor: 0,
+            execution: None,
         }
     }
 

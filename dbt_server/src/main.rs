@@ -14,7 +14,7 @@ use dbt_remote_core::launcher::{JobCommand, ProcessLauncherConfig, RunnerLock};
 use dbt_remote_core::runner::{run_job, RunnerConfig};
 use dbt_remote_core::schedule::{run_scheduler, LocalSchedules};
 use dbt_remote_core::state::EchoLogs;
-use dbt_remote_core::{JobId, JobService, LocalStore, ProcessLauncher, StateStore};
+use dbt_remote_core::{JobId, JobLauncher, JobService, LocalStore, ProcessLauncher, StateStore};
 use tokio_util::sync::CancellationToken;
 
 use dbt_server::Config;
@@ -52,6 +52,16 @@ enum StateKind {
     Gcp,
 }
 
+/// Where jobs run.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LauncherKind {
+    /// As child processes of dbt-server (`dbt-server run-job <id>`).
+    Process,
+    /// As executions of one Cloud Run Job (DBT_REMOTE_CLOUD_RUN_*; needs `--state gcp` and a
+    /// build with the `gcp` feature).
+    CloudRun,
+}
+
 #[derive(Args, Debug, Clone)]
 struct StateArgs {
     /// Where jobs, logs, artifacts and uploaded files live.
@@ -85,6 +95,9 @@ struct StateArgs {
 
 #[derive(Args, Debug, Clone)]
 struct ServeArgs {
+    /// Where jobs run.
+    #[arg(long, env = env::LAUNCHER, value_enum, default_value_t = LauncherKind::Process)]
+    launcher: LauncherKind,
     /// Port to listen on (Cloud Run sets PORT).
     #[arg(long, env = env::PORT, default_value_t = 8001)]
     port: u16,
@@ -321,30 +334,61 @@ fn verifier(args: &ServeArgs, token: Option<String>) -> Result<Verifier, BoxErro
     Ok(builder.build()?)
 }
 
+/// The launcher `--launcher` names.
+async fn launcher(
+    args: &ServeArgs,
+    state: &StateArgs,
+    store: Arc<dyn StateStore>,
+) -> Result<Arc<dyn JobLauncher>, BoxError> {
+    match args.launcher {
+        LauncherKind::Process => Ok(Arc::new(ProcessLauncher::new(
+            store,
+            ProcessLauncherConfig {
+                command: JobCommand {
+                    program: std::env::current_exe()?,
+                    args: state.run_job_args(),
+                },
+                runs_dir: state.state_dir.join("runs"),
+                max_concurrent: args.max_concurrent_jobs,
+                cancel_grace: Duration::from_secs(args.cancel_grace_seconds),
+                watch_interval: Duration::from_secs(1),
+            },
+        )?)),
+        #[cfg(feature = "gcp")]
+        LauncherKind::CloudRun => {
+            if state.state != StateKind::Gcp {
+                return Err("--launcher cloud-run needs --state gcp: the executions cannot                      see this machine's state dir"
+                    .into());
+            }
+            let mut builder = dbt_remote_core::launcher::CloudRunLauncher::builder().from_env();
+            // The executions open the same store: pass its settings on.
+            builder = builder.with_env(env::STATE, "gcp");
+            for var in env::GCP_STORE_SETTINGS {
+                if let Some(value) = std::env::var_os(var) {
+                    builder = builder.with_env(*var, value.to_string_lossy());
+                }
+            }
+            Ok(Arc::new(builder.build(store).await?))
+        }
+        #[cfg(not(feature = "gcp"))]
+        LauncherKind::CloudRun => Err("--launcher cloud-run: this dbt-server was built \
+             without the `gcp` feature (cargo build --release --features gcp)"
+            .into()),
+    }
+}
+
 async fn serve(args: ServeArgs, auth_token: Option<String>) -> Result<ExitCode, BoxError> {
     let auth = verifier(&args, auth_token)?;
     let state = args.state.absolute()?;
     let store = state.open_store().await?;
-    let launcher = ProcessLauncher::new(
-        store.clone(),
-        ProcessLauncherConfig {
-            command: JobCommand {
-                program: std::env::current_exe()?,
-                args: state.run_job_args(),
-            },
-            runs_dir: state.state_dir.join("runs"),
-            max_concurrent: args.max_concurrent_jobs,
-            cancel_grace: Duration::from_secs(args.cancel_grace_seconds),
-            watch_interval: Duration::from_secs(1),
-        },
-    )?;
+    let launcher = launcher(&args, &state, store.clone()).await?;
     if let Some(url) = &args.public_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(format!("--public-url {url:?} must start with http:// or https://").into());
         }
     }
     let schedules = LocalSchedules::new(state.state_dir.join("schedules"))?;
-    let service = JobService::new(store, Arc::new(launcher)).with_schedules(Arc::new(schedules));
+    let service = JobService::new(store, launcher).with_schedules(Arc::new(schedules));
     service.recover().await?;
     let addr = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -409,7 +453,7 @@ async fn run_job_command(args: RunJobArgs) -> Result<ExitCode, BoxError> {
     let _lock = RunnerLock::acquire_from_env()?;
     let state = args.state.absolute()?;
     let mut store = state.open_store().await?;
-    let in_cloud_run_job = std::env::var_os(env::CLOUD_RUN_JOB).is_some();
+    let in_cloud_run_job = std::env::var_os(env::IN_CLOUD_RUN_JOB).is_some();
     if args.log_json.unwrap_or(in_cloud_run_job) {
         store = Arc::new(EchoLogs::new(store));
     }

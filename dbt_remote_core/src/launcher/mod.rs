@@ -8,9 +8,13 @@ use crate::job::{JobId, JobRecord, JobStatus};
 use crate::state::{Modify, StateStore, StateStoreExt};
 use crate::Result;
 
+#[cfg(feature = "gcp")]
+pub mod cloud_run;
 mod in_process;
 mod process;
 
+#[cfg(feature = "gcp")]
+pub use cloud_run::{CloudRunLauncher, CloudRunLauncherBuilder};
 pub use in_process::InProcessLauncher;
 pub use process::{JobCommand, ProcessLauncher, ProcessLauncherConfig, RunnerLock};
 

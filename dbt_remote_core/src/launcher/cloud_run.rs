@@ -1,0 +1,682 @@
+//! A launcher that runs each job as an execution of one Cloud Run job (feature `gcp`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use google_cloud_gax::error::rpc::Code;
+use google_cloud_lro::Poller as _;
+use google_cloud_run_v2::client::{Executions, Jobs};
+use google_cloud_run_v2::model::condition::{ExecutionReason, State};
+use google_cloud_run_v2::model::run_job_request::overrides::ContainerOverride;
+use google_cloud_run_v2::model::run_job_request::Overrides;
+use google_cloud_run_v2::model::{
+    Container, EnvVar, Execution, ExecutionTemplate, Job, ResourceRequirements, TaskTemplate,
+};
+use tokio::sync::OnceCell;
+
+use super::{finish_orphan, jobs_in, request_cancel, JobLauncher};
+use crate::cloud_run::{api_error, check_region, client, code, ClientOptions, Hints};
+use crate::env;
+use crate::job::{JobId, JobRecord, JobStatus};
+use crate::state::{Modify, StateStore, StateStoreExt};
+use crate::{Error, Result};
+
+/// The Cloud Run job's name when none is configured.
+pub const DEFAULT_JOB_NAME: &str = "dbt-server-job";
+/// How long one execution may run when no timeout is configured.
+pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(3600);
+/// CPU limit of an execution when none is configured.
+pub const DEFAULT_CPU: &str = "1";
+/// Memory limit of an execution when none is configured.
+pub const DEFAULT_MEMORY: &str = "2Gi";
+/// How often the state of a running execution is read.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// The name of the job's one container.
+pub const CONTAINER_NAME: &str = "dbt-server";
+/// The label (key, value) the launcher puts on the Cloud Run job it manages.
+pub const JOB_LABEL: (&str, &str) = ("dbt-remote", "job-runner");
+
+/// What the server's account needs to use the launcher, for permission errors.
+const PERMISSION_HINT: &str = "the dbt-server's service account needs roles/run.developer on \
+     the project (run.jobs.get/create/update/run, run.executions.get/cancel) and \
+     iam.serviceAccounts.actAs on the executions' service account (roles/iam.serviceAccountUser)";
+
+/// Settings of a [`CloudRunLauncher`]; `from_env` reads the `DBT_REMOTE_CLOUD_RUN_*` variables,
+/// `with_*` set them, and [`build`](Self::build) checks them.
+#[derive(Debug, Clone, Default)]
+pub struct CloudRunLauncherBuilder {
+    project: Option<String>,
+    region: Option<String>,
+    job_name: Option<String>,
+    image: Option<String>,
+    service_account: Option<String>,
+    task_timeout: Option<Duration>,
+    task_timeout_text: Option<String>,
+    cpu: Option<String>,
+    memory: Option<String>,
+    env: BTreeMap<String, String>,
+    poll_interval: Option<Duration>,
+    client: ClientOptions,
+}
+
+impl CloudRunLauncherBuilder {
+    /// Takes every setting whose variable is set (docs/configuration.md); the project falls
+    /// back to `GOOGLE_CLOUD_PROJECT`.
+    pub fn from_env(mut self) -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        self.project = var(env::GCP_PROJECT)
+            .or_else(|| var(env::GOOGLE_CLOUD_PROJECT))
+            .or(self.project);
+        self.region = var(env::CLOUD_RUN_REGION).or(self.region);
+        self.job_name = var(env::CLOUD_RUN_JOB).or(self.job_name);
+        self.image = var(env::CLOUD_RUN_IMAGE).or(self.image);
+        self.service_account = var(env::CLOUD_RUN_SERVICE_ACCOUNT).or(self.service_account);
+        self.task_timeout_text = var(env::CLOUD_RUN_TASK_TIMEOUT_SECONDS);
+        self.cpu = var(env::CLOUD_RUN_CPU).or(self.cpu);
+        self.memory = var(env::CLOUD_RUN_MEMORY).or(self.memory);
+        if let Some(endpoint) = var(env::CLOUD_RUN_ENDPOINT) {
+            self.client.anonymous |= endpoint.starts_with("http://");
+            self.client.endpoint = Some(endpoint);
+        }
+        self
+    }
+
+    pub fn with_project(mut self, project: impl Into<String>) -> Self {
+        self.project = Some(project.into());
+        self
+    }
+
+    /// The Cloud Run region, e.g. `europe-west1`.
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// The name of the one Cloud Run job (default [`DEFAULT_JOB_NAME`]).
+    pub fn with_job_name(mut self, name: impl Into<String>) -> Self {
+        self.job_name = Some(name.into());
+        self
+    }
+
+    /// The container image; its entry point must be `dbt-server` (each execution runs
+    /// `run-job <id>`).
+    pub fn with_image(mut self, image: impl Into<String>) -> Self {
+        self.image = Some(image.into());
+        self
+    }
+
+    /// The service account the executions run as (default: the project's compute account).
+    pub fn with_service_account(mut self, email: impl Into<String>) -> Self {
+        self.service_account = Some(email.into());
+        self
+    }
+
+    /// How long one execution may run (default [`DEFAULT_TASK_TIMEOUT`]).
+    pub fn with_task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// CPU limit of an execution, in Cloud Run's syntax (`1`, `2`, `4000m`).
+    pub fn with_cpu(mut self, cpu: impl Into<String>) -> Self {
+        self.cpu = Some(cpu.into());
+        self
+    }
+
+    /// Memory limit of an execution (`512Mi`, `2Gi`).
+    pub fn with_memory(mut self, memory: impl Into<String>) -> Self {
+        self.memory = Some(memory.into());
+        self
+    }
+
+    /// An environment variable of every execution (e.g. the state store's settings).
+    pub fn with_env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(name.into(), value.into());
+        self
+    }
+
+    /// How often a running execution's state is read (default [`DEFAULT_POLL_INTERVAL`]).
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = Some(interval);
+        self
+    }
+
+    /// Another endpoint of the Cloud Run Admin API (tests, emulators).
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.client.endpoint = Some(url.into());
+        self
+    }
+
+    /// Sends no credentials (tests against a local fake of the API).
+    pub fn with_anonymous_credentials(mut self) -> Self {
+        self.client.anonymous = true;
+        self
+    }
+
+    /// Checks the settings and makes the launcher; jobs are kept in `store`, which the
+    /// executions must reach too.
+    pub async fn build(self, store: Arc<dyn StateStore>) -> Result<CloudRunLauncher> {
+        let project = self.project.ok_or_else(|| {
+            Error::invalid(format!(
+                "no Google Cloud project for the Cloud Run launcher: set {} (or {})",
+                env::GCP_PROJECT,
+                env::GOOGLE_CLOUD_PROJECT
+            ))
+        })?;
+        let region = self.region.ok_or_else(|| {
+            Error::invalid(format!(
+                "no Cloud Run region for the launcher: set {} (e.g. europe-west1)",
+                env::CLOUD_RUN_REGION
+            ))
+        })?;
+        check_region(&region, env::CLOUD_RUN_REGION)?;
+        let image = self.image.ok_or_else(|| {
+            Error::invalid(format!(
+                "no container image for the Cloud Run job: set {} (an image whose entry point is dbt-server)",
+                env::CLOUD_RUN_IMAGE
+            ))
+        })?;
+        let job_name = self.job_name.unwrap_or_else(|| DEFAULT_JOB_NAME.into());
+        let valid_name = job_name.len() <= 63
+            && job_name.starts_with(|c: char| c.is_ascii_lowercase())
+            && !job_name.ends_with('-')
+            && job_name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid_name {
+            return Err(Error::invalid(format!(
+                "Cloud Run job name {job_name:?} is invalid: use up to 63 lowercase letters, \
+                 digits and hyphens, starting with a letter ({})",
+                env::CLOUD_RUN_JOB
+            )));
+        }
+        let task_timeout = match (self.task_timeout, self.task_timeout_text) {
+            (Some(t), _) => t,
+            (None, Some(text)) => text
+                .trim()
+                .parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|_| {
+                    Error::invalid(format!(
+                        "{}: {text:?} is not a number of seconds",
+                        env::CLOUD_RUN_TASK_TIMEOUT_SECONDS
+                    ))
+                })?,
+            (None, None) => DEFAULT_TASK_TIMEOUT,
+        };
+        if task_timeout.is_zero() {
+            return Err(Error::invalid(format!(
+                "the Cloud Run task timeout must be at least 1 second ({})",
+                env::CLOUD_RUN_TASK_TIMEOUT_SECONDS
+            )));
+        }
+        let cpu = self.cpu.unwrap_or_else(|| DEFAULT_CPU.into());
+        let memory = self.memory.unwrap_or_else(|| DEFAULT_MEMORY.into());
+        if cpu.trim().is_empty() || memory.trim().is_empty() {
+            return Err(Error::invalid(
+                "the Cloud Run CPU and memory limits cannot be empty",
+            ));
+        }
+        let config = Config {
+            parent: format!("projects/{project}/locations/{region}"),
+            job: format!("projects/{project}/locations/{region}/jobs/{job_name}"),
+            job_name,
+            image,
+            service_account: self.service_account.unwrap_or_default(),
+            task_timeout,
+            cpu,
+            memory,
+            env: self.env,
+            poll_interval: self.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
+        };
+        let jobs = client!(Jobs, &self.client)?;
+        let executions = client!(Executions, &self.client)?;
+        Ok(CloudRunLauncher {
+            shared: Arc::new(Shared {
+                store,
+                jobs,
+                executions,
+                config,
+                job_ready: OnceCell::new(),
+                watched: Mutex::default(),
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Config {
+    /// `projects/P/locations/R`.
+    parent: String,
+    /// `projects/P/locations/R/jobs/J`.
+    job: String,
+    job_name: String,
+    image: String,
+    service_account: String,
+    task_timeout: Duration,
+    cpu: String,
+    memory: String,
+    env: BTreeMap<String, String>,
+    poll_interval: Duration,
+}
+
+/// Runs each job as one execution of a single Cloud Run job.
+///
+/// The Cloud Run job (`projects/P/locations/R/jobs/J`, labelled [`JOB_LABEL`]) is created on
+/// the first launch if it is missing, and updated if its template differs from the settings
+/// (image, service account, CPU, memory, timeout, environment, no retries). Every dbt job is
+/// then one execution of it, started with per-execution overrides: the arguments
+/// `run-job <id>`, the variable `DBT_REMOTE_JOB_ID=<id>`, one task, the task timeout. So
+/// executions do not pile up job resources against the regional quota.
+///
+/// The execution's name is kept in the job record ([`JobRecord::execution`]). A task per
+/// running job reads the execution's state every poll interval: an execution that ends while
+/// its job is not final (the container exited non-zero or was killed, the task timed out, the
+/// execution was cancelled) finishes the job `failed` with the reason, or `cancelled` if a
+/// cancel was requested. [`cancel`](JobLauncher::cancel) cancels the execution;
+/// [`recover`](JobLauncher::recover) watches the executions of the running jobs again.
+#[derive(Debug, Clone)]
+pub struct CloudRunLauncher {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn StateStore>,
+    jobs: Jobs,
+    executions: Executions,
+    config: Config,
+    /// Set once the Cloud Run job is known to exist with the right template.
+    job_ready: OnceCell<()>,
+    /// Jobs launched or watched by this launcher.
+    watched: Mutex<HashSet<JobId>>,
+}
+
+impl CloudRunLauncher {
+    pub fn builder() -> CloudRunLauncherBuilder {
+        CloudRunLauncherBuilder::default()
+    }
+
+    /// The Cloud Run job's full name, `projects/P/locations/R/jobs/J`.
+    pub fn job(&self) -> &str {
+        &self.shared.config.job
+    }
+}
+
+impl Shared {
+    fn hints(&self) -> Hints<'_> {
+        Hints {
+            permission: PERMISSION_HINT,
+            not_found: "check the project and the region (DBT_REMOTE_GCP_PROJECT, \
+                        DBT_REMOTE_CLOUD_RUN_REGION), and that the Cloud Run Admin API is enabled",
+        }
+    }
+
+    /// The Cloud Run job as the settings want it.
+    fn desired_job(&self) -> Job {
+        let c = &self.config;
+        let container = Container::new()
+            .set_name(CONTAINER_NAME)
+            .set_image(&c.image)
+            .set_env(
+                c.env
+                    .iter()
+                    .map(|(name, value)| EnvVar::new().set_name(name).set_value(value)),
+            )
+            .set_resources(
+                ResourceRequirements::new()
+                    .set_limits([("cpu", c.cpu.as_str()), ("memory", c.memory.as_str())]),
+            );
+        let task = TaskTemplate::new()
+            .set_containers([container])
+            .set_timeout(wkt_duration(c.task_timeout))
+            .set_service_account(&c.service_account)
+            .set_max_retries(0);
+        Job::new().set_labels([JOB_LABEL]).set_template(
+            ExecutionTemplate::new()
+                .set_task_count(1)
+                .set_template(task),
+        )
+    }
+
+    /// Makes sure the Cloud Run job exists with the desired template (once per launcher).
+    async fn ensure_job(&self) -> Result<()> {
+        self.job_ready
+            .get_or_try_init(|| async {
+                let desired = self.desired_job();
+                let c = &self.config;
+                match self.jobs.get_job().set_name(&c.job).send().await {
+                    Ok(existing) => {
+                        if let Some(what) = drift(&existing, &desired) {
+                            tracing::info!(job = %c.job, "updating the Cloud Run job: its {what} changed");
+                            self.jobs
+                                .update_job()
+                                .set_job(desired.set_name(&c.job))
+                                .poller()
+                                .until_done()
+                                .await
+                                .map_err(|e| {
+                                    api_error(e, format!("updating Cloud Run job {}", c.job), self.hints())
+                                })?;
+                        }
+                    }
+                    Err(e) if code(&e) == Some(Code::NotFound) => {
+                        tracing::info!(job = %c.job, "creating the Cloud Run job");
+                        let created = self
+                            .jobs
+                            .create_job()
+                            .set_parent(&c.parent)
+                            .set_job_id(&c.job_name)
+                            .set_job(desired)
+                            .poller()
+                            .until_done()
+                            .await;
+                        match created {
+                            Ok(_) => {}
+                            // Another server created it first.
+                            Err(e) if code(&e) == Some(Code::AlreadyExists) => {}
+                            Err(e) => {
+                                return Err(api_error(
+                                    e,
+                                    format!("creating Cloud Run job {}", c.job),
+                                    self.hints(),
+                                ))
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        return Err(api_error(
+                            e,
+                            format!("reading Cloud Run job {}", c.job),
+                            self.hints(),
+                        ))
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Starts the execution of a job and watches it; finishes the job `failed` if it cannot.
+    async fn launch(self: &Arc<Self>, id: JobId) -> Result<()> {
+        match self.start(id).await {
+            Ok(Some(execution)) => {
+                tokio::spawn(self.clone().watch(id, execution));
+                Ok(())
+            }
+            Ok(None) => {
+                self.watched.lock().unwrap().remove(&id);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(job = %id, "could not start the Cloud Run execution: {e}");
+                let _ = finish_orphan(
+                    &*self.store,
+                    id,
+                    format!("could not start the Cloud Run execution: {e}"),
+                )
+                .await;
+                self.watched.lock().unwrap().remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs one execution for the job; its name, or `None` if the job is not to run.
+    async fn start(&self, id: JobId) -> Result<Option<String>> {
+        self.ensure_job().await?;
+        let job = self.store.start_job(id).await?;
+        if job.status != JobStatus::Running {
+            return Ok(None);
+        }
+        if let Some(execution) = job.execution {
+            return Ok(Some(execution));
+        }
+        let c = &self.config;
+        let id_text = id.to_string();
+        let overrides = Overrides::new()
+            .set_container_overrides([ContainerOverride::new()
+                .set_name(CONTAINER_NAME)
+                .set_args(["run-job", id_text.as_str()])
+                .set_env([EnvVar::new().set_name(env::JOB_ID).set_value(&id_text)])])
+            .set_task_count(1)
+            .set_timeout(wkt_duration(c.task_timeout));
+        let operation = self
+            .jobs
+            .run_job()
+            .set_name(&c.job)
+            .set_overrides(overrides)
+            .send()
+            .await
+            .map_err(|e| {
+                api_error(
+                    e,
+                    format!("running Cloud Run job {} for job {id}", c.job),
+                    self.hints(),
+                )
+            })?;
+        let execution = operation
+            .metadata
+            .as_ref()
+            .and_then(|any| any.to_msg::<Execution>().ok())
+            .map(|e| e.name)
+            .filter(|name| !name.is_empty())
+            .ok_or_else(|| {
+                Error::backend(
+                    crate::cloud_run::BACKEND,
+                    format!(
+                        "running Cloud Run job {} answered operation {:?} without the execution",
+                        c.job, operation.name
+                    ),
+                )
+            })?;
+        tracing::info!(job = %id, execution, "Cloud Run execution started");
+        let job = self
+            .store
+            .modify_job(id, |job| {
+                job.execution = Some(execution.clone());
+                Modify::Write
+            })
+            .await?;
+        if job.cancel_requested {
+            self.cancel_execution(&execution).await?;
+        }
+        Ok(Some(execution))
+    }
+
+    async fn cancel_execution(&self, execution: &str) -> Result<()> {
+        match self
+            .executions
+            .cancel_execution()
+            .set_name(execution)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already over or gone: nothing left to cancel.
+            Err(e) if matches!(code(&e), Some(Code::NotFound | Code::FailedPrecondition)) => Ok(()),
+            Err(e) => Err(api_error(
+                e,
+                format!("cancelling Cloud Run execution {execution}"),
+                self.hints(),
+            )),
+        }
+    }
+
+    /// Reads the execution's state until it ends or its job is final; finishes a job whose
+    /// execution ended without finishing it.
+    async fn watch(self: Arc<Self>, id: JobId, execution: String) {
+        loop {
+            tokio::time::sleep(self.config.poll_interval).await;
+            let ended = match self
+                .executions
+                .get_execution()
+                .set_name(&execution)
+                .send()
+                .await
+            {
+                Ok(state) => execution_end(&state),
+                Err(e) if code(&e) == Some(Code::NotFound) => Some(format!(
+                    "the Cloud Run execution {} no longer exists",
+                    short_name(&execution)
+                )),
+                Err(e) => {
+                    tracing::warn!(job = %id, execution, "could not read the execution's state: {e}");
+                    None
+                }
+            };
+            if let Some(reason) = ended {
+                if let Err(e) = finish_orphan(&*self.store, id, reason).await {
+                    tracing::error!(job = %id, "could not finish the job: {e}");
+                }
+                break;
+            }
+            match self.store.get_job(id).await {
+                Ok(job) if job.status.is_final() => break,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(job = %id, "could not read the job: {e}"),
+            }
+        }
+        self.watched.lock().unwrap().remove(&id);
+    }
+}
+
+/// Why an execution is over, in words; `None` while it runs.
+fn execution_end(execution: &Execution) -> Option<String> {
+    let completed = execution
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Completed");
+    let done = execution.completion_time.is_some()
+        || completed
+            .is_some_and(|c| matches!(c.state, State::ConditionSucceeded | State::ConditionFailed));
+    if !done {
+        return None;
+    }
+    let reason = completed.and_then(|c| c.execution_reason());
+    let failed =
+        execution.failed_count > 0 || completed.is_some_and(|c| c.state == State::ConditionFailed);
+    let how = if execution.cancelled_count > 0
+        || matches!(
+            reason,
+            Some(ExecutionReason::Cancelled | ExecutionReason::Cancelling)
+        ) {
+        "was cancelled"
+    } else if reason == Some(&ExecutionReason::NonZeroExitCode) {
+        "failed: its container exited with a non-zero code"
+    } else if failed {
+        "failed"
+    } else {
+        "ended"
+    };
+    let detail = completed
+        .map(|c| c.message.trim())
+        .filter(|m| !m.is_empty())
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default();
+    Some(format!(
+        "the Cloud Run execution {} {how} before the job finished{detail}",
+        short_name(&execution.name)
+    ))
+}
+
+/// The last segment of a resource name.
+fn short_name(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+fn wkt_duration(d: Duration) -> google_cloud_wkt::Duration {
+    google_cloud_wkt::Duration::clamp(d.as_secs() as i64, 0)
+}
+
+/// What of the desired template the existing job lacks, if anything.
+fn drift(existing: &Job, desired: &Job) -> Option<&'static str> {
+    let (Some(have), Some(want)) = (existing.template.as_ref(), desired.template.as_ref()) else {
+        return Some("template");
+    };
+    if have.task_count != want.task_count {
+        return Some("task count");
+    }
+    let (Some(have), Some(want)) = (have.template.as_ref(), want.template.as_ref()) else {
+        return Some("task template");
+    };
+    if have.max_retries() != want.max_retries() {
+        return Some("retries");
+    }
+    if have.timeout.as_ref().map(|t| t.seconds()) != want.timeout.as_ref().map(|t| t.seconds()) {
+        return Some("task timeout");
+    }
+    if !want.service_account.is_empty() && have.service_account != want.service_account {
+        return Some("service account");
+    }
+    let (Some(have), Some(want)) = (have.containers.first(), want.containers.first()) else {
+        return Some("container");
+    };
+    if have.name != want.name || have.image != want.image {
+        return Some("image");
+    }
+    let limits = |c: &Container| c.resources.as_ref().map(|r| r.limits.clone());
+    let wanted = limits(want).unwrap_or_default();
+    let present = limits(have).unwrap_or_default();
+    if wanted.iter().any(|(k, v)| present.get(k) != Some(v)) {
+        return Some("CPU or memory");
+    }
+    if have.env != want.env {
+        return Some("environment");
+    }
+    if existing.labels.get(JOB_LABEL.0).map(String::as_str) != Some(JOB_LABEL.1) {
+        return Some("labels");
+    }
+    None
+}
+
+#[async_trait]
+impl JobLauncher for CloudRunLauncher {
+    async fn launch(&self, id: JobId) -> Result<()> {
+        if !self.shared.watched.lock().unwrap().insert(id) {
+            return Ok(());
+        }
+        self.shared.launch(id).await
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<JobRecord> {
+        let job = request_cancel(&*self.shared.store, id).await?;
+        if let (JobStatus::Running, Some(execution)) = (job.status, &job.execution) {
+            self.shared.cancel_execution(execution).await?;
+        }
+        Ok(job)
+    }
+
+    async fn recover(&self) -> Result<()> {
+        let shared = &self.shared;
+        for id in jobs_in(&*shared.store, JobStatus::Running).await? {
+            let job = shared.store.get_job(id).await?;
+            match job.execution {
+                Some(execution) => {
+                    if shared.watched.lock().unwrap().insert(id) {
+                        tracing::info!(job = %id, execution, "watching a Cloud Run execution started before this server");
+                        tokio::spawn(shared.clone().watch(id, execution));
+                    }
+                }
+                None => {
+                    finish_orphan(
+                        &*shared.store,
+                        id,
+                        "the server stopped before the job's Cloud Run execution started".into(),
+                    )
+                    .await?;
+                }
+            }
+        }
+        for id in jobs_in(&*shared.store, JobStatus::Queued).await? {
+            // A job that cannot start is finished `failed` by `launch`: go on with the others.
+            if let Err(e) = self.launch(id).await {
+                tracing::error!(job = %id, "could not launch a queued job: {e}");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,324 @@
+//! A locator that finds dbt-server among the Cloud Run services of a project (feature `gcp`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use google_cloud_gax::paginator::ItemPaginator as _;
+use google_cloud_run_v2::client::Services;
+
+use super::ServerLocator;
+use crate::cloud_run::{api_error, check_region, client, ClientOptions, Hints};
+use crate::env;
+use crate::{Error, Result};
+
+/// The label (key, value) that marks the dbt-server service: deploy it with
+/// `gcloud run deploy … --labels dbt-remote=server`.
+pub const SERVER_LABEL: (&str, &str) = ("dbt-remote", "server");
+
+/// What `GET <uri>/check` of a dbt-server answers starts with.
+const CHECK_ANSWER: &str = "Running dbt-server";
+
+/// Settings of a [`CloudRunLocator`].
+#[derive(Debug, Clone, Default)]
+pub struct CloudRunLocatorBuilder {
+    project: Option<String>,
+    location: Option<String>,
+    dbt_project_dir: Option<PathBuf>,
+    profiles_dir: Option<PathBuf>,
+    target: Option<String>,
+    client: ClientOptions,
+}
+
+impl CloudRunLocatorBuilder {
+    /// Takes `DBT_REMOTE_PROJECT` and `DBT_REMOTE_LOCATION` when they are set.
+    pub fn from_env(mut self) -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        self.project = var(env::PROJECT).or(self.project);
+        self.location = var(env::LOCATION).or(self.location);
+        self
+    }
+
+    /// The Google Cloud project of the service. Unset: the `project` of the BigQuery target
+    /// in dbt's `profiles.yml` (see [`with_dbt_project_dir`](Self::with_dbt_project_dir)).
+    pub fn with_project(mut self, project: impl Into<String>) -> Self {
+        self.project = Some(project.into());
+        self
+    }
+
+    /// The Cloud Run region of the service, e.g. `europe-west1` (`--location`).
+    pub fn with_location(mut self, location: impl Into<String>) -> Self {
+        self.location = Some(location.into());
+        self
+    }
+
+    /// The dbt project whose profile gives the project when none is set: its
+    /// `dbt_project.yml` names the profile, read from `profiles.yml`.
+    pub fn with_dbt_project_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dbt_project_dir = Some(dir.into());
+        self
+    }
+
+    /// Where `profiles.yml` is (default: `DBT_PROFILES_DIR`, else the dbt project dir if it
+    /// has one, else `~/.dbt`).
+    pub fn with_profiles_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.profiles_dir = Some(dir.into());
+        self
+    }
+
+    /// The profile's target to read (default: the profile's `target`).
+    pub fn with_target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// Another endpoint of the Cloud Run Admin API (tests, emulators).
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.client.endpoint = Some(url.into());
+        self
+    }
+
+    /// Sends no credentials (tests against a local fake of the API).
+    pub fn with_anonymous_credentials(mut self) -> Self {
+        self.client.anonymous = true;
+        self
+    }
+
+    /// Checks the settings, finds the project if needed, and makes the locator.
+    pub async fn build(self) -> Result<CloudRunLocator> {
+        let location = self.location.ok_or_else(|| {
+            Error::invalid(
+                "no Cloud Run location to look for dbt-server in: pass --location (a region \
+                 such as europe-west1) or --server-url",
+            )
+        })?;
+        check_region(&location, "--location")?;
+        let project = match self.project {
+            Some(p) => p,
+            None => {
+                let dir = self.dbt_project_dir.ok_or_else(|| {
+                    Error::invalid(format!(
+                        "no Google Cloud project to look for dbt-server in: set {}",
+                        env::PROJECT
+                    ))
+                })?;
+                bigquery_project(&dir, self.profiles_dir.as_deref(), self.target.as_deref())?
+            }
+        };
+        let services = client!(Services, &self.client)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::backend("http", e))?;
+        Ok(CloudRunLocator {
+            parent: format!("projects/{project}/locations/{location}"),
+            project,
+            services,
+            http,
+        })
+    }
+}
+
+/// Finds dbt-server among the Cloud Run services of a project and location: the service
+/// labelled [`SERVER_LABEL`] whose `GET <uri>/check` answers as a dbt-server. Returns its
+/// `uri`.
+#[derive(Debug, Clone)]
+pub struct CloudRunLocator {
+    project: String,
+    /// `projects/P/locations/L`.
+    parent: String,
+    services: Services,
+    http: reqwest::Client,
+}
+
+impl CloudRunLocator {
+    pub fn builder() -> CloudRunLocatorBuilder {
+        CloudRunLocatorBuilder::default()
+    }
+
+    /// The project searched.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// Whether the service at `uri` answers `/check` as a dbt-server; the reason if not.
+    async fn check(&self, uri: &str) -> std::result::Result<(), String> {
+        #[derive(serde::Deserialize)]
+        struct Check {
+            response: String,
+        }
+        let url = format!("{}/check", uri.trim_end_matches('/'));
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("GET {url} answered {status}"));
+        }
+        let body: Check = response
+            .json()
+            .await
+            .map_err(|e| format!("GET {url} answered no dbt-server check: {e}"))?;
+        if body.response.starts_with(CHECK_ANSWER) {
+            Ok(())
+        } else {
+            Err(format!("GET {url} answered {:?}", body.response))
+        }
+    }
+}
+
+#[async_trait]
+impl ServerLocator for CloudRunLocator {
+    async fn locate(&self) -> Result<String> {
+        let hints = Hints {
+            permission: "your account needs run.services.list on the project (e.g. \
+                         roles/run.viewer); or pass --server-url",
+            not_found: "check the project and --location (a Cloud Run region such as \
+                        europe-west1, where dbt-server is deployed)",
+        };
+        let action = || format!("listing the Cloud Run services of {}", self.parent);
+        let mut items = self
+            .services
+            .list_services()
+            .set_parent(&self.parent)
+            .by_item();
+        let mut candidates = Vec::new();
+        while let Some(service) = items.next().await {
+            let service = service.map_err(|e| api_error(e, action(), hints))?;
+            if service.labels.get(SERVER_LABEL.0).map(String::as_str) == Some(SERVER_LABEL.1) {
+                let uri = if service.uri.is_empty() {
+                    service.urls.first().cloned().unwrap_or_default()
+                } else {
+                    service.uri.clone()
+                };
+                candidates.push((service.name, uri));
+            }
+        }
+        if candidates.is_empty() {
+            return Err(Error::not_found(format!(
+                "dbt-server in {}: no Cloud Run service there has the label {}={} (deploy it \
+                 with --labels {}={}, check --location, or pass --server-url)",
+                self.parent, SERVER_LABEL.0, SERVER_LABEL.1, SERVER_LABEL.0, SERVER_LABEL.1
+            )));
+        }
+        let mut refusals = Vec::new();
+        for (name, uri) in candidates {
+            if uri.is_empty() {
+                refusals.push(format!("{name} has no URL yet"));
+                continue;
+            }
+            match self.check(&uri).await {
+                Ok(()) => return Ok(uri.trim_end_matches('/').to_string()),
+                Err(why) => refusals.push(format!("{name}: {why}")),
+            }
+        }
+        Err(Error::not_found(format!(
+            "a dbt-server that answers in {}: the services labelled {}={} do not ({})",
+            self.parent,
+            SERVER_LABEL.0,
+            SERVER_LABEL.1,
+            refusals.join("; ")
+        )))
+    }
+}
+
+/// The Google Cloud project of the BigQuery target of the dbt project in `project_dir`, as
+/// the original dbt-remote found it: `dbt_project.yml` names the profile, `profiles.yml` gives
+/// its target's `project`.
+pub fn bigquery_project(
+    project_dir: &Path,
+    profiles_dir: Option<&Path>,
+    target: Option<&str>,
+) -> Result<String> {
+    use serde_yaml_ng::Value;
+    let hint = format!(
+        "set {} to the Google Cloud project of dbt-server",
+        env::PROJECT
+    );
+    let read = |path: &Path| -> Result<Value> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid(format!(
+                "no Google Cloud project: {} cannot be read ({e}); {hint}",
+                path.display()
+            ))
+        })?;
+        serde_yaml_ng::from_str(&text)
+            .map_err(|e| Error::invalid(format!("{} is not valid YAML: {e}", path.display())))
+    };
+    let dbt_project = read(&project_dir.join("dbt_project.yml"))?;
+    let profile = dbt_project["profile"].as_str().ok_or_else(|| {
+        Error::invalid(format!(
+            "no Google Cloud project: dbt_project.yml names no profile; {hint}"
+        ))
+    })?;
+    let profiles_dir = match profiles_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => match std::env::var_os(env::PROFILES_DIR) {
+            Some(dir) => PathBuf::from(dir),
+            None if project_dir.join("profiles.yml").is_file() => project_dir.to_path_buf(),
+            None => std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".dbt"))
+                .unwrap_or_default(),
+        },
+    };
+    let path = profiles_dir.join("profiles.yml");
+    let profiles = read(&path)?;
+    let entry = &profiles[profile];
+    let target = match target {
+        Some(t) => t.to_string(),
+        None => entry["target"].as_str().unwrap_or("default").to_string(),
+    };
+    let output = &entry["outputs"][target.as_str()];
+    if output.is_null() {
+        return Err(Error::invalid(format!(
+            "no Google Cloud project: {} has no target {target:?} in profile {profile:?}; {hint}",
+            path.display()
+        )));
+    }
+    if output["type"].as_str() != Some("bigquery") {
+        return Err(Error::invalid(format!(
+            "no Google Cloud project: target {target:?} of profile {profile:?} is not a BigQuery \
+             target; {hint}"
+        )));
+    }
+    match output["project"].as_str().or(output["database"].as_str()) {
+        Some(p) if !p.is_empty() && !p.contains("{{") => Ok(p.to_string()),
+        _ => Err(Error::invalid(format!(
+            "no Google Cloud project: target {target:?} of profile {profile:?} in {} has no \
+             plain `project`; {hint}",
+            path.display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_project_comes_from_the_bigquery_target() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("dbt_project.yml"),
+            "name: x\nprofile: shop\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("profiles.yml"),
+            "shop:\n  target: dev\n  outputs:\n    dev: {type: bigquery, project: shop-dev, dataset: d}\n    \
+             prod: {type: bigquery, project: shop-prod, dataset: d}\n    local: {type: duckdb, path: x}\n",
+        )
+        .unwrap();
+        let p = |target| bigquery_project(dir.path(), Some(dir.path()), target);
+        assert_eq!(p(None).unwrap(), "shop-dev");
+        assert_eq!(p(Some("prod")).unwrap(), "shop-prod");
+        let err = p(Some("local")).unwrap_err().to_string();
+        assert!(err.contains("not a BigQuery target"), "{err}");
+        assert!(err.contains("DBT_REMOTE_PROJECT"), "{err}");
+        assert!(p(Some("nope")).is_err());
+    }
+}

@@ -1,0 +1,595 @@
+//! The Cloud Run launcher against a fake Cloud Run Admin API on 127.0.0.1: each request's
+//! method, path and JSON body is checked against the REST shapes of the API (v2).
+#![cfg(feature = "gcp")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dbt_remote_core::launcher::cloud_run::CloudRunLauncher;
+use dbt_remote_core::testing::sample_job;
+use dbt_remote_core::{JobId, JobLauncher, JobStatus, MemoryStore, StateStore, StateStoreExt};
+use serde_json::{json, Value};
+use wiremock::matchers::{body_partial_json, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const PARENT: &str = "projects/p/locations/europe-west1";
+const JOB: &str = "projects/p/locations/europe-west1/jobs/dbt-server-job";
+const IMAGE: &str = "europe-docker.pkg.dev/p/dbt/dbt-server:1";
+const RUNNER: &str = "dbt-runner@p.iam.gserviceaccount.com";
+
+async fn launcher(server: &MockServer, store: Arc<dyn StateStore>) -> CloudRunLauncher {
+    CloudRunLauncher::builder()
+        .with_project("p")
+        .with_region("europe-west1")
+        .with_image(IMAGE)
+        .with_service_account(RUNNER)
+        .with_task_timeout(Duration::from_secs(1800))
+        .with_cpu("2")
+        .with_memory("4Gi")
+        .with_env("DBT_REMOTE_STATE", "gcp")
+        .with_poll_interval(Duration::from_millis(50))
+        .with_endpoint(server.uri())
+        .with_anonymous_credentials()
+        .build(store)
+        .await
+        .unwrap()
+}
+
+fn google_error(code: u16, status: &str, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(code).set_body_json(json!({
+        "error": {"code": code, "message": message, "status": status}
+    }))
+}
+
+/// The job template the launcher must ask for, as the REST API spells it.
+fn template() -> Value {
+    json!({
+        "labels": {"dbt-remote": "job-runner"},
+        "template": {
+            "taskCount": 1,
+            "template": {
+                "containers": [{
+                    "name": "dbt-server",
+                    "image": IMAGE,
+                    "env": [{"name": "DBT_REMOTE_STATE", "value": "gcp"}],
+                    "resources": {"limits": {"cpu": "2", "memory": "4Gi"}}
+                }],
+                "timeout": "1800s",
+                "serviceAccount": RUNNER,
+                "maxRetries": 0
+            }
+        }
+    })
+}
+
+fn done_operation(name: &str, type_name: &str, response: Value) -> ResponseTemplate {
+    let mut response = response;
+    response["@type"] = json!(format!(
+        "type.googleapis.com/google.cloud.run.v2.{type_name}"
+    ));
+    ResponseTemplate::new(200).set_body_json(json!({
+        "name": format!("{PARENT}/operations/{name}"),
+        "done": true,
+        "response": response
+    }))
+}
+
+fn execution_name(n: u32) -> String {
+    format!("{JOB}/executions/dbt-server-job-exec{n}")
+}
+
+/// A missing job (GET 404, once) and its creation (expected once).
+async fn mount_job_creation(server: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{JOB}")))
+        .respond_with(google_error(
+            404,
+            "NOT_FOUND",
+            "Resource 'dbt-server-job' of kind 'JOB' does not exist.",
+        ))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v2/{PARENT}/jobs")))
+        .and(query_param("jobId", "dbt-server-job"))
+        .and(body_partial_json(template()))
+        .respond_with(done_operation("create", "Job", json!({"name": JOB})))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+/// `POST /v2/{job}:run` for dbt job `id`, answering an operation on execution `n`.
+async fn mount_run(server: &MockServer, id: JobId, n: u32) {
+    Mock::given(method("POST"))
+        .and(path(format!("/v2/{JOB}:run")))
+        .and(body_partial_json(json!({
+            "overrides": {
+                "containerOverrides": [{
+                    "name": "dbt-server",
+                    "args": ["run-job", id.to_string()],
+                    "env": [{"name": "DBT_REMOTE_JOB_ID", "value": id.to_string()}]
+                }],
+                "taskCount": 1,
+                "timeout": "1800s"
+            }
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "name": format!("{PARENT}/operations/run-{n}"),
+            "metadata": {
+                "@type": "type.googleapis.com/google.cloud.run.v2.Execution",
+                "name": execution_name(n),
+                "job": "dbt-server-job"
+            },
+            "done": false
+        })))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+/// `GET /v2/{execution}` answering `state`.
+async fn mount_execution(server: &MockServer, n: u32, state: Value) {
+    let mut body = state;
+    body["name"] = json!(execution_name(n));
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{}", execution_name(n))))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(server)
+        .await;
+}
+
+fn running() -> Value {
+    json!({"runningCount": 1, "taskCount": 1})
+}
+
+async fn queued_job(store: &Arc<dyn StateStore>) -> JobId {
+    store.create_job(&sample_job()).await.unwrap().id
+}
+
+async fn wait_final(store: &Arc<dyn StateStore>, id: JobId) -> dbt_remote_core::JobRecord {
+    for _ in 0..200 {
+        let job = store.get_job(id).await.unwrap();
+        if job.status.is_final() {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job {id} did not end");
+}
+
+#[tokio::test]
+async fn launch_runs_one_execution_per_job_on_one_job_definition() {
+    let server = MockServer::start().await;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    mount_job_creation(&server).await;
+    let (a, b) = (queued_job(&store).await, queued_job(&store).await);
+    mount_run(&server, a, 1).await;
+    mount_run(&server, b, 2).await;
+    mount_execution(&server, 1, running()).await;
+    mount_execution(&server, 2, running()).await;
+    let launcher = launcher(&server, store.clone()).await;
+    assert_eq!(launcher.job(), JOB);
+
+    launcher.launch(a).await.unwrap();
+    launcher.launch(a).await.unwrap(); // launching twice runs once
+    launcher.launch(b).await.unwrap();
+
+    for (id, n) in [(a, 1), (b, 2)] {
+        let job = store.get_job(id).await.unwrap();
+        assert_eq!(job.status, JobStatus::Running);
+        assert_eq!(job.execution.as_deref(), Some(execution_name(n).as_str()));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.get_job(a).await.unwrap().status, JobStatus::Running);
+    // Dropping the server checks every `expect`: one GET and one create of the job, one run each.
+}
+
+#[tokio::test]
+async fn a_drifted_job_definition_is_updated_and_a_current_one_is_not() {
+    let server = MockServer::start().await;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let mut old = template();
+    old["name"] = json!(JOB);
+    old["template"]["template"]["containers"][0]["image"] = json!("old-image:0");
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{JOB}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(old))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut wanted = template();
+    wanted["name"] = json!(JOB);
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v2/{JOB}")))
+        .and(body_partial_json(wanted))
+        .respond_with(done_operation("update", "Job", json!({"name": JOB})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let id = queued_job(&store).await;
+    mount_run(&server, id, 1).await;
+    mount_execution(&server, 1, running()).await;
+    launcher(&server, store.clone())
+        .await
+        .launch(id)
+        .await
+        .unwrap();
+    server.verify().await;
+
+    // A job that matches the settings is used as it is.
+    let server = MockServer::start().await;
+    let mut current = template();
+    current["name"] = json!(JOB);
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{JOB}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(current))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let id = queued_job(&store).await;
+    mount_run(&server, id, 1).await;
+    mount_execution(&server, 1, running()).await;
+    launcher(&server, store.clone())
+        .await
+        .launch(id)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_creation_that_is_not_done_at_once_is_polled_until_done() {
+    let server = MockServer::start().await;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{JOB}")))
+        .respond_with(google_error(404, "NOT_FOUND", "Job not found."))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v2/{PARENT}/jobs")))
+        .and(query_param("jobId", "dbt-server-job"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "name": format!("{PARENT}/operations/create-slow"),
+            "done": false
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{PARENT}/operations/create-slow")))
+        .respond_with(done_operation("create-slow", "Job", json!({"name": JOB})))
+        .expect(1..)
+        .mount(&server)
+        .await;
+    let id = queued_job(&store).await;
+    mount_run(&server, id, 1).await;
+    mount_execution(&server, 1, running()).await;
+    launcher(&server, store.clone())
+        .await
+        .launch(id)
+        .await
+        .unwrap();
+    assert_eq!(store.get_job(id).await.unwrap().status, JobStatus::Running);
+}
+
+#[tokio::test]
+async fn cancel_cancels_the_execution_and_the_job_ends_cancelled() {
+    let server = MockServer::start().await;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    mount_job_creation(&server).await;
+    let id = queued_job(&store).await;
+    mount_run(&server, id, 1).await;
+    // Running until cancelled, then cancelled.
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{}", execution_name(1))))
+        .respond_with(ResponseTemplate::new(200).set_body_json(running()))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v2/{}:cancel", execution_name(1))))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "name": format!("{PARENT}/operations/cancel-1"),
+            "done": false
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let launcher = launcher(&server, store.clone()).await;
+    launcher.launch(id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let job = launcher.cancel(id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+    assert!(job.cancel_requested);
+    mount_execution(
+        &server,
+        1,
+        json!({
+            "completionTime": "2026-11-25T10:00:00Z",
+            "cancelledCount": 1,
+            "conditions": [{
+                "type": "Completed",
+                "state": "CONDITION_FAILED",
+                "executionReason": "CANCELLED",
+                "message": "The execution was cancelled."
+            }]
+        }),
+    )
+    .await;
+    let job = wait_final(&store, id).await;
+    assert_eq!(job.status, JobStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_queued_job_is_cancelled_in_the_store_without_any_request() {
+    let server = MockServer::start().await;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let id = queued_job(&store).await;
+    let job = launcher(&server, store.clone())
+        .await
+        .cancel(id)
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_execution_fails_the_job_with_the_reason() {
+    let server = MockServer::start().await;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    mount_job_creation(&server).await;
+    let (exited, timed_out) = (queued_job(&store).await, queued_job(&store).await);
+    mount_run(&server, exited, 1).await;
+    mount_run(&server, timed_out, 2).await;
+    mount_execution(
+        &server,
+        1,
+        json!({
+            "completionTime": "2026-11-25T10:00:00Z",
+            "failedCount": 1,
+            "conditions": [
+                {"type": "ResourcesAvailable", "state": "CONDITION_SUCCEEDED"},
+                {
+                    "type": "Completed",
+                    "state": "CONDITION_FAILED",
+                    "executionReason": "NON_ZERO_EXIT_CODE",
+                    "message": "Task dbt-server-job-exec1-task0 failed with message: The container exited with an error."
+                }
+            ]
+        }),
+    )
+    .await;
+    mount_execution(
+        &server,
+        2,
+        json!({
+            "completionTime": "2026-11-25T10:30:00Z",
+            "failedCount": 1,
+            "conditions": [{
+                "type": "Completed",
+                "state": 3,
+                "message": "Task dbt-server-job-exec2-task0 failed with message: The configured timeout was reached."
+            }]
+        }),
+    )
+    .await;
+    let launcher = launcher(&server, store.clone()).await;
+    launcher.launch(exited).await.unwrap();
+    launcher.launch(timed_out).await.unwrap();
+
+    let job = wait_final(&store, exited).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    let reason = job.failure_reason.unwrap();
+    assert!(
+        reason.contains("dbt-server-job-exec1 failed: its container exited with a non-zero code"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("The container exited with an error"),
+        "{reason}"
+    );
+    let logs = store.read_all_logs(exited, 0).await.unwrap();
+    assert!(logs.last().unwrap().entry.message.contains(&reason));
+
+    let job = wait_final(&store, timed_out).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    let reason = job.failure_reason.unwrap();
+    assert!(reason.contains("dbt-server-job-exec2 failed"), "{reason}");
+    assert!(
+        reason.contains("The configured timeout was reached"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_the_runner_finished_keeps_its_status_when_the_execution_ends() {
+    let server = MockServer::start().await;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    mount_job_creation(&server).await;
+    let id = queued_job(&store).await;
+    mount_run(&server, id, 1).await;
+    let launcher = launcher(&server, store.clone()).await;
+    launcher.launch(id).await.unwrap();
+    // The runner in the execution finishes the job (dbt exited 1), then the execution fails.
+    store
+        .finish_job(id, JobStatus::Failed, Some(1), None)
+        .await
+        .unwrap();
+    mount_execution(
+        &server,
+        1,
+        json!({
+            "completionTime": "2026-11-25T10:00:00Z",
+            "failedCount": 1,
+            "conditions": [{"type": "Completed", "state": "CONDITION_FAILED", "executionReason": "NON_ZERO_EXIT_CODE"}]
+        }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let job = store.get_job(id).await.unwrap();
+    assert_eq!(job.exit_code, Some(1));
+    assert_eq!(job.failure_reason, None);
+}
+
+#[tokio::test]
+async fn recover_watches_running_executions_and_launches_queued_jobs() {
+    let server = MockServer::start().await;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    mount_job_creation(&server).await;
+    // A job running before the restart, whose execution has since failed.
+    let running_id = queued_job(&store).await;
+    store.start_job(running_id).await.unwrap();
+    store
+        .modify_job(running_id, |job| {
+            job.execution = Some(execution_name(7));
+            dbt_remote_core::state::Modify::Write
+        })
+        .await
+        .unwrap();
+    mount_execution(
+        &server,
+        7,
+        json!({
+            "completionTime": "2026-11-25T10:00:00Z",
+            "failedCount": 1,
+            "conditions": [{"type": "Completed", "state": "CONDITION_FAILED", "message": "Task was killed: out of memory."}]
+        }),
+    )
+    .await;
+    // A running job without an execution: the server died before starting it.
+    let lost = queued_job(&store).await;
+    store.start_job(lost).await.unwrap();
+    let queued = queued_job(&store).await;
+    mount_run(&server, queued, 1).await;
+    mount_execution(&server, 1, running()).await;
+
+    launcher(&server, store.clone())
+        .await
+        .recover()
+        .await
+        .unwrap();
+
+    let job = wait_final(&store, running_id).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(job.failure_reason.unwrap().contains("out of memory"));
+    let job = store.get_job(lost).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(job
+        .failure_reason
+        .unwrap()
+        .contains("before the job's Cloud Run execution started"));
+    let job = store.get_job(queued).await.unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.execution.as_deref(), Some(execution_name(1).as_str()));
+}
+
+#[tokio::test]
+async fn permission_denied_names_the_roles_the_server_needs() {
+    let server = MockServer::start().await;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{JOB}")))
+        .respond_with(google_error(
+            403,
+            "PERMISSION_DENIED",
+            "Permission 'run.jobs.get' denied on resource 'projects/p/locations/europe-west1/jobs/dbt-server-job' (or resource may not exist).",
+        ))
+        .mount(&server)
+        .await;
+    let id = queued_job(&store).await;
+    let err = launcher(&server, store.clone())
+        .await
+        .launch(id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("permission denied reading Cloud Run job"),
+        "{err}"
+    );
+    assert!(err.contains("roles/run.developer"), "{err}");
+    assert!(err.contains("iam.serviceAccounts.actAs"), "{err}");
+    assert!(err.contains("Permission 'run.jobs.get' denied"), "{err}");
+    let job = store.get_job(id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(job.failure_reason.unwrap().contains("roles/run.developer"));
+}
+
+#[tokio::test]
+async fn an_unknown_location_is_a_clear_not_found() {
+    let server = MockServer::start().await;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{JOB}")))
+        .respond_with(google_error(404, "NOT_FOUND", "Job not found."))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v2/{PARENT}/jobs")))
+        .respond_with(google_error(
+            404,
+            "NOT_FOUND",
+            "Location europe-west1 not found for project p.",
+        ))
+        .mount(&server)
+        .await;
+    let id = queued_job(&store).await;
+    let err = launcher(&server, store.clone())
+        .await
+        .launch(id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not found creating Cloud Run job"), "{err}");
+    assert!(err.contains("check the project and the region"), "{err}");
+    assert!(err.contains("DBT_REMOTE_CLOUD_RUN_REGION"), "{err}");
+    assert_eq!(store.get_job(id).await.unwrap().status, JobStatus::Failed);
+}
+
+#[tokio::test]
+async fn settings_are_checked_in_build() {
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let base = || {
+        CloudRunLauncher::builder()
+            .with_project("p")
+            .with_region("europe-west1")
+            .with_image(IMAGE)
+            .with_endpoint("http://127.0.0.1:9")
+            .with_anonymous_credentials()
+    };
+    base().build(store.clone()).await.unwrap();
+    let err = |b: dbt_remote_core::launcher::CloudRunLauncherBuilder| {
+        let store = store.clone();
+        async move { b.build(store).await.unwrap_err().to_string() }
+    };
+    let e = err(base().with_region("EU")).await;
+    assert!(
+        e.contains("`EU` is a multi-region BigQuery location"),
+        "{e}"
+    );
+    let e = err(CloudRunLauncher::builder()
+        .with_region("europe-west1")
+        .with_image(IMAGE))
+    .await;
+    assert!(e.contains("DBT_REMOTE_GCP_PROJECT"), "{e}");
+    let e = err(CloudRunLauncher::builder()
+        .with_project("p")
+        .with_region("europe-west1"))
+    .await;
+    assert!(e.contains("DBT_REMOTE_CLOUD_RUN_IMAGE"), "{e}");
+    let e = err(base().with_job_name("Dbt_Job")).await;
+    assert!(e.contains("job name"), "{e}");
+    let e = err(base().with_task_timeout(Duration::ZERO)).await;
+    assert!(e.contains("timeout"), "{e}");
+}
