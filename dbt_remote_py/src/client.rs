@@ -29,7 +29,8 @@ impl Command {
 
 /// A client of one dbt-server. Settings are resolved as the `dbt-remote` CLI does: the
 /// arguments given here, then `DBT_REMOTE_*` environment variables, then `dbt_remote.yml` in
-/// `config_dir` (default: the current folder), then the defaults.
+/// `config_dir` (default: the current folder), then the defaults. Built with the `gcp` feature,
+/// a client given `location` and no server URL finds dbt-server on Cloud Run.
 #[pyclass(module = "dbt_remote._native", frozen)]
 pub struct Client {
     settings: Settings,
@@ -45,6 +46,7 @@ impl Client {
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         server_url: Option<String>,
         credentials: Option<PathBuf>,
         project_dir: Option<PathBuf>,
@@ -76,6 +78,8 @@ impl Client {
             None => std::env::current_dir().unwrap_or_else(|_| ".".into()),
         };
         let settings = Settings::load(&flags, &dir).map_err(to_py)?;
+        // Cloud Run discovery when only `location` is given, in a build with `gcp`.
+        let settings = block_on(py, None, settings.located())?;
         let client = settings.client().map_err(to_py)?;
         Ok(Client { settings, client })
     }

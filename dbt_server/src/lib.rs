@@ -1,5 +1,7 @@
 //! dbt-server as a library: the HTTP routes over a [`JobService`], so tests and other Rust
 //! programs can serve the API on a listener of their own.
+// The warp filter of every route is one deep type; release builds need more room for it.
+#![recursion_limit = "256"]
 
 use std::future::Future;
 

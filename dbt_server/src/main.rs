@@ -1,5 +1,7 @@
 //! `dbt-server`: the HTTP server of dbt-remote (`dbt-server [serve]`) and the job entry point
 //! that each job process or Cloud Run Job executes (`dbt-server run-job <ID>`).
+// The warp filter of every route is one deep type; release builds need more room for it.
+#![recursion_limit = "256"]
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
