@@ -11,14 +11,12 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{dbt_path, repo_root, server_binary, RealServer};
-use dbt_remote_core::client::StreamEvent;
+use common::{dbt_path, follow_to_end, repo_root, server_binary, RealServer};
 use dbt_remote_core::package::pack_project;
 use dbt_remote_core::testing::gcp::{unique_prefix, Emulators};
 use dbt_remote_core::{Client, JobStatus};
-use futures::StreamExt;
 use serde_json::{json, Value};
 use wiremock::matchers::{body_partial_json, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -223,19 +221,8 @@ async fn a_job_runs_as_a_cloud_run_execution_with_state_in_firestore_and_cloud_s
     let files = pack_project(&repo_root().join("examples/jaffle_duckdb")).unwrap();
     let job = client.submit(vec!["seed".into()], &files).await.unwrap().0;
 
-    let mut records = Vec::new();
-    let mut stream = std::pin::pin!(client.follow(job.id, 0));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let done = loop {
-        let event = tokio::time::timeout_at(deadline.into(), stream.next())
-            .await
-            .expect("the job ends in time")
-            .expect("an end event");
-        match event.unwrap() {
-            StreamEvent::Record(r) => records.push(r),
-            StreamEvent::End(job) => break job,
-        }
-    };
+    let (records, done) = follow_to_end(&client, job.id, Duration::from_secs(180)).await;
+    let records: Vec<_> = records.into_iter().map(|(_, r)| r).collect();
     assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
     assert_eq!(done.exit_code, Some(0));
     let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();

@@ -30,19 +30,7 @@ async fn submit(client: &Client, dbt_args: &[&str]) -> Job {
 
 /// Follows a job to its end: its records with the instant each arrived, and the final job.
 async fn follow(client: &Client, id: JobId) -> (Vec<(Instant, LogRecord)>, Job) {
-    let mut records = Vec::new();
-    let mut stream = std::pin::pin!(client.follow(id, 0));
-    let deadline = Instant::now() + LONG;
-    while let Some(event) = tokio::time::timeout_at(deadline.into(), stream.next())
-        .await
-        .expect("job ends in time")
-    {
-        match event.unwrap() {
-            StreamEvent::Record(r) => records.push((Instant::now(), r)),
-            StreamEvent::End(job) => return (records, job),
-        }
-    }
-    panic!("the stream ended without an end event");
+    common::follow_to_end(client, id, LONG).await
 }
 
 /// Waits until the job's log shows the node `unique_id` started.

@@ -9,13 +9,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{repo_root, RealServer};
-use dbt_remote_core::client::StreamEvent;
+use common::{follow_to_end, repo_root, RealServer};
 use dbt_remote_core::package::pack_project;
 use dbt_remote_core::state::{GcpStore, StateStore, StateStoreExt};
 use dbt_remote_core::testing::gcp::{unique_prefix, Emulators, BUCKET, PROJECT};
 use dbt_remote_core::{Client, JobStatus, RelPath};
-use futures::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_with_state_in_firestore_and_cloud_storage() {
@@ -39,19 +37,7 @@ async fn build_with_state_in_firestore_and_cloud_storage() {
     let job = client.submit(args, &files).await.unwrap().0;
 
     // Follow live, as `dbt-remote build` does.
-    let mut records = Vec::new();
-    let mut stream = std::pin::pin!(client.follow(job.id, 0));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let done = loop {
-        let event = tokio::time::timeout_at(deadline.into(), stream.next())
-            .await
-            .expect("the job ends in time")
-            .expect("an end event");
-        match event.unwrap() {
-            StreamEvent::Record(r) => records.push((Instant::now(), r)),
-            StreamEvent::End(job) => break job,
-        }
-    };
+    let (records, done) = follow_to_end(&client, job.id, Duration::from_secs(180)).await;
     let ended = Instant::now();
     assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
     assert_eq!(done.exit_code, Some(0));

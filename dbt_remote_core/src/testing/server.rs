@@ -164,6 +164,29 @@ where
 }
 
 /// Pids of processes whose working directory is inside `dir`.
+/// Follows job `id` from its first record to its end, as `dbt-remote` does: its records with
+/// the instant each arrived, and the final job. Panics if it does not end within `limit`.
+pub async fn follow_to_end(
+    client: &crate::Client,
+    id: crate::JobId,
+    limit: Duration,
+) -> (Vec<(Instant, crate::LogRecord)>, crate::api::Job) {
+    use futures::StreamExt;
+    let mut records = Vec::new();
+    let mut stream = std::pin::pin!(client.follow(id, 0));
+    let deadline = Instant::now() + limit;
+    loop {
+        let event = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .expect("the job ends in time")
+            .expect("an end event before the stream ends");
+        match event.unwrap() {
+            crate::client::StreamEvent::Record(r) => records.push((Instant::now(), r)),
+            crate::client::StreamEvent::End(job) => return (records, job),
+        }
+    }
+}
+
 pub fn processes_in(dir: &Path) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
