@@ -1,8 +1,10 @@
-//! The store conformance suite on every store that runs here.
+//! The conformance suites (state stores, schedule stores) on every implementation that runs
+//! here.
 
 use std::sync::Arc;
 
-use dbt_remote_core::testing::run_store_suite;
+use dbt_remote_core::schedule::{LocalSchedules, MemorySchedules, ScheduleStore};
+use dbt_remote_core::testing::{run_schedule_suite, run_store_suite};
 use dbt_remote_core::{LocalStore, MemoryStore};
 
 #[tokio::test]
@@ -25,4 +27,28 @@ async fn gcp_store_conforms() {
         return;
     };
     run_store_suite(emulators.store().await).await;
+}
+
+#[tokio::test]
+async fn memory_schedules_conform() {
+    run_schedule_suite(&MemorySchedules::new()).await;
+}
+
+#[tokio::test]
+async fn local_schedules_conform_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    run_schedule_suite(&LocalSchedules::new(dir.path()).unwrap()).await;
+    let again = LocalSchedules::new(dir.path()).unwrap();
+    assert_eq!(again.list_schedules().await.unwrap()[0].name, "a-first");
+    let leftovers = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "no temp file is left behind");
 }
