@@ -1,11 +1,13 @@
-//! The conformance suites (state stores, schedule stores) on every implementation that runs
-//! here.
+//! The conformance suites (state stores, schedule stores, launchers) on every implementation
+//! that runs here (the process launcher's is in dbt_server/tests/launcher.rs: it runs
+//! `dbt-server run-job`).
 
 use std::sync::Arc;
 
+use dbt_remote_core::runner::RunnerConfig;
 use dbt_remote_core::schedule::{LocalSchedules, MemorySchedules, ScheduleStore};
-use dbt_remote_core::testing::{run_schedule_suite, run_store_suite};
-use dbt_remote_core::{LocalStore, MemoryStore};
+use dbt_remote_core::testing::{fake_dbt, run_launcher_suite, run_schedule_suite, run_store_suite};
+use dbt_remote_core::{InProcessLauncher, LocalStore, MemoryStore, StateStore};
 
 #[tokio::test]
 async fn memory_store_conforms() {
@@ -51,4 +53,14 @@ async fn local_schedules_conform_and_survive_a_restart() {
         })
         .count();
     assert_eq!(leftovers, 0, "no temp file is left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_launcher_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let mut config = RunnerConfig::new(dir.path().join("work"));
+    config.dbt_path = fake_dbt(dir.path(), 0);
+    let launcher = Arc::new(InProcessLauncher::new(store.clone(), config, 2));
+    run_launcher_suite(store, launcher).await;
 }
