@@ -24,7 +24,7 @@ async fn local_store_conforms() {
 #[cfg(feature = "gcp")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcp_store_conforms() {
-    use dbt_remote_core::testing::gcp::Emulators;
+    use dbt_remote_test_support::gcp::Emulators;
     let Some(emulators) = Emulators::start("gcp_store_conforms").await else {
         return;
     };

@@ -346,11 +346,8 @@ impl crate::launcher::JobLauncher for RecordingLauncher {
     }
 }
 pub mod auth;
-#[cfg(feature = "gcp")]
-pub mod gcp;
 mod launcher;
 mod schedule;
-pub mod server;
 
 pub use launcher::{fake_dbt, final_job, run_launcher_suite};
 pub use schedule::{run_schedule_suite, sample_schedule};
