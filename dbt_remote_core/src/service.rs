@@ -69,26 +69,27 @@ impl JobService {
     }
 
     /// Checks the request, stores the job and launches it. Nothing is stored when the request
-    /// is refused.
+    /// is refused, e.g. when a file's content was not uploaded first (see
+    /// [`missing_files`](Self::missing_files)).
     pub async fn submit(&self, request: SubmitJob) -> Result<Job> {
         let spec = request.into_spec()?;
-        let hashes: Vec<BlobHash> = spec.files.iter().map(|f| f.sha256.clone()).collect();
-        let missing = self.store.missing_blobs(&hashes).await?;
+        let missing = self.missing_files(&spec).await?;
         if !missing.is_empty() {
-            let paths: Vec<&str> = spec
-                .files
-                .iter()
-                .filter(|f| missing.contains(&f.sha256))
-                .map(|f| f.path.as_str())
-                .take(5)
-                .collect();
-            return Err(Error::invalid(format!(
-                "{} file(s) were not uploaded first (e.g. {}): upload them with PUT /api/v1/blobs/{{sha256}}",
-                missing.len(),
-                paths.join(", ")
-            )));
+            return Err(Error::invalid(not_uploaded(&missing)));
         }
         self.submit_spec(spec, &[]).await
+    }
+
+    /// The paths of the files of `spec` whose content the store does not hold, in order.
+    pub async fn missing_files(&self, spec: &JobSpec) -> Result<Vec<RelPath>> {
+        let hashes: Vec<BlobHash> = spec.files.iter().map(|f| f.sha256.clone()).collect();
+        let missing = self.store.missing_blobs(&hashes).await?;
+        Ok(spec
+            .files
+            .iter()
+            .filter(|f| missing.contains(&f.sha256))
+            .map(|f| f.path.clone())
+            .collect())
     }
 
     /// Stores a checked spec (whose files are all stored) with `notes` as its first log
@@ -259,6 +260,16 @@ pub async fn run_scheduler(service: JobService, interval: Duration, stop: Cancel
             tracing::error!("could not read the schedules: {e}");
         }
     }
+}
+
+/// Says which files were not uploaded: how many, and the first five.
+pub fn not_uploaded(missing: &[RelPath]) -> String {
+    let paths: Vec<&str> = missing.iter().map(RelPath::as_str).take(5).collect();
+    format!(
+        "{} file(s) were not uploaded first (e.g. {})",
+        missing.len(),
+        paths.join(", ")
+    )
 }
 
 fn page_limit(limit: Option<usize>, default: usize) -> Result<usize> {

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use dbt_remote_core::api::{self, BlobQuery, ErrorBody, SubmitJob, SSE_EVENT_END, SSE_EVENT_LOG};
 use dbt_remote_core::auth::Verifier;
-use dbt_remote_core::service::ListJobs;
+use dbt_remote_core::service::{not_uploaded, ListJobs};
 use dbt_remote_core::state::FollowEvent;
 use dbt_remote_core::{BlobHash, Error, JobService, RelPath};
 use futures::{Stream, StreamExt};
@@ -231,8 +231,15 @@ async fn put_blob(hash: String, svc: JobService, body: Result<Bytes, Error>) -> 
 }
 
 async fn submit(svc: JobService, body: Result<Bytes, Error>) -> Answer {
-    let request: SubmitJob = parse_json(&body?)?;
-    let job = svc.submit(request).await?;
+    let spec = parse_json::<SubmitJob>(&body?)?.into_spec()?;
+    let missing = svc.missing_files(&spec).await?;
+    if !missing.is_empty() {
+        let why = not_uploaded(&missing);
+        return Err(Error::invalid(format!(
+            "{why}: upload them with PUT /api/v1/blobs/{{sha256}}"
+        )));
+    }
+    let job = svc.submit_spec(spec, &[]).await?;
     let location = format!("/api/v1/jobs/{}", job.id);
     let reply = reply::with_status(reply::json(&job), StatusCode::CREATED);
     Ok(reply::with_header(reply, "location", location).into_response())
