@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime};
 
-use dbt_remote_core::testing::server::{dbt_path, example_project, repo_root, RealServer};
+use dbt_remote_test_support::server::{dbt_path, example_project, repo_root, RealServer};
 use dbt_remote_core::Client;
 
 fn cli() -> PathBuf {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use dbt_remote_core::testing::server::{eventually, example_project, RealServer};
+use dbt_remote_test_support::server::{eventually, example_project, RealServer};
 use dbt_remote_core::{Client, JobStatus};
 
 fn cli() -> &'static Path {

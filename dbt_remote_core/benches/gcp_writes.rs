@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use dbt_remote_core::package::pack_project;
-use dbt_remote_core::testing::gcp::Emulators;
 use dbt_remote_core::testing::sample_job;
-use dbt_remote_core::testing::server::example_project;
 use dbt_remote_core::{LogEntry, LogLevel, RelPath, StateStore};
+use dbt_remote_test_support::gcp::Emulators;
+use dbt_remote_test_support::server::example_project;
 
 const LINES: usize = 10_000;
 

@@ -175,3 +175,15 @@ pub struct Health {
 /// [`Job`] and closes the stream.
 pub const SSE_EVENT_LOG: &str = "log";
 pub const SSE_EVENT_END: &str = "end";
+
+impl ErrorBody {
+    /// The body of an error answer.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! The job model: ids, specs, statuses and records.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -276,18 +277,15 @@ pub struct JobRecord {
     /// Set when a cancel was asked for; the runner and launcher stop the job as soon as they see it.
     #[serde(default)]
     pub cancel_requested: bool,
-    /// The last log sequence number the 0.4.6 protocol's `last_logs` handed out: that read is
-    /// a per-job cursor (the native API's reads take `after` and change nothing).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub last_logs_cursor: u64,
+    /// Named read cursors: for readers that consume a job's log (each record once), the last
+    /// log sequence number handed out to each, by reader name. Moved with compare-and-set on
+    /// the record; the native API's reads take `after` and use none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reader_cursors: BTreeMap<String, u64>,
     /// The runner's handle at its launcher, for launchers that run jobs elsewhere: the Cloud Run
     /// execution (`projects/P/locations/R/jobs/J/executions/E`) of the Cloud Run launcher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution: Option<String>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 impl JobRecord {
@@ -304,7 +302,7 @@ impl JobRecord {
             exit_code: None,
             failure_reason: None,
             cancel_requested: false,
-            last_logs_cursor: 0,
+            reader_cursors: BTreeMap::new(),
             execution: None,
         }
     }

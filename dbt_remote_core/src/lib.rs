@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use dbt_remote_core::{JobRecord, JobSpec, JobStatus, LogEntry, LogLevel, MemoryStore, StateStore, StateStoreExt};
+//! use dbt_remote_core::{JobLifecycle, JobRecord, JobSpec, JobStatus, LogEntry, LogLevel, MemoryStore, StateStore, StateStoreExt};
 //!
 //! # tokio_test_block_on(async {
 //! let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
@@ -36,6 +36,7 @@ pub mod env;
 mod error;
 pub mod job;
 pub mod launcher;
+pub mod lifecycle;
 pub mod locator;
 pub mod log;
 pub mod package;
@@ -43,6 +44,7 @@ pub mod paths;
 mod process;
 pub mod runner;
 pub mod schedule;
+pub mod server;
 pub mod service;
 pub mod state;
 #[cfg(feature = "testing")]
@@ -53,6 +55,7 @@ pub use client::Client;
 pub use error::{Error, Result};
 pub use job::{FileEntry, JobId, JobMode, JobRecord, JobSpec, JobStatus};
 pub use launcher::{InProcessLauncher, JobLauncher, ProcessLauncher};
+pub use lifecycle::JobLifecycle;
 pub use locator::{FixedLocator, ServerLocator};
 pub use log::{LogEntry, LogLevel, LogRecord, NodeInfo};
 pub use paths::RelPath;

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::job::{JobId, JobMode, JobRecord, JobStatus};
+use crate::lifecycle::JobLifecycle;
 use crate::log::{LogEntry, LogLevel};
 use crate::paths::RelPath;
 use crate::state::{StateStore, StateStoreExt};
@@ -109,7 +110,7 @@ pub async fn run_job(
         return Ok(job);
     }
     if job.cancel_requested {
-        return finish_cancelled(&*store, id).await;
+        return store.finish_cancelled(id).await;
     }
     let work_dir = config.work_root.join(id.to_string());
     let outcome = Runner {
@@ -125,7 +126,7 @@ pub async fn run_job(
         let _ = tokio::fs::remove_dir_all(&work_dir).await;
     }
     let (status, exit_code, reason) = match outcome {
-        Ok(Outcome::Cancelled) => return finish_cancelled(&*store, id).await,
+        Ok(Outcome::Cancelled) => return store.finish_cancelled(id).await,
         Ok(Outcome::Exited(0)) => (JobStatus::Succeeded, Some(0), None),
         Ok(Outcome::Exited(code)) => (
             JobStatus::Failed,
@@ -143,29 +144,12 @@ pub async fn run_job(
     };
     // A cancel that arrived while dbt was finishing still wins over its result.
     if store.get_job(id).await?.cancel_requested || cancel.is_cancelled() {
-        return finish_cancelled(&*store, id).await;
+        return store.finish_cancelled(id).await;
     }
     // Every record is written before the final status: followers stop reading at it.
     let note = LogEntry::remote(LogLevel::Info, format!("dbt-remote: job {status}"));
     let _ = store.log(id, note).await;
     store.finish_job(id, status, exit_code, reason).await
-}
-
-async fn finish_cancelled(store: &dyn StateStore, id: JobId) -> Result<JobRecord> {
-    let _ = store
-        .log(
-            id,
-            LogEntry::remote(LogLevel::Warn, "dbt-remote: job cancelled"),
-        )
-        .await;
-    store
-        .finish_job(
-            id,
-            JobStatus::Cancelled,
-            None,
-            Some("cancelled on request".into()),
-        )
-        .await
 }
 
 enum Outcome {

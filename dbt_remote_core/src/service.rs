@@ -1,23 +1,38 @@
-//! The operations of dbt-server, over a [`StateStore`] and a [`JobLauncher`]. The HTTP server
-//! only translates requests into these calls.
+//! The operations of dbt-server, over a [`StateStore`], a [`JobLauncher`] and a
+//! [`ScheduleStore`]. The HTTP server only translates requests into these calls (the 0.4.6
+//! protocol through [`compat`](crate::compat), which calls these too).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-use crate::api::{self, ArtifactList, Job, JobList, LogPage, MissingBlobs, SubmitJob};
+use crate::api::{ArtifactList, Job, JobList, LogPage, MissingBlobs, SubmitJob};
 use crate::blob::BlobHash;
 use crate::job::{JobId, JobRecord, JobSpec, JobStatus};
 use crate::launcher::JobLauncher;
 use crate::log::LogEntry;
 use crate::paths::RelPath;
-use crate::schedule::{MemorySchedules, ScheduleStore};
+use crate::schedule::{MemorySchedules, Schedule, ScheduleSpec, ScheduleStore};
 use crate::state::{follow_logs, FollowEvent, JobQuery, StateStore};
 use crate::{Error, Result};
 
 /// Largest page of jobs or log records one call returns.
 pub const MAX_PAGE: usize = 1000;
+
+/// Which jobs [`JobService::list`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListJobs {
+    /// Only jobs with this status.
+    pub status: Option<JobStatus>,
+    /// At most this many (1..=[`MAX_PAGE`], default 50).
+    pub limit: Option<usize>,
+    /// The `next_page_token` of the previous page: only jobs older than this one.
+    pub page_token: Option<JobId>,
+}
 
 /// dbt-server's operations.
 #[derive(Debug, Clone)]
@@ -54,26 +69,27 @@ impl JobService {
     }
 
     /// Checks the request, stores the job and launches it. Nothing is stored when the request
-    /// is refused.
+    /// is refused, e.g. when a file's content was not uploaded first (see
+    /// [`missing_files`](Self::missing_files)).
     pub async fn submit(&self, request: SubmitJob) -> Result<Job> {
         let spec = request.into_spec()?;
-        let hashes: Vec<BlobHash> = spec.files.iter().map(|f| f.sha256.clone()).collect();
-        let missing = self.store.missing_blobs(&hashes).await?;
+        let missing = self.missing_files(&spec).await?;
         if !missing.is_empty() {
-            let paths: Vec<&str> = spec
-                .files
-                .iter()
-                .filter(|f| missing.contains(&f.sha256))
-                .map(|f| f.path.as_str())
-                .take(5)
-                .collect();
-            return Err(Error::invalid(format!(
-                "{} file(s) were not uploaded first (e.g. {}): upload them with PUT /api/v1/blobs/{{sha256}}",
-                missing.len(),
-                paths.join(", ")
-            )));
+            return Err(Error::invalid(not_uploaded(&missing)));
         }
         self.submit_spec(spec, &[]).await
+    }
+
+    /// The paths of the files of `spec` whose content the store does not hold, in order.
+    pub async fn missing_files(&self, spec: &JobSpec) -> Result<Vec<RelPath>> {
+        let hashes: Vec<BlobHash> = spec.files.iter().map(|f| f.sha256.clone()).collect();
+        let missing = self.store.missing_blobs(&hashes).await?;
+        Ok(spec
+            .files
+            .iter()
+            .filter(|f| missing.contains(&f.sha256))
+            .map(|f| f.path.clone())
+            .collect())
     }
 
     /// Stores a checked spec (whose files are all stored) with `notes` as its first log
@@ -94,30 +110,20 @@ impl JobService {
         })
     }
 
-    pub async fn put_blob(&self, hash: &str, content: Bytes) -> Result<()> {
-        self.store.put_blob(&hash.parse()?, content).await
+    pub async fn put_blob(&self, hash: &BlobHash, content: Bytes) -> Result<()> {
+        self.store.put_blob(hash, content).await
     }
 
-    pub async fn job(&self, id: &str) -> Result<Job> {
-        Ok(self.store.get_job(job_id(id)?).await?.into())
+    pub async fn job(&self, id: JobId) -> Result<Job> {
+        Ok(self.store.get_job(id).await?.into())
     }
 
-    /// Jobs newest first; `page_token` is the `next_page_token` of the previous page.
-    pub async fn list(
-        &self,
-        status: Option<&str>,
-        limit: Option<usize>,
-        page_token: Option<&str>,
-    ) -> Result<JobList> {
+    /// Jobs newest first, one page.
+    pub async fn list(&self, query: &ListJobs) -> Result<JobList> {
         let query = JobQuery {
-            status: status.map(str::parse::<JobStatus>).transpose()?,
-            before: page_token
-                .map(|t| {
-                    t.parse::<JobId>()
-                        .map_err(|_| Error::invalid("invalid page_token"))
-                })
-                .transpose()?,
-            limit: page_limit(limit, 50)?,
+            status: query.status,
+            before: query.page_token,
+            limit: page_limit(query.limit, 50)?,
         };
         let page = self.store.list_jobs(&query).await?;
         Ok(JobList {
@@ -126,15 +132,13 @@ impl JobService {
         })
     }
 
-    pub async fn cancel(&self, id: &str) -> Result<Job> {
-        let id = job_id(id)?;
+    pub async fn cancel(&self, id: JobId) -> Result<Job> {
         self.store.get_job(id).await?;
         Ok(self.launcher.cancel(id).await?.into())
     }
 
     /// Log records after `after`.
-    pub async fn logs(&self, id: &str, after: u64, limit: Option<usize>) -> Result<LogPage> {
-        let id = job_id(id)?;
+    pub async fn logs(&self, id: JobId, after: u64, limit: Option<usize>) -> Result<LogPage> {
         // Status first: records read after a final status are the last ones.
         let job = self.store.get_job(id).await?;
         let limit = page_limit(limit, MAX_PAGE)?;
@@ -152,36 +156,120 @@ impl JobService {
     /// Every record after `after` as it is written, then the final job.
     pub async fn follow(
         &self,
-        id: &str,
+        id: JobId,
         after: u64,
     ) -> Result<impl futures::Stream<Item = Result<FollowEvent>> + Send + 'static> {
-        let id = job_id(id)?;
         self.store.get_job(id).await?;
         Ok(follow_logs(self.store.clone(), id, after, self.log_poll))
     }
 
-    pub async fn artifacts(&self, id: &str) -> Result<ArtifactList> {
+    pub async fn artifacts(&self, id: JobId) -> Result<ArtifactList> {
         Ok(ArtifactList {
-            artifacts: self.store.list_artifacts(job_id(id)?).await?,
+            artifacts: self.store.list_artifacts(id).await?,
         })
     }
 
-    pub async fn artifact(&self, id: &str, name: &str) -> Result<Bytes> {
-        let id = job_id(id)?;
-        let name = RelPath::new(name)?;
-        self.store.get_artifact(id, &name).await
+    pub async fn artifact(&self, id: JobId, name: &RelPath) -> Result<Bytes> {
+        self.store.get_artifact(id, name).await
     }
 
     /// Takes over the jobs left queued or running by a previous server.
     pub async fn recover(&self) -> Result<()> {
         self.launcher.recover().await
     }
+
+    /// Stores a new schedule (its files must be stored already). Fails with
+    /// [`Error::AlreadyExists`] when the name is taken.
+    pub async fn create_schedule(&self, spec: ScheduleSpec) -> Result<Schedule> {
+        spec.job.validate()?;
+        let schedule = Schedule::new(spec)?;
+        self.schedules.create_schedule(&schedule).await?;
+        Ok(schedule)
+    }
+
+    /// Every schedule, by name.
+    pub async fn list_schedules(&self) -> Result<Vec<Schedule>> {
+        self.schedules.list_schedules().await
+    }
+
+    pub async fn schedule(&self, id: Uuid) -> Result<Schedule> {
+        self.schedules
+            .list_schedules()
+            .await?
+            .into_iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| Error::not_found(format!("schedule {id}")))
+    }
+
+    /// Deletes the schedule of that name; `false` when there was none.
+    pub async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        self.schedules.delete_schedule(name).await
+    }
+
+    /// Submits a schedule's job now and records the run.
+    pub async fn run_schedule_now(&self, id: Uuid) -> Result<Job> {
+        let schedule = self.schedule(id).await?;
+        self.fire(schedule, Utc::now()).await
+    }
+
+    async fn fire(&self, mut schedule: Schedule, now: DateTime<Utc>) -> Result<Job> {
+        // The run is recorded first: a failing submit does not fire again at every tick.
+        schedule.last_run = Some(now);
+        self.schedules.put_schedule(&schedule).await?;
+        let job = self.submit_spec(schedule.spec.clone(), &[]).await?;
+        schedule.last_job = Some(job.id);
+        self.schedules.put_schedule(&schedule).await?;
+        tracing::info!(schedule = %schedule.name, job = %job.id, "scheduled job submitted");
+        Ok(job)
+    }
+
+    /// Submits the job of every schedule whose next run is at or before `now`. A schedule
+    /// that missed several runs (the server was down) runs once.
+    pub async fn run_due_schedules(&self, now: DateTime<Utc>) -> Result<Vec<JobId>> {
+        let mut started = Vec::new();
+        for schedule in self.schedules.list_schedules().await? {
+            match schedule.next_run() {
+                Ok(next) if next <= now => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    continue;
+                }
+            }
+            let name = schedule.name.clone();
+            match self.fire(schedule, now).await {
+                Ok(job) => started.push(job.id),
+                Err(Error::NotFound { .. }) => {} // deleted meanwhile
+                Err(e) => tracing::error!(schedule = %name, "scheduled job failed to start: {e}"),
+            }
+        }
+        Ok(started)
+    }
 }
 
-/// A job id from a URL: one that is not a UUID names no job.
-pub(crate) fn job_id(id: &str) -> Result<JobId> {
-    id.parse()
-        .map_err(|_| Error::not_found(format!("job {id:?}")))
+/// The scheduler: fires due schedules every `interval` until `stop` is cancelled.
+pub async fn run_scheduler(service: JobService, interval: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = service.run_due_schedules(Utc::now()).await {
+            tracing::error!("could not read the schedules: {e}");
+        }
+    }
+}
+
+/// Says which files were not uploaded: how many, and the first five.
+pub fn not_uploaded(missing: &[RelPath]) -> String {
+    let paths: Vec<&str> = missing.iter().map(RelPath::as_str).take(5).collect();
+    format!(
+        "{} file(s) were not uploaded first (e.g. {})",
+        missing.len(),
+        paths.join(", ")
+    )
 }
 
 fn page_limit(limit: Option<usize>, default: usize) -> Result<usize> {
@@ -194,12 +282,75 @@ fn page_limit(limit: Option<usize>, default: usize) -> Result<usize> {
     }
 }
 
-/// The error body of an error.
-pub fn error_body(code: &str, message: impl Into<String>) -> api::ErrorBody {
-    api::ErrorBody {
-        error: api::ErrorDetail {
-            code: code.into(),
-            message: message.into(),
-        },
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{sample_schedule, RecordingLauncher};
+    use crate::MemoryStore;
+
+    #[tokio::test]
+    async fn a_due_schedule_fires_once_per_occurrence() {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let launcher = Arc::new(RecordingLauncher::new(store.clone()));
+        let service = JobService::new(store, launcher.clone())
+            .with_schedules(Arc::new(MemorySchedules::new()));
+        let mut s = sample_schedule("every-minute");
+        s.cron = "* * * * *".into();
+        s.created_at = "2026-11-24T10:00:30Z".parse().unwrap();
+        service.schedules().create_schedule(&s).await.unwrap();
+        let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+
+        assert!(service
+            .run_due_schedules(at("2026-11-24T10:00:59Z"))
+            .await
+            .unwrap()
+            .is_empty());
+        let fired = service
+            .run_due_schedules(at("2026-11-24T10:01:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(fired.len(), 1);
+        assert!(service
+            .run_due_schedules(at("2026-11-24T10:01:30Z"))
+            .await
+            .unwrap()
+            .is_empty());
+        // Down for an hour: one catch-up run, not sixty.
+        let fired = service
+            .run_due_schedules(at("2026-11-24T11:02:10Z"))
+            .await
+            .unwrap();
+        assert_eq!(fired.len(), 1);
+        assert_eq!(launcher.launched().len(), 2);
+        let stored = &service.schedules().list_schedules().await.unwrap()[0];
+        assert_eq!(stored.last_job, Some(fired[0]));
+        assert_eq!(stored.last_run, Some(at("2026-11-24T11:02:10Z")));
+    }
+
+    #[tokio::test]
+    async fn a_schedule_runs_now_by_id() {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let launcher = Arc::new(RecordingLauncher::new(store.clone()));
+        let service = JobService::new(store, launcher.clone());
+        let s = service
+            .create_schedule(ScheduleSpec {
+                name: Some("nightly".into()),
+                cron: "0 8 * * *".into(),
+                command: None,
+                job: JobSpec {
+                    args: vec!["build".into()],
+                    ..Default::default()
+                },
+            })
+            .await
+            .unwrap();
+        assert_eq!(s.command, "build");
+        let job = service.run_schedule_now(s.id).await.unwrap();
+        assert_eq!(launcher.launched(), [job.id]);
+        assert_eq!(service.schedule(s.id).await.unwrap().last_job, Some(job.id));
+        let err = service.run_schedule_now(Uuid::now_v7()).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+        assert!(service.delete_schedule("nightly").await.unwrap());
+        assert!(service.list_schedules().await.unwrap().is_empty());
     }
 }

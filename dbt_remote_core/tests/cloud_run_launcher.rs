@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use dbt_remote_core::launcher::cloud_run::CloudRunLauncher;
 use dbt_remote_core::testing::sample_job;
-use dbt_remote_core::{JobId, JobLauncher, JobStatus, MemoryStore, StateStore, StateStoreExt};
+use dbt_remote_core::{
+    JobId, JobLauncher, JobLifecycle, JobStatus, MemoryStore, StateStore, StateStoreExt,
+};
 use serde_json::{json, Value};
 use wiremock::matchers::{body_partial_json, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -1,9 +1,13 @@
-//! The store conformance suite on every store that runs here.
+//! The conformance suites (state stores, schedule stores, launchers) on every implementation
+//! that runs here (the process launcher's is in dbt_server/tests/launcher.rs: it runs
+//! `dbt-server run-job`).
 
 use std::sync::Arc;
 
-use dbt_remote_core::testing::run_store_suite;
-use dbt_remote_core::{LocalStore, MemoryStore};
+use dbt_remote_core::runner::RunnerConfig;
+use dbt_remote_core::schedule::{LocalSchedules, MemorySchedules, ScheduleStore};
+use dbt_remote_core::testing::{fake_dbt, run_launcher_suite, run_schedule_suite, run_store_suite};
+use dbt_remote_core::{InProcessLauncher, LocalStore, MemoryStore, StateStore};
 
 #[tokio::test]
 async fn memory_store_conforms() {
@@ -20,9 +24,43 @@ async fn local_store_conforms() {
 #[cfg(feature = "gcp")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcp_store_conforms() {
-    use dbt_remote_core::testing::gcp::Emulators;
+    use dbt_remote_test_support::gcp::Emulators;
     let Some(emulators) = Emulators::start("gcp_store_conforms").await else {
         return;
     };
     run_store_suite(emulators.store().await).await;
+}
+
+#[tokio::test]
+async fn memory_schedules_conform() {
+    run_schedule_suite(&MemorySchedules::new()).await;
+}
+
+#[tokio::test]
+async fn local_schedules_conform_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    run_schedule_suite(&LocalSchedules::new(dir.path()).unwrap()).await;
+    let again = LocalSchedules::new(dir.path()).unwrap();
+    assert_eq!(again.list_schedules().await.unwrap()[0].name, "a-first");
+    let leftovers = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "no temp file is left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_launcher_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let mut config = RunnerConfig::new(dir.path().join("work"));
+    config.dbt_path = fake_dbt(dir.path(), 0);
+    let launcher = Arc::new(InProcessLauncher::new(store.clone(), config, 2));
+    run_launcher_suite(store, launcher).await;
 }

@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use dbt_remote_core::state::{JobQuery, StateStore, StateStoreExt};
-use dbt_remote_core::testing::gcp::{unique_prefix, Emulators};
 use dbt_remote_core::testing::sample_job;
+use dbt_remote_core::JobLifecycle;
 use dbt_remote_core::{Error, JobStatus, LogEntry, LogLevel};
+use dbt_remote_test_support::gcp::{unique_prefix, Emulators};
 
 fn entry(writer: usize, batch: usize, i: usize) -> LogEntry {
     LogEntry::remote(

@@ -1,46 +1,49 @@
-//! The routes of the 0.4.6 protocol (the original dbt-remote CLI), over the same
-//! [`JobService`]: multipart forms in, `{"detail": …}` errors out. docs/compat.md describes them.
+//! The routes of the 0.4.6 protocol (the original dbt-remote CLI), over the core's
+//! [`LegacyService`]: multipart forms in, `{"detail": …}` errors out. docs/compat.md describes
+//! them.
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use dbt_remote_core::compat::{LegacyForm, LegacyPolicy, PROTOCOL_VERSION};
+use dbt_remote_core::compat::{LegacyForm, LegacyPolicy, LegacyService, PROTOCOL_VERSION};
 use dbt_remote_core::{Error, JobService};
 use serde_json::json;
+use uuid::Uuid;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
-use warp::reply::{Reply, Response};
-use warp::{Filter, Rejection};
+use warp::reply::Response;
+use warp::Filter;
 
-use crate::routes::{error_status, json_reply, limited_body, Config};
+use crate::reply::{json_reply, legacy};
+use crate::request::{job_id, limited_body};
+use crate::routes::Config;
 
-/// An error as the 0.4.6 CLI expects it: `{"detail": "<message>"}`.
-pub(crate) fn detail_response(e: Error) -> Response {
-    let status = error_status(&e);
-    let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!("internal error: {e}");
-        "internal server error; see the server log".to_string()
-    } else {
-        e.to_string()
-    };
-    json_reply(&json!({ "detail": message }), status)
-}
-
-fn respond(answer: Result<Response, Error>) -> Response {
-    answer.unwrap_or_else(detail_response)
-}
+type Answer = Result<Response, Error>;
 
 /// The base URL of links: the configured public URL, else the Host the client reached.
-fn base_url(config: &Config, host: Option<String>) -> String {
-    let base = match (&config.public_url, host) {
-        (Some(url), _) => url.clone(),
-        (None, Some(host)) => format!("http://{host}"),
-        (None, None) => format!("http://127.0.0.1:{}", config.port),
-    };
-    format!("{}/", base.trim_end_matches('/'))
+#[derive(Debug, Clone)]
+struct Links {
+    public_url: Option<String>,
+    port: u16,
+}
+
+impl Links {
+    fn base(&self, host: Option<String>) -> String {
+        let base = match (&self.public_url, host) {
+            (Some(url), _) => url.clone(),
+            (None, Some(host)) => format!("http://{host}"),
+            (None, None) => format!("http://127.0.0.1:{}", self.port),
+        };
+        format!("{}/", base.trim_end_matches('/'))
+    }
 }
 
 /// Reads a multipart/form-data body into a form.
-async fn read_form(content_type: Option<String>, body: Bytes) -> Result<LegacyForm, Error> {
+async fn read_form(
+    body: Result<Bytes, Error>,
+    content_type: Option<String>,
+) -> Result<LegacyForm, Error> {
+    let body = body?;
     let boundary = content_type
         .as_deref()
         .and_then(|ct| multer::parse_boundary(ct).ok())
@@ -58,154 +61,73 @@ async fn read_form(content_type: Option<String>, body: Bytes) -> Result<LegacyFo
 }
 
 /// Every route of the 0.4.6 protocol.
-pub fn routes(
-    service: JobService,
-    config: Config,
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Response,)> {
     use warp::path::{end, param};
     use warp::{delete, get, path, post};
 
-    let svc = warp::any().map(move || service.clone());
-    let cfg = {
-        let config = config.clone();
-        warp::any().map(move || config.clone())
+    let policy = LegacyPolicy {
+        accept_client_profiles: config.accept_client_profiles,
+        max_unzipped_bytes: config.max_upload_bytes,
     };
-    let form =
-        limited_body(config.max_upload_bytes)
-            .and(warp::header::optional::<String>("content-type"))
-            .then(
-                |body: Result<Bytes, Error>, ct: Option<String>| async move {
-                    read_form(ct, body?).await
-                },
-            );
-    let host = warp::header::optional::<String>("host");
+    let service = LegacyService::new(service, policy);
+    let svc = warp::any().map(move || service.clone());
+    let links = Links {
+        public_url: config.public_url.clone(),
+        port: config.port,
+    };
+    let links = warp::any()
+        .map(move || links.clone())
+        .and(warp::header::optional::<String>("host"))
+        .map(|links: Links, host| links.base(host));
+    let form = limited_body(config.max_upload_bytes)
+        .and(warp::header::optional::<String>("content-type"))
+        .then(read_form);
     let job = || path("job").and(param::<String>());
 
     let version = path("version")
         .and(end())
         .and(get())
         .map(|| json_reply(&json!({ "version": PROTOCOL_VERSION }), StatusCode::OK));
-
     let submit = path("dbt")
         .and(end())
         .and(post())
         .and(svc.clone())
-        .and(cfg.clone())
-        .and(host)
+        .and(links.clone())
         .and(form.clone())
-        .then(
-            |svc: JobService, config: Config, host, form: Result<LegacyForm, Error>| async move {
-                respond(
-                    async {
-                        let job = svc.submit_legacy(&form?, &config.legacy_policy()).await?;
-                        let base = base_url(&config, host);
-                        let id = job.id;
-                        let answer = json!({
-                            "uuid": id,
-                            "message": format!("Job created with uuid: {id}"),
-                            "links": {
-                                "run_status": format!("{base}job/{id}"),
-                                "last_logs": format!("{base}job/{id}/last_logs"),
-                            }
-                        });
-                        Ok(json_reply(&answer, StatusCode::ACCEPTED))
-                    }
-                    .await,
-                )
-            },
-        );
-
-    let status = job().and(end()).and(get()).and(svc.clone()).then(
-        |id: String, svc: JobService| async move {
-            respond(
-                svc.legacy_status(&id)
-                    .await
-                    .map(|s| json_reply(&json!({ "run_status": s }), StatusCode::OK)),
-            )
-        },
-    );
+        .then(submit)
+        .map(legacy);
+    let status = job()
+        .and(end())
+        .and(get())
+        .and(svc.clone())
+        .then(status)
+        .map(legacy);
     let logs = job()
         .and(path("logs"))
         .and(end())
         .and(get())
         .and(svc.clone())
-        .then(|id: String, svc: JobService| async move {
-            respond(
-                svc.legacy_logs(&id)
-                    .await
-                    .map(|l| json_reply(&l, StatusCode::OK)),
-            )
-        });
+        .then(logs)
+        .map(legacy);
     let last_logs = job()
         .and(path("last_logs"))
         .and(end())
         .and(get())
         .and(svc.clone())
-        .then(|id: String, svc: JobService| async move {
-            respond(
-                svc.legacy_last_logs(&id)
-                    .await
-                    .map(|l| json_reply(&l, StatusCode::OK)),
-            )
-        });
-
+        .then(last_logs)
+        .map(legacy);
     let schedule = path("schedule").and(end()).and(
         post()
             .and(svc.clone())
-            .and(cfg.clone())
-            .and(host)
+            .and(links.clone())
             .and(form)
-            .then(
-                |svc: JobService,
-                 config: Config,
-                 host,
-                 form: Result<LegacyForm, Error>| async move {
-                    respond(
-                        async {
-                            let form = form?;
-                            let s = svc
-                                .create_legacy_schedule(&form, &config.legacy_policy())
-                                .await?;
-                            let start = format!("{}schedule/{}/start", base_url(&config, host), s.id);
-                            let answer = json!({
-                                "uuid": s.id,
-                                "message": format!(
-                                    "Job {} scheduled at {} ({}) with uuid: {}",
-                                    s.command, s.cron, s.describe(), s.id
-                                ),
-                                "links": { "start": start },
-                            });
-                            Ok(json_reply(&answer, StatusCode::CREATED))
-                        }
-                        .await,
-                    )
-                },
-            )
-            .or(get().and(svc.clone()).and(cfg.clone()).and(host).then(
-                |svc: JobService, config: Config, host| async move {
-                    respond(
-                        async {
-                            let base = base_url(&config, host);
-                            let list = svc.schedules().list_schedules().await?;
-                            let schedules: serde_json::Map<String, serde_json::Value> = list
-                                .into_iter()
-                                .map(|s| {
-                                    let entry = json!({
-                                        "name": s.name,
-                                        "command": s.command,
-                                        "schedule": s.cron,
-                                        "timezone": "UTC",
-                                        "target": format!("{base}schedule/{}/start", s.id),
-                                    });
-                                    (s.name, entry)
-                                })
-                                .collect();
-                            Ok(json_reply(&json!({ "schedules": schedules }), StatusCode::OK))
-                        }
-                        .await,
-                    )
-                },
-            ))
+            .then(create_schedule)
+            .map(legacy)
+            .or(get()
+                .and(svc.clone())
+                .and(links)
+                .then(list_schedules)
+                .map(legacy))
             .unify(),
     );
     let delete_schedule = path("schedule")
@@ -213,35 +135,16 @@ pub fn routes(
         .and(end())
         .and(delete())
         .and(svc.clone())
-        .then(|name: String, svc: JobService| async move {
-            respond(
-                async {
-                    // As the original: deleting what is not there is not an error.
-                    let message = if svc.schedules().delete_schedule(&name).await? {
-                        format!("Schedule {name} deleted")
-                    } else {
-                        format!("Nothing to delete, schedule {name} does not exist")
-                    };
-                    Ok(json_reply(&json!({ "message": message }), StatusCode::OK))
-                }
-                .await,
-            )
-        });
+        .then(delete_schedule)
+        .map(legacy);
     let start = path("schedule")
         .and(param::<String>())
         .and(path("start"))
         .and(end())
         .and(post())
         .and(svc)
-        .then(|id: String, svc: JobService| async move {
-            respond(svc.start_schedule(&id).await.map(|job| {
-                let answer = json!({
-                    "uuid": job.id,
-                    "message": format!("Job created with uuid: {}", job.id),
-                });
-                json_reply(&answer, StatusCode::OK)
-            }))
-        });
+        .then(start_schedule)
+        .map(legacy);
 
     version
         .or(submit)
@@ -258,14 +161,95 @@ pub fn routes(
         .unify()
         .or(start)
         .unify()
-        .map(|r: Response| r.into_response())
+        .boxed()
 }
 
-impl Config {
-    fn legacy_policy(&self) -> LegacyPolicy {
-        LegacyPolicy {
-            accept_client_profiles: self.accept_client_profiles,
-            max_unzipped_bytes: self.max_upload_bytes,
+async fn submit(svc: LegacyService, base: String, form: Result<LegacyForm, Error>) -> Answer {
+    let id = svc.submit(&form?).await?.id;
+    let answer = json!({
+        "uuid": id,
+        "message": format!("Job created with uuid: {id}"),
+        "links": {
+            "run_status": format!("{base}job/{id}"),
+            "last_logs": format!("{base}job/{id}/last_logs"),
         }
-    }
+    });
+    Ok(json_reply(&answer, StatusCode::ACCEPTED))
+}
+
+async fn status(id: String, svc: LegacyService) -> Answer {
+    let status = svc.status(job_id(&id)?).await?;
+    Ok(json_reply(&json!({ "run_status": status }), StatusCode::OK))
+}
+
+async fn logs(id: String, svc: LegacyService) -> Answer {
+    Ok(json_reply(&svc.logs(job_id(&id)?).await?, StatusCode::OK))
+}
+
+async fn last_logs(id: String, svc: LegacyService) -> Answer {
+    Ok(json_reply(
+        &svc.last_logs(job_id(&id)?).await?,
+        StatusCode::OK,
+    ))
+}
+
+async fn create_schedule(
+    svc: LegacyService,
+    base: String,
+    form: Result<LegacyForm, Error>,
+) -> Answer {
+    let s = svc.create_schedule(&form?).await?;
+    let answer = json!({
+        "uuid": s.id,
+        "message": format!(
+            "Job {} scheduled at {} ({}) with uuid: {}",
+            s.command, s.cron, s.describe(), s.id
+        ),
+        "links": { "start": format!("{base}schedule/{}/start", s.id) },
+    });
+    Ok(json_reply(&answer, StatusCode::CREATED))
+}
+
+async fn list_schedules(svc: LegacyService, base: String) -> Answer {
+    let schedules: serde_json::Map<String, serde_json::Value> = svc
+        .schedules()
+        .await?
+        .into_iter()
+        .map(|s| {
+            let entry = json!({
+                "name": s.name,
+                "command": s.command,
+                "schedule": s.cron,
+                "timezone": "UTC",
+                "target": format!("{base}schedule/{}/start", s.id),
+            });
+            (s.name, entry)
+        })
+        .collect();
+    Ok(json_reply(
+        &json!({ "schedules": schedules }),
+        StatusCode::OK,
+    ))
+}
+
+async fn delete_schedule(name: String, svc: LegacyService) -> Answer {
+    // As the original: deleting what is not there is not an error.
+    let message = if svc.delete_schedule(&name).await? {
+        format!("Schedule {name} deleted")
+    } else {
+        format!("Nothing to delete, schedule {name} does not exist")
+    };
+    Ok(json_reply(&json!({ "message": message }), StatusCode::OK))
+}
+
+async fn start_schedule(id: String, svc: LegacyService) -> Answer {
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| Error::not_found(format!("schedule {id:?}")))?;
+    let job = svc.start_schedule(id).await?;
+    let answer = json!({
+        "uuid": job.id,
+        "message": format!("Job created with uuid: {}", job.id),
+    });
+    Ok(json_reply(&answer, StatusCode::OK))
 }

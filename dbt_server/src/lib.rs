@@ -1,17 +1,48 @@
 //! dbt-server as a library: the HTTP routes over a [`JobService`], so tests and other Rust
 //! programs can serve the API on a listener of their own.
+//!
+//! Bottom-up: [`request`] reads requests into core types, [`reply`] turns every error and
+//! rejection into an answer, [`auth`] gates the routes, [`routes`] (native) and [`compat`]
+//! (0.4.6) hold the handlers.
 // The warp filter of every route is one deep type; release builds need more room for it.
 #![recursion_limit = "256"]
 
 use std::future::Future;
 
 use dbt_remote_core::JobService;
+use warp::Filter;
 
 mod auth;
 mod compat;
+mod reply;
+mod request;
 pub mod routes;
 
 pub use routes::Config;
+
+/// Every route of both protocols behind the authentication gate, with every error and
+/// rejection answered by [`reply::recover`].
+pub fn app(
+    service: JobService,
+    config: Config,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
+    let native = routes::routes(service.clone(), &config);
+    let legacy = compat::routes(service, &config);
+    auth::gate(config.auth.clone())
+        .and(native.or(legacy).unify())
+        .recover(reply::recover)
+        .unify()
+        .with(warp::log::custom(|info| {
+            tracing::info!(
+                target: "dbt_server::http",
+                "{} {} {} {:?}",
+                info.method(),
+                info.path(),
+                info.status().as_u16(),
+                info.elapsed()
+            );
+        }))
+}
 
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -20,7 +51,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(routes::routes(service, config))
+    warp::serve(app(service, config))
         .incoming(listener)
         .graceful(shutdown)
         .run()

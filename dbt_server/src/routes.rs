@@ -1,20 +1,25 @@
-//! The HTTP API: warp filters that translate requests into [`JobService`] calls, and the one
-//! place where errors become status codes.
+//! The native HTTP API (`/api/v1`, `/health`, `/check`): warp filters that read a request into
+//! core types, and one small handler per route that calls the [`JobService`]. Errors are
+//! answered by [`crate::reply`].
 
 use std::convert::Infallible;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use dbt_remote_core::api::{self, BlobQuery, SubmitJob, SSE_EVENT_END, SSE_EVENT_LOG};
+use bytes::Bytes;
+use dbt_remote_core::api::{self, BlobQuery, ErrorBody, SubmitJob, SSE_EVENT_END, SSE_EVENT_LOG};
 use dbt_remote_core::auth::Verifier;
-use dbt_remote_core::service::error_body;
+use dbt_remote_core::service::{not_uploaded, ListJobs};
 use dbt_remote_core::state::FollowEvent;
-use dbt_remote_core::{Error, JobService};
-use futures::{Stream, StreamExt, TryStreamExt};
-use serde::de::DeserializeOwned;
+use dbt_remote_core::{BlobHash, Error, JobService, RelPath};
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
+use warp::path::Tail;
 use warp::reply::{self, Reply, Response};
-use warp::{Filter, Rejection};
+use warp::Filter;
+
+use crate::reply::{json_reply, native};
+use crate::request::{job_id, limited_body, parse_json, percent_decode, query};
 
 /// The OpenAPI document of this API (docs/openapi.json), served at /api/v1/openapi.json.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
@@ -50,15 +55,6 @@ impl Config {
 
 type Answer = Result<Response, Error>;
 
-/// The answer of a matched route: its reply, or its error as an error reply.
-fn respond(answer: Answer) -> Response {
-    answer.unwrap_or_else(error_response)
-}
-
-pub(crate) fn json_reply(value: &impl serde::Serialize, status: StatusCode) -> Response {
-    reply::with_status(reply::json(value), status).into_response()
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
@@ -81,17 +77,12 @@ struct StreamQuery {
     after: Option<u64>,
 }
 
-/// Every route, with errors turned into `{"error": {"code", "message"}}` answers.
-pub fn routes(
-    service: JobService,
-    config: Config,
-) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    use warp::path::{end, param, tail, Tail};
+/// The routes of the native API. Paths come before methods in every route, so that a path no
+/// route has is a 404 and a known path with another method a 405.
+pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Response,)> {
+    use warp::path::{end, param, tail};
     use warp::{get, path, post, put};
 
-    // Paths come before methods in every route, so that a path no route has is a 404 and a
-    // known path with another method a 405.
-    let compat = crate::compat::routes(service.clone(), config.clone());
     let port = config.port;
     let max_upload_bytes = config.max_upload_bytes;
     let svc = warp::any().map(move || service.clone());
@@ -99,42 +90,20 @@ pub fn routes(
     let api = || path("api").and(path("v1"));
     let job = || api().and(path("jobs")).and(param::<String>());
 
-    let check = path("check").and(end()).and(get()).map(move || {
-        let answer = serde_json::json!({
-            "response": format!("Running dbt-server on port {port}")
-        });
-        json_reply(&answer, StatusCode::OK)
-    });
-    let health = path("health").and(end()).and(get()).map(|| {
-        let answer = api::Health {
-            status: "ok".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        };
-        json_reply(&answer, StatusCode::OK)
-    });
+    let check = path("check").and(end()).and(get()).map(move || check(port));
+    let health = path("health").and(end()).and(get()).map(health);
     let openapi = api()
         .and(path("openapi.json"))
         .and(end())
         .and(get())
         .map(|| reply::with_header(OPENAPI, "content-type", "application/json").into_response());
-
     let missing = api()
         .and(path!("blobs" / "missing"))
         .and(post())
         .and(svc.clone())
         .and(body())
-        .then(|svc: JobService, body: Result<Bytes, Error>| async move {
-            respond(
-                async {
-                    let query: BlobQuery = parse_json(&body?)?;
-                    Ok(json_reply(
-                        &svc.missing_blobs(&query.hashes).await?,
-                        StatusCode::OK,
-                    ))
-                }
-                .await,
-            )
-        });
+        .then(missing_blobs)
+        .map(native);
     let put_blob = api()
         .and(path("blobs"))
         .and(param::<String>())
@@ -142,163 +111,69 @@ pub fn routes(
         .and(put())
         .and(svc.clone())
         .and(body())
-        .then(
-            |hash: String, svc: JobService, body: Result<Bytes, Error>| async move {
-                respond(
-                    async {
-                        let body = body?;
-                        let size = body.len();
-                        svc.put_blob(&hash, body).await?;
-                        let answer = serde_json::json!({ "sha256": hash, "size": size });
-                        Ok(json_reply(&answer, StatusCode::CREATED))
-                    }
-                    .await,
-                )
-            },
-        );
-
+        .then(put_blob)
+        .map(native);
     let submit = api()
         .and(path("jobs"))
         .and(end())
         .and(post())
         .and(svc.clone())
         .and(body())
-        .then(|svc: JobService, body: Result<Bytes, Error>| async move {
-            respond(
-                async {
-                    let request: SubmitJob = parse_json(&body?)?;
-                    let job = svc.submit(request).await?;
-                    let location = format!("/api/v1/jobs/{}", job.id);
-                    let reply = reply::with_status(reply::json(&job), StatusCode::CREATED);
-                    Ok(reply::with_header(reply, "location", location).into_response())
-                }
-                .await,
-            )
-        });
+        .then(submit)
+        .map(native);
     let list = api()
         .and(path("jobs"))
         .and(end())
         .and(get())
         .and(svc.clone())
         .and(query::<ListQuery>())
-        .then(|svc: JobService, q: Result<ListQuery, Error>| async move {
-            respond(
-                async {
-                    let q = q?;
-                    let list = svc
-                        .list(q.status.as_deref(), q.limit, q.page_token.as_deref())
-                        .await?;
-                    Ok(json_reply(&list, StatusCode::OK))
-                }
-                .await,
-            )
-        });
-    let get_job = job().and(end()).and(get()).and(svc.clone()).then(
-        |id: String, svc: JobService| async move {
-            respond(
-                svc.job(&id)
-                    .await
-                    .map(|job| json_reply(&job, StatusCode::OK)),
-            )
-        },
-    );
+        .then(list)
+        .map(native);
+    let get_job = job()
+        .and(end())
+        .and(get())
+        .and(svc.clone())
+        .then(get_job)
+        .map(native);
     let cancel = job()
         .and(path("cancel"))
         .and(end())
         .and(post())
         .and(svc.clone())
-        .then(|id: String, svc: JobService| async move {
-            respond(
-                svc.cancel(&id)
-                    .await
-                    .map(|job| json_reply(&job, StatusCode::ACCEPTED)),
-            )
-        });
+        .then(cancel)
+        .map(native);
     let logs = job()
         .and(path("logs"))
         .and(end())
         .and(get())
         .and(svc.clone())
         .and(query::<LogsQuery>())
-        .then(
-            |id: String, svc: JobService, q: Result<LogsQuery, Error>| async move {
-                respond(
-                    async {
-                        let q = q?;
-                        Ok(json_reply(
-                            &svc.logs(&id, q.after, q.limit).await?,
-                            StatusCode::OK,
-                        ))
-                    }
-                    .await,
-                )
-            },
-        );
-    let stream =
-        job()
-            .and(path!("logs" / "stream"))
-            .and(get())
-            .and(svc.clone())
-            .and(query::<StreamQuery>())
-            .and(warp::header::optional::<String>("last-event-id"))
-            .then(
-                |id: String,
-                 svc: JobService,
-                 q: Result<StreamQuery, Error>,
-                 last: Option<String>| async move {
-                    respond(
-                        async {
-                            let q = q?;
-                            // A reconnecting EventSource sends Last-Event-ID: it wins over the query.
-                            let last = last.map(|l| l.trim().parse::<u64>()).transpose().map_err(
-                                |_| Error::invalid("Last-Event-ID must be a log sequence number"),
-                            )?;
-                            let events = svc.follow(&id, last.or(q.after).unwrap_or(0)).await?;
-                            let stream = warp::sse::keep_alive().stream(sse(events));
-                            Ok(warp::sse::reply(stream).into_response())
-                        }
-                        .await,
-                    )
-                },
-            );
+        .then(logs)
+        .map(native);
+    let stream = job()
+        .and(path!("logs" / "stream"))
+        .and(get())
+        .and(svc.clone())
+        .and(query::<StreamQuery>())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .then(stream)
+        .map(native);
     let artifacts = job()
         .and(path("artifacts"))
         .and(end())
         .and(get())
         .and(svc.clone())
-        .then(|id: String, svc: JobService| async move {
-            respond(
-                svc.artifacts(&id)
-                    .await
-                    .map(|list| json_reply(&list, StatusCode::OK)),
-            )
-        });
+        .then(artifacts)
+        .map(native);
     let artifact = job()
         .and(path("artifacts"))
         .and(tail())
         .and(get())
         .and(svc)
-        .then(|id: String, name: Tail, svc: JobService| async move {
-            respond(
-                async {
-                    let name = percent_decode(name.as_str())?;
-                    let content = svc.artifact(&id, &name).await?;
-                    let kind = if name.ends_with(".json") {
-                        "application/json"
-                    } else if name.ends_with(".html") {
-                        "text/html; charset=utf-8"
-                    } else {
-                        "application/octet-stream"
-                    };
-                    Ok(reply::with_header(content.to_vec(), "content-type", kind).into_response())
-                }
-                .await,
-            )
-        });
+        .then(artifact)
+        .map(native);
 
-    crate::auth::gate(config.auth.clone())
-        .or(check)
-        .unify()
+    check
         .or(health)
         .unify()
         .or(openapi)
@@ -323,20 +198,121 @@ pub fn routes(
         .unify()
         .or(artifact)
         .unify()
-        .or(compat)
-        .unify()
-        .recover(|r: Rejection| async move { Ok::<_, Infallible>(rejection_response(r)) })
-        .unify()
-        .with(warp::log::custom(|info| {
-            tracing::info!(
-                target: "dbt_server::http",
-                "{} {} {} {:?}",
-                info.method(),
-                info.path(),
-                info.status().as_u16(),
-                info.elapsed()
-            );
-        }))
+        .boxed()
+}
+
+fn check(port: u16) -> Response {
+    let answer = serde_json::json!({ "response": format!("Running dbt-server on port {port}") });
+    json_reply(&answer, StatusCode::OK)
+}
+
+fn health() -> Response {
+    let answer = api::Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    json_reply(&answer, StatusCode::OK)
+}
+
+async fn missing_blobs(svc: JobService, body: Result<Bytes, Error>) -> Answer {
+    let query: BlobQuery = parse_json(&body?)?;
+    Ok(json_reply(
+        &svc.missing_blobs(&query.hashes).await?,
+        StatusCode::OK,
+    ))
+}
+
+async fn put_blob(hash: String, svc: JobService, body: Result<Bytes, Error>) -> Answer {
+    let body = body?;
+    let size = body.len();
+    svc.put_blob(&hash.parse::<BlobHash>()?, body).await?;
+    let answer = serde_json::json!({ "sha256": hash, "size": size });
+    Ok(json_reply(&answer, StatusCode::CREATED))
+}
+
+async fn submit(svc: JobService, body: Result<Bytes, Error>) -> Answer {
+    let spec = parse_json::<SubmitJob>(&body?)?.into_spec()?;
+    let missing = svc.missing_files(&spec).await?;
+    if !missing.is_empty() {
+        let why = not_uploaded(&missing);
+        return Err(Error::invalid(format!(
+            "{why}: upload them with PUT /api/v1/blobs/{{sha256}}"
+        )));
+    }
+    let job = svc.submit_spec(spec, &[]).await?;
+    let location = format!("/api/v1/jobs/{}", job.id);
+    let reply = reply::with_status(reply::json(&job), StatusCode::CREATED);
+    Ok(reply::with_header(reply, "location", location).into_response())
+}
+
+async fn list(svc: JobService, q: Result<ListQuery, Error>) -> Answer {
+    let q = q?;
+    let query = ListJobs {
+        status: q.status.as_deref().map(str::parse).transpose()?,
+        page_token: q
+            .page_token
+            .map(|t| t.parse().map_err(|_| Error::invalid("invalid page_token")))
+            .transpose()?,
+        limit: q.limit,
+    };
+    Ok(json_reply(&svc.list(&query).await?, StatusCode::OK))
+}
+
+async fn get_job(id: String, svc: JobService) -> Answer {
+    Ok(json_reply(&svc.job(job_id(&id)?).await?, StatusCode::OK))
+}
+
+async fn cancel(id: String, svc: JobService) -> Answer {
+    Ok(json_reply(
+        &svc.cancel(job_id(&id)?).await?,
+        StatusCode::ACCEPTED,
+    ))
+}
+
+async fn logs(id: String, svc: JobService, q: Result<LogsQuery, Error>) -> Answer {
+    let q = q?;
+    let page = svc.logs(job_id(&id)?, q.after, q.limit).await?;
+    Ok(json_reply(&page, StatusCode::OK))
+}
+
+async fn stream(
+    id: String,
+    svc: JobService,
+    q: Result<StreamQuery, Error>,
+    last: Option<String>,
+) -> Answer {
+    let q = q?;
+    // A reconnecting EventSource sends Last-Event-ID: it wins over the query.
+    let last = last
+        .map(|l| l.trim().parse::<u64>())
+        .transpose()
+        .map_err(|_| Error::invalid("Last-Event-ID must be a log sequence number"))?;
+    let events = svc
+        .follow(job_id(&id)?, last.or(q.after).unwrap_or(0))
+        .await?;
+    let stream = warp::sse::keep_alive().stream(sse(events));
+    Ok(warp::sse::reply(stream).into_response())
+}
+
+async fn artifacts(id: String, svc: JobService) -> Answer {
+    Ok(json_reply(
+        &svc.artifacts(job_id(&id)?).await?,
+        StatusCode::OK,
+    ))
+}
+
+async fn artifact(id: String, name: Tail, svc: JobService) -> Answer {
+    let name = percent_decode(name.as_str())?;
+    let id = job_id(&id)?;
+    let content = svc.artifact(id, &RelPath::new(name.as_str())?).await?;
+    let kind = if name.ends_with(".json") {
+        "application/json"
+    } else if name.ends_with(".html") {
+        "text/html; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    };
+    Ok(reply::with_header(content.to_vec(), "content-type", kind).into_response())
 }
 
 /// Server-Sent Events of a log follower: `log` events with the record's seq as event id, then
@@ -361,7 +337,7 @@ fn sse(
                     tracing::error!("log stream failed: {e}");
                     warp::sse::Event::default()
                         .event("error")
-                        .json_data(error_body("internal", "reading the log failed"))
+                        .json_data(ErrorBody::new("internal", "reading the log failed"))
                 }
             };
             let event =
@@ -374,136 +350,20 @@ fn sse(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// A query string; a 400 naming the problem when it does not parse.
-fn query<T: DeserializeOwned + Send + 'static>(
-) -> impl Filter<Extract = (Result<T, Error>,), Error = Infallible> + Clone {
-    warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify()
-        .map(|raw: String| {
-            serde_urlencoded::from_str::<T>(&raw)
-                .map_err(|e| Error::invalid(format!("invalid query string: {e}")))
-        })
-}
-
-/// The whole body, refused with 413 past `limit` bytes (whether or not the client sent a
-/// content-length).
-pub(crate) fn limited_body(
-    limit: u64,
-) -> impl Filter<Extract = (Result<Bytes, Error>,), Error = Rejection> + Clone {
-    warp::header::optional::<u64>("content-length")
-        .and(warp::body::stream())
-        .then(move |len: Option<u64>, stream| async move {
-            match len {
-                Some(size) if size > limit => Err(Error::TooLarge {
-                    what: "request body".into(),
-                    size,
-                    limit,
-                }),
-                _ => collect_limited(stream, limit).await,
-            }
-        })
-}
-
-async fn collect_limited<S, B>(stream: S, limit: u64) -> Result<Bytes, Error>
-where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: Buf,
-{
-    let mut stream = std::pin::pin!(stream);
-    let mut body = BytesMut::new();
-    while let Some(chunk) = stream
-        .try_next()
-        .await
-        .map_err(|e| Error::invalid(format!("could not read the request body: {e}")))?
-    {
-        let size = body.len() as u64 + chunk.remaining() as u64;
-        if size > limit {
-            return Err(Error::TooLarge {
-                what: "request body".into(),
-                size,
-                limit,
-            });
+impl Config {
+    /// The configuration of a built server listening on `addr`: links in 0.4.6 answers go to
+    /// the public URL, else to `addr` (or to the request's Host when listening on all
+    /// addresses).
+    pub fn of(server: &dbt_remote_core::server::Server, addr: std::net::SocketAddr) -> Config {
+        let settings = server.settings();
+        Config {
+            public_url: settings
+                .public_url
+                .clone()
+                .or_else(|| (!addr.ip().is_unspecified()).then(|| format!("http://{addr}/"))),
+            accept_client_profiles: settings.accept_client_profiles,
+            auth: server.verifier().clone(),
+            ..Config::new(addr.port(), settings.max_upload_bytes)
         }
-        body.put(chunk);
-    }
-    Ok(body.freeze())
-}
-
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")))
-}
-
-fn percent_decode(s: &str) -> dbt_remote_core::Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| Error::invalid("invalid percent-encoding in the path"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| Error::invalid("the path is not UTF-8"))
-}
-
-/// The answer to a service error: the caller's mistakes get 4xx with a message; anything else
-/// a 500 with a generic message, the detail going to the server log only.
-pub(crate) fn error_response(e: Error) -> Response {
-    let status = error_status(&e);
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!("internal error: {e}");
-        return json_reply(
-            &error_body("internal", "internal server error; see the server log"),
-            status,
-        );
-    }
-    json_reply(&error_body(e.code(), e.to_string()), status)
-}
-
-/// The answer when no route matched.
-fn rejection_response(r: Rejection) -> Response {
-    let (status, code, message) = if r.is_not_found() {
-        (StatusCode::NOT_FOUND, "not_found", "no such route")
-    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed on this route",
-        )
-    } else if r.find::<warp::reject::InvalidHeader>().is_some() {
-        (
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
-            "invalid request header",
-        )
-    } else {
-        tracing::error!("unhandled rejection: {r:?}");
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal server error",
-        )
-    };
-    json_reply(&error_body(code, message), status)
-}
-
-/// The status code of an error: the caller's mistakes are 4xx, anything else 500.
-pub(crate) fn error_status(e: &Error) -> StatusCode {
-    match e {
-        Error::NotFound { .. } => StatusCode::NOT_FOUND,
-        Error::AlreadyExists { .. } | Error::Precondition { .. } => StatusCode::CONFLICT,
-        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
-        Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

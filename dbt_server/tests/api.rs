@@ -11,7 +11,8 @@ use dbt_remote_core::client::StreamEvent;
 use dbt_remote_core::package::ProjectFile;
 use dbt_remote_core::state::JobQuery;
 use dbt_remote_core::{
-    BlobHash, Client, JobMode, JobStatus, LogEntry, LogLevel, RelPath, StateStore, StateStoreExt,
+    BlobHash, Client, JobLifecycle, JobMode, JobStatus, LogEntry, LogLevel, RelPath, StateStore,
+    StateStoreExt,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use common::{dbt_path, follow_to_end, repo_root, server_binary, RealServer};
 use dbt_remote_core::package::pack_project;
-use dbt_remote_core::testing::gcp::{unique_prefix, Emulators};
 use dbt_remote_core::{Client, JobStatus};
+use dbt_remote_test_support::gcp::{unique_prefix, Emulators};
 use serde_json::{json, Value};
 use wiremock::matchers::{body_partial_json, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};

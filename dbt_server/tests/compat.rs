@@ -11,7 +11,7 @@ use common::legacy::{
 };
 use common::InProcess;
 use dbt_remote_core::state::JobQuery;
-use dbt_remote_core::{JobId, JobMode, JobStatus, LogEntry, LogLevel, StateStoreExt};
+use dbt_remote_core::{JobId, JobLifecycle, JobMode, JobStatus, LogEntry, LogLevel, StateStoreExt};
 use serde_json::Value;
 
 const MIB: u64 = 1024 * 1024;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use common::{follow_to_end, repo_root, RealServer};
 use dbt_remote_core::package::pack_project;
 use dbt_remote_core::state::{GcpStore, StateStore, StateStoreExt};
-use dbt_remote_core::testing::gcp::{unique_prefix, Emulators, BUCKET, PROJECT};
 use dbt_remote_core::{Client, JobStatus, RelPath};
+use dbt_remote_test_support::gcp::{unique_prefix, Emulators, BUCKET, PROJECT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_with_state_in_firestore_and_cloud_storage() {

@@ -16,10 +16,11 @@ use google_cloud_run_v2::model::{
 };
 use tokio::sync::OnceCell;
 
-use super::{finish_orphan, jobs_in, request_cancel, JobLauncher};
+use super::JobLauncher;
 use crate::cloud_run::{api_error, check_region, client, code, ClientOptions, Hints};
 use crate::env;
 use crate::job::{JobId, JobRecord, JobStatus};
+use crate::lifecycle::JobLifecycle;
 use crate::state::{Modify, StateStore, StateStoreExt};
 use crate::{Error, Result};
 
@@ -413,12 +414,10 @@ impl Shared {
             }
             Err(e) => {
                 tracing::error!(job = %id, "could not start the Cloud Run execution: {e}");
-                let _ = finish_orphan(
-                    &*self.store,
-                    id,
-                    format!("could not start the Cloud Run execution: {e}"),
-                )
-                .await;
+                let _ = self
+                    .store
+                    .finish_orphan(id, format!("could not start the Cloud Run execution: {e}"))
+                    .await;
                 self.watched.lock().unwrap().remove(&id);
                 Err(e)
             }
@@ -529,7 +528,7 @@ impl Shared {
                 }
             };
             if let Some(reason) = ended {
-                if let Err(e) = finish_orphan(&*self.store, id, reason).await {
+                if let Err(e) = self.store.finish_orphan(id, reason).await {
                     tracing::error!(job = %id, "could not finish the job: {e}");
                 }
                 break;
@@ -643,7 +642,7 @@ impl JobLauncher for CloudRunLauncher {
     }
 
     async fn cancel(&self, id: JobId) -> Result<JobRecord> {
-        let job = request_cancel(&*self.shared.store, id).await?;
+        let job = self.shared.store.request_cancel(id).await?;
         if let (JobStatus::Running, Some(execution)) = (job.status, &job.execution) {
             self.shared.cancel_execution(execution).await?;
         }
@@ -652,7 +651,7 @@ impl JobLauncher for CloudRunLauncher {
 
     async fn recover(&self) -> Result<()> {
         let shared = &self.shared;
-        for id in jobs_in(&*shared.store, JobStatus::Running).await? {
+        for id in shared.store.jobs_in(JobStatus::Running).await? {
             let job = shared.store.get_job(id).await?;
             match job.execution {
                 Some(execution) => {
@@ -662,16 +661,18 @@ impl JobLauncher for CloudRunLauncher {
                     }
                 }
                 None => {
-                    finish_orphan(
-                        &*shared.store,
-                        id,
-                        "the server stopped before the job's Cloud Run execution started".into(),
-                    )
-                    .await?;
+                    shared
+                        .store
+                        .finish_orphan(
+                            id,
+                            "the server stopped before the job's Cloud Run execution started"
+                                .into(),
+                        )
+                        .await?;
                 }
             }
         }
-        for id in jobs_in(&*shared.store, JobStatus::Queued).await? {
+        for id in shared.store.jobs_in(JobStatus::Queued).await? {
             // A job that cannot start is finished `failed` by `launch`: go on with the others.
             if let Err(e) = self.launch(id).await {
                 tracing::error!(job = %id, "could not launch a queued job: {e}");

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::JobLauncher;
 use crate::job::{JobId, JobRecord, JobStatus};
+use crate::lifecycle::JobLifecycle;
 use crate::runner::{run_job, RunnerConfig};
 use crate::state::StateStore;
 use crate::Result;
@@ -51,8 +52,10 @@ impl JobLauncher for InProcessLauncher {
             let _permit = this.slots.acquire().await;
             if let Err(e) = run_job(this.store.clone(), id, &this.config, token).await {
                 tracing::error!(job = %id, "job runner failed: {e}");
-                let _ =
-                    super::finish_orphan(&*this.store, id, format!("job runner failed: {e}")).await;
+                let _ = this
+                    .store
+                    .finish_orphan(id, format!("job runner failed: {e}"))
+                    .await;
             }
             this.tokens.lock().unwrap().remove(&id);
         });
@@ -60,7 +63,7 @@ impl JobLauncher for InProcessLauncher {
     }
 
     async fn cancel(&self, id: JobId) -> Result<JobRecord> {
-        let job = super::request_cancel(&*self.store, id).await?;
+        let job = self.store.request_cancel(id).await?;
         if job.status == JobStatus::Running {
             if let Some(token) = self.tokens.lock().unwrap().get(&id) {
                 token.cancel();
@@ -70,11 +73,12 @@ impl JobLauncher for InProcessLauncher {
     }
 
     async fn recover(&self) -> Result<()> {
-        for id in super::jobs_in(&*self.store, JobStatus::Running).await? {
-            super::finish_orphan(&*self.store, id, "the process running the job ended".into())
+        for id in self.store.jobs_in(JobStatus::Running).await? {
+            self.store
+                .finish_orphan(id, "the process running the job ended".into())
                 .await?;
         }
-        for id in super::jobs_in(&*self.store, JobStatus::Queued).await? {
+        for id in self.store.jobs_in(JobStatus::Queued).await? {
             self.launch(id).await?;
         }
         Ok(())

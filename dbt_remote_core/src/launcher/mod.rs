@@ -4,8 +4,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use crate::job::{JobId, JobRecord, JobStatus};
-use crate::state::{Modify, StateStore, StateStoreExt};
+use crate::job::{JobId, JobRecord};
 use crate::Result;
 
 #[cfg(feature = "gcp")]
@@ -38,72 +37,4 @@ pub trait JobLauncher: fmt::Debug + Send + Sync + 'static {
     async fn launch(&self, id: JobId) -> Result<()>;
     async fn cancel(&self, id: JobId) -> Result<JobRecord>;
     async fn recover(&self) -> Result<()>;
-}
-
-/// Records a cancel request: a queued job is cancelled at once, a running one is marked.
-/// Returns the record after the change.
-pub(crate) async fn request_cancel(store: &dyn StateStore, id: JobId) -> Result<JobRecord> {
-    store
-        .modify_job(id, |job| match job.status {
-            JobStatus::Queued => {
-                job.cancel_requested = true;
-                job.finish(
-                    JobStatus::Cancelled,
-                    None,
-                    Some("cancelled before it started".into()),
-                );
-                Modify::Write
-            }
-            JobStatus::Running if !job.cancel_requested => {
-                job.cancel_requested = true;
-                Modify::Write
-            }
-            _ => Modify::Keep,
-        })
-        .await
-}
-
-/// Finishes a job whose runner has gone without finishing it: `cancelled` if a cancel was
-/// requested, else `failed` with `reason`.
-pub(crate) async fn finish_orphan(
-    store: &dyn StateStore,
-    id: JobId,
-    reason: String,
-) -> Result<JobRecord> {
-    let job = store.get_job(id).await?;
-    if job.status.is_final() {
-        return Ok(job);
-    }
-    let (status, reason) = if job.cancel_requested {
-        (JobStatus::Cancelled, "cancelled on request".to_string())
-    } else {
-        (JobStatus::Failed, reason)
-    };
-    let _ = store
-        .log(
-            id,
-            crate::LogEntry::remote(crate::LogLevel::Error, format!("dbt-remote: {reason}")),
-        )
-        .await;
-    store.finish_job(id, status, None, Some(reason)).await
-}
-
-/// Ids of every job in `status`, oldest first.
-pub(crate) async fn jobs_in(store: &dyn StateStore, status: JobStatus) -> Result<Vec<JobId>> {
-    let mut ids = Vec::new();
-    let mut query = crate::state::JobQuery {
-        status: Some(status),
-        before: None,
-        limit: 500,
-    };
-    loop {
-        let page = store.list_jobs(&query).await?;
-        ids.extend(page.jobs.iter().map(|j| j.id));
-        match page.next {
-            Some(next) => query.before = Some(next),
-            None => break,
-        }
-    }
-    ids.reverse();
-    Ok(ids)
 }

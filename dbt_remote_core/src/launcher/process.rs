@@ -14,17 +14,20 @@ use async_trait::async_trait;
 use nix::sys::signal::Signal;
 use tokio::sync::Notify;
 
-use super::{finish_orphan, jobs_in, request_cancel, JobLauncher};
+use super::JobLauncher;
 use crate::job::{JobId, JobRecord, JobStatus};
+use crate::lifecycle::JobLifecycle;
 use crate::process::{signal, signal_group};
-use crate::state::{StateStore, StateStoreExt};
+use crate::state::StateStore;
 use crate::{Error, Result};
 
-/// The job entry point: `program args… <job id>`, e.g. `dbt-server run-job --state-dir S <id>`.
+/// The job entry point: `program args… <job id>`, e.g. `dbt-server run-job <id>`, with `env`
+/// set for it (a `None` value removes the variable) on top of the server's environment.
 #[derive(Debug, Clone)]
 pub struct JobCommand {
     pub program: PathBuf,
     pub args: Vec<OsString>,
+    pub env: Vec<(&'static str, Option<OsString>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,7 +110,10 @@ async fn dispatch(shared: std::sync::Weak<Shared>, wake: Arc<Notify>) {
             let Some(id) = next else { break };
             if let Err(e) = s.start(id).await {
                 tracing::error!(job = %id, "could not start job: {e}");
-                let _ = finish_orphan(&*s.store, id, format!("could not start the job: {e}")).await;
+                let _ = s
+                    .store
+                    .finish_orphan(id, format!("could not start the job: {e}"))
+                    .await;
                 s.sched.lock().unwrap().known.remove(&id);
             }
         }
@@ -135,6 +141,12 @@ impl Shared {
             .try_clone()
             .map_err(|e| Error::backend("process launcher", e))?;
         let mut cmd = std::process::Command::new(&self.config.command.program);
+        for (name, value) in &self.config.command.env {
+            match value {
+                Some(value) => cmd.env(name, value),
+                None => cmd.env_remove(name),
+            };
+        }
         cmd.args(&self.config.command.args)
             .arg(id.to_string())
             .env(crate::env::RUNNER_LOCK, self.lock_path(id))
@@ -170,7 +182,7 @@ impl Shared {
     async fn ended(self: &Arc<Self>, id: JobId, pid: u32, how: String) {
         signal_group(pid, Signal::SIGKILL);
         let reason = format!("the job process {how} before the job finished");
-        if let Err(e) = finish_orphan(&*self.store, id, reason).await {
+        if let Err(e) = self.store.finish_orphan(id, reason).await {
             tracing::error!(job = %id, "could not finish the job: {e}");
         }
         let _ = std::fs::remove_file(self.lock_path(id));
@@ -236,7 +248,7 @@ impl JobLauncher for ProcessLauncher {
     }
 
     async fn cancel(&self, id: JobId) -> Result<JobRecord> {
-        let job = request_cancel(&*self.shared.store, id).await?;
+        let job = self.shared.store.request_cancel(id).await?;
         let pid = self.shared.sched.lock().unwrap().running.get(&id).copied();
         if let (JobStatus::Running, Some(pid)) = (job.status, pid) {
             signal(pid, Signal::SIGTERM);
@@ -254,16 +266,17 @@ impl JobLauncher for ProcessLauncher {
 
     async fn recover(&self) -> Result<()> {
         let shared = &self.shared;
-        for id in jobs_in(&*shared.store, JobStatus::Running).await? {
+        for id in shared.store.jobs_in(JobStatus::Running).await? {
             let lock_path = shared.lock_path(id);
             let held = try_lock(&lock_path).map_err(|e| Error::backend("process launcher", e))?;
             if held.is_some() {
-                finish_orphan(
-                    &*shared.store,
-                    id,
-                    "the job process ended while the server was not running".into(),
-                )
-                .await?;
+                shared
+                    .store
+                    .finish_orphan(
+                        id,
+                        "the job process ended while the server was not running".into(),
+                    )
+                    .await?;
                 let _ = std::fs::remove_file(&lock_path);
                 continue;
             }
@@ -279,7 +292,7 @@ impl JobLauncher for ProcessLauncher {
             }
             tokio::spawn(shared.clone().watch(id, pid));
         }
-        for id in jobs_in(&*shared.store, JobStatus::Queued).await? {
+        for id in shared.store.jobs_in(JobStatus::Queued).await? {
             self.launch(id).await?;
         }
         Ok(())

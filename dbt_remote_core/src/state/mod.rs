@@ -135,38 +135,6 @@ pub trait StateStoreExt: StateStore {
         }
     }
 
-    /// Moves a queued job to `running` (stamping its start); any other job is left as it is.
-    /// Returns the record as stored.
-    async fn start_job(&self, id: JobId) -> Result<JobRecord> {
-        self.modify_job(id, |job| match job.status {
-            JobStatus::Queued => {
-                job.start();
-                Modify::Write
-            }
-            _ => Modify::Keep,
-        })
-        .await
-    }
-
-    /// Moves a job that is not final yet to the final `status`. Returns the record as stored;
-    /// a job that was final already keeps its status (a late writer never overwrites it).
-    async fn finish_job(
-        &self,
-        id: JobId,
-        status: JobStatus,
-        exit_code: Option<i32>,
-        reason: Option<String>,
-    ) -> Result<JobRecord> {
-        self.modify_job(id, |job| {
-            if job.status.is_final() {
-                return Modify::Keep;
-            }
-            job.finish(status, exit_code, reason.clone());
-            Modify::Write
-        })
-        .await
-    }
-
     /// Appends one entry.
     async fn log(&self, id: JobId, entry: LogEntry) -> Result<u64> {
         self.append_logs(id, std::slice::from_ref(&entry)).await

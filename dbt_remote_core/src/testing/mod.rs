@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::blob::BlobHash;
 use crate::job::{JobRecord, JobSpec, JobStatus};
+use crate::lifecycle::JobLifecycle;
 use crate::log::{LogEntry, LogLevel};
 use crate::paths::RelPath;
 use crate::state::{JobQuery, StateStore, StateStoreExt};
@@ -333,7 +334,11 @@ impl crate::launcher::JobLauncher for RecordingLauncher {
     }
 
     async fn cancel(&self, id: crate::JobId) -> crate::Result<JobRecord> {
-        crate::launcher::request_cancel(&**self.store.as_ref().expect("made with new"), id).await
+        self.store
+            .as_ref()
+            .expect("made with new")
+            .request_cancel(id)
+            .await
     }
 
     async fn recover(&self) -> crate::Result<()> {
@@ -341,6 +346,8 @@ impl crate::launcher::JobLauncher for RecordingLauncher {
     }
 }
 pub mod auth;
-#[cfg(feature = "gcp")]
-pub mod gcp;
-pub mod server;
+mod launcher;
+mod schedule;
+
+pub use launcher::{fake_dbt, final_job, run_launcher_suite};
+pub use schedule::{run_schedule_suite, sample_schedule};

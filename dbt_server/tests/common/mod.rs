@@ -62,7 +62,7 @@ impl Drop for InProcess {
 pub mod legacy;
 
 #[allow(unused_imports)]
-pub use dbt_remote_core::testing::server::*;
+pub use dbt_remote_test_support::server::*;
 
 /// The dbt-server of this package.
 pub fn server_binary() -> &'static Path {

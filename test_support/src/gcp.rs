@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::env;
-use crate::state::{GcpStore, GcpStoreBuilder};
+use dbt_remote_core::env;
+use dbt_remote_core::state::{GcpStore, GcpStoreBuilder};
 
 /// The project the emulated Firestore database belongs to.
 pub const PROJECT: &str = "dbt-remote-test";

@@ -167,10 +167,13 @@ where
 /// Follows job `id` from its first record to its end, as `dbt-remote` does: its records with
 /// the instant each arrived, and the final job. Panics if it does not end within `limit`.
 pub async fn follow_to_end(
-    client: &crate::Client,
-    id: crate::JobId,
+    client: &dbt_remote_core::Client,
+    id: dbt_remote_core::JobId,
     limit: Duration,
-) -> (Vec<(Instant, crate::LogRecord)>, crate::api::Job) {
+) -> (
+    Vec<(Instant, dbt_remote_core::LogRecord)>,
+    dbt_remote_core::api::Job,
+) {
     use futures::StreamExt;
     let mut records = Vec::new();
     let mut stream = std::pin::pin!(client.follow(id, 0));
@@ -181,8 +184,8 @@ pub async fn follow_to_end(
             .expect("the job ends in time")
             .expect("an end event before the stream ends");
         match event.unwrap() {
-            crate::client::StreamEvent::Record(r) => records.push((Instant::now(), r)),
-            crate::client::StreamEvent::End(job) => return (records, job),
+            dbt_remote_core::client::StreamEvent::Record(r) => records.push((Instant::now(), r)),
+            dbt_remote_core::client::StreamEvent::End(job) => return (records, job),
         }
     }
 }

@@ -1,30 +1,15 @@
-//! The 0.4.6 wire protocol of the original dbt-remote (`gcp-dbt-remote` on PyPI), translated
-//! onto the same jobs: a `POST /dbt` form becomes a [`JobMode::Manifest`] job, its logs are
-//! read back as the tab-separated lines that CLI prints, and its statuses are mapped onto the
-//! four it knows. docs/compat.md describes the protocol.
+//! The `POST /dbt` and `POST /schedule` forms of the 0.4.6 protocol, checked and turned into a
+//! native [`JobSpec`] (a [`JobMode::Manifest`] job) with the content of its files.
 
 use std::io::Read;
 
 use bytes::Bytes;
-use chrono::SecondsFormat;
 use serde_yaml_ng::Value;
 
 use crate::blob::BlobHash;
-use crate::job::{
-    split_command, FileEntry, JobId, JobMode, JobSpec, JobStatus, MANIFEST_FILE, PROFILES_FILE,
-};
-use crate::log::{LogEntry, LogLevel, LogRecord};
+use crate::job::{split_command, FileEntry, JobMode, JobSpec, MANIFEST_FILE, PROFILES_FILE};
 use crate::paths::RelPath;
-use crate::service::{job_id, JobService};
-use crate::state::StateStoreExt;
 use crate::{Error, Result};
-
-/// What `GET /version` answers: the protocol version the 0.4.6 CLI insists on (dbt-remote's
-/// own version is in `GET /health`).
-pub const PROTOCOL_VERSION: &str = "0.4.6";
-
-/// Most lines one `last_logs` answer carries; the rest come with the next poll.
-const MAX_LINES_PAGE: usize = 10_000;
 
 /// The fields of a `POST /dbt` or `POST /schedule` form. The client's `server_url` field is
 /// not kept: links are built from the server's own configured URL.
@@ -326,128 +311,6 @@ fn unzip(content: &Bytes, limit: u64) -> Result<Vec<(String, Bytes)>> {
     Ok(files)
 }
 
-/// The status word of the 0.4.6 protocol: a cancelled job is `failed` there.
-pub fn legacy_status(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Queued => "pending",
-        JobStatus::Running => "running",
-        JobStatus::Succeeded => "success",
-        JobStatus::Failed | JobStatus::Cancelled => "failed",
-    }
-}
-
-/// A record as the 0.4.6 CLI prints it: `TIME<TAB>LEVEL<TAB>message`, one line per line of
-/// the message.
-pub fn push_legacy_lines(record: &LogRecord, lines: &mut Vec<String>) {
-    let entry: &LogEntry = &record.entry;
-    let time = entry.time.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let level = match entry.level {
-        LogLevel::Debug => "DEBUG",
-        LogLevel::Info => "INFO",
-        LogLevel::Warn => "WARNING",
-        LogLevel::Error => "ERROR",
-    };
-    for line in entry.message.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        lines.push(format!("{time}\t{level}\t{line}"));
-    }
-}
-
-/// The answer of `GET /job/{uuid}/logs` and `/last_logs`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LegacyLogs {
-    pub run_logs: Vec<String>,
-    pub run_status: String,
-    pub uuid: String,
-}
-
-impl JobService {
-    /// Stores and launches the job of a 0.4.6 `POST /dbt` form.
-    pub async fn submit_legacy(
-        &self,
-        form: &LegacyForm,
-        policy: &LegacyPolicy,
-    ) -> Result<crate::api::Job> {
-        let job = legacy_job(form, policy)?;
-        self.submit_built(job).await
-    }
-
-    /// Stores a form's files and submits its spec, with its notes first in the log.
-    pub(crate) async fn submit_built(&self, job: LegacyJob) -> Result<crate::api::Job> {
-        for (file, content) in job.spec.files.iter().zip(job.blobs) {
-            self.store().put_blob(&file.sha256, content).await?;
-        }
-        let notes: Vec<LogEntry> = job
-            .notes
-            .into_iter()
-            .map(|n| LogEntry::remote(LogLevel::Warn, n))
-            .collect();
-        self.submit_spec(job.spec, &notes).await
-    }
-
-    /// The 0.4.6 status word of a job.
-    pub async fn legacy_status(&self, id: &str) -> Result<&'static str> {
-        Ok(legacy_status(
-            self.store().get_job(job_id(id)?).await?.status,
-        ))
-    }
-
-    /// Every line of a job's log.
-    pub async fn legacy_logs(&self, id: &str) -> Result<LegacyLogs> {
-        let id = job_id(id)?;
-        // Status first: records read after a final status are the last ones.
-        let job = self.store().get_job(id).await?;
-        let records = self.store().read_all_logs(id, 0).await?;
-        let mut lines = Vec::new();
-        records
-            .iter()
-            .for_each(|r| push_legacy_lines(r, &mut lines));
-        Ok(legacy_answer(id, job.status, lines))
-    }
-
-    /// The lines no earlier `last_logs` call returned for this job (a cursor kept in the job
-    /// record, moved with compare-and-set, so concurrent callers never get a line twice).
-    pub async fn legacy_last_logs(&self, id: &str) -> Result<LegacyLogs> {
-        let id = job_id(id)?;
-        loop {
-            let mut job = self.store().get_job(id).await?;
-            let records = self
-                .store()
-                .read_logs(id, job.last_logs_cursor, MAX_LINES_PAGE)
-                .await?;
-            // More records than one page: the job is not over for this reader yet.
-            let status = if records.len() == MAX_LINES_PAGE && job.status.is_final() {
-                JobStatus::Running
-            } else {
-                job.status
-            };
-            let Some(last) = records.last() else {
-                return Ok(legacy_answer(id, status, vec![]));
-            };
-            job.last_logs_cursor = last.seq;
-            match self.store().update_job(&job).await {
-                Ok(_) => {
-                    let mut lines = Vec::new();
-                    records
-                        .iter()
-                        .for_each(|r| push_legacy_lines(r, &mut lines));
-                    return Ok(legacy_answer(id, status, lines));
-                }
-                Err(Error::Precondition { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-fn legacy_answer(id: JobId, status: JobStatus, lines: Vec<String>) -> LegacyLogs {
-    LegacyLogs {
-        run_logs: lines,
-        run_status: legacy_status(status).into(),
-        uuid: id.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -608,28 +471,5 @@ mod tests {
         let mut f = form(zip());
         f.zipped_artifacts = None;
         assert!(legacy_job(&f, &POLICY).is_err());
-    }
-
-    #[test]
-    fn lines_are_tab_separated_without_newlines() {
-        let mut entry = LogEntry::remote(LogLevel::Warn, "first\r\nsecond");
-        entry.time = "2026-11-23T20:26:15.123Z".parse().unwrap();
-        let record = LogRecord { seq: 1, entry };
-        let mut lines = vec![];
-        push_legacy_lines(&record, &mut lines);
-        assert_eq!(
-            lines,
-            [
-                "2026-11-23T20:26:15Z\tWARNING\tfirst",
-                "2026-11-23T20:26:15Z\tWARNING\tsecond"
-            ]
-        );
-    }
-
-    #[test]
-    fn statuses_map_onto_the_four_of_the_protocol() {
-        assert_eq!(legacy_status(JobStatus::Queued), "pending");
-        assert_eq!(legacy_status(JobStatus::Succeeded), "success");
-        assert_eq!(legacy_status(JobStatus::Cancelled), "failed");
     }
 }

@@ -1,0 +1,187 @@
+//! Schedules: a job spec that the server submits again on a cron schedule. Where they are
+//! kept is a [`ScheduleStore`]; [`JobService`](crate::service::JobService) creates them and
+//! fires the due ones.
+
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::job::{JobId, JobSpec};
+use crate::{Error, Result};
+
+mod local;
+mod memory;
+
+pub use local::LocalSchedules;
+pub use memory::MemorySchedules;
+
+/// What a client asks for: run `job` whenever `cron` matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSpec {
+    /// Unique; letters, digits, `-` and `_`. Default `dbt-server-<id>`.
+    pub name: Option<String>,
+    /// Five fields (minute hour day-of-month month day-of-week), in UTC.
+    pub cron: String,
+    /// The dbt command as the client wrote it, for display. Default: the job's arguments.
+    pub command: Option<String>,
+    /// The dbt command (arguments) and the files of every run.
+    pub job: JobSpec,
+}
+
+/// Longest schedule name.
+pub const MAX_NAME_LEN: usize = 100;
+
+/// A job spec and the cron expression (five fields, UTC) that says when it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub id: Uuid,
+    /// Unique; letters, digits, `-` and `_`.
+    pub name: String,
+    pub cron: String,
+    /// The dbt command as the client wrote it.
+    pub command: String,
+    pub spec: JobSpec,
+    pub created_at: DateTime<Utc>,
+    /// When the schedule last submitted a job.
+    #[serde(default)]
+    pub last_run: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_job: Option<JobId>,
+}
+
+impl Schedule {
+    /// A new schedule from its spec (checked: the error says what is wrong).
+    pub fn new(spec: ScheduleSpec) -> Result<Self> {
+        parse_cron(&spec.cron)?;
+        let id = Uuid::now_v7();
+        let name = spec.name.unwrap_or_else(|| format!("dbt-server-{id}"));
+        check_name(&name)?;
+        let command = spec.command.unwrap_or_else(|| {
+            shlex::try_join(spec.job.args.iter().map(String::as_str)).unwrap_or_default()
+        });
+        Ok(Schedule {
+            id,
+            name,
+            cron: spec.cron.trim().to_string(),
+            command,
+            spec: spec.job,
+            created_at: Utc::now(),
+            last_run: None,
+            last_job: None,
+        })
+    }
+
+    /// The first time after the last run (or the creation) that the cron expression matches.
+    pub fn next_run(&self) -> Result<DateTime<Utc>> {
+        let from = self.last_run.unwrap_or(self.created_at);
+        parse_cron(&self.cron)?
+            .find_next_occurrence(&from, false)
+            .map_err(|e| Error::invalid(format!("schedule {}: {e}", self.name)))
+    }
+
+    /// The cron expression in words, e.g. "At 08:00".
+    pub fn describe(&self) -> String {
+        parse_cron(&self.cron).map_or_else(|_| self.cron.clone(), |c| c.describe())
+    }
+}
+
+/// A five-field cron expression (minute hour day-of-month month day-of-week).
+pub fn parse_cron(expr: &str) -> Result<croner::Cron> {
+    croner::Cron::from_str(expr.trim()).map_err(|e| {
+        Error::invalid(format!(
+            "invalid cron expression {expr:?} ({e}): expected five fields, e.g. '0 8 * * *'"
+        ))
+    })
+}
+
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid schedule name {name:?}: use 1 to {MAX_NAME_LEN} letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+/// Where schedules are kept.
+///
+/// # Contract
+/// - [`create_schedule`](Self::create_schedule) is create-only by name: a second schedule of
+///   the same name fails with [`Error::AlreadyExists`] and changes nothing.
+/// - [`put_schedule`](Self::put_schedule) replaces the schedule of that name whole (last
+///   writer wins); it fails with [`Error::NotFound`] once the schedule is deleted, so a
+///   deleted schedule never comes back.
+/// - [`list_schedules`](Self::list_schedules) returns every schedule, ordered by name; a
+///   schedule being replaced concurrently appears once, in one of its versions.
+/// - [`delete_schedule`](Self::delete_schedule) is idempotent: it says whether there was one.
+/// - Names that [`Schedule::new`] would refuse are never stored.
+#[async_trait]
+pub trait ScheduleStore: fmt::Debug + Send + Sync + 'static {
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<()>;
+    async fn put_schedule(&self, schedule: &Schedule) -> Result<()>;
+    async fn list_schedules(&self) -> Result<Vec<Schedule>>;
+    /// Deletes the schedule of that name; `false` when there was none.
+    async fn delete_schedule(&self, name: &str) -> Result<bool>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: Option<&str>, cron: &str) -> ScheduleSpec {
+        ScheduleSpec {
+            name: name.map(Into::into),
+            cron: cron.into(),
+            command: Some("build".into()),
+            job: JobSpec::default(),
+        }
+    }
+
+    #[test]
+    fn bad_crons_and_names_are_refused() {
+        for cron in ["", "* * *", "61 * * * *", "every day", "* * * * * * * *"] {
+            assert!(Schedule::new(spec(None, cron)).is_err(), "{cron:?}");
+        }
+        for name in ["", "../x", "a b", &"x".repeat(101)] {
+            assert!(
+                Schedule::new(spec(Some(name), "0 8 * * *")).is_err(),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_command_defaults_to_the_arguments() {
+        let mut s = spec(Some("x"), "0 8 * * *");
+        s.command = None;
+        s.job.args = vec!["run".into(), "--select".into(), "a b".into()];
+        assert_eq!(Schedule::new(s).unwrap().command, "run --select 'a b'");
+    }
+
+    #[test]
+    fn next_run_follows_the_cron_in_utc() {
+        let mut s = Schedule::new(spec(Some("x"), "*/5 * * * *")).unwrap();
+        s.cron = "0 8 * * *".into();
+        s.created_at = "2026-11-24T07:59:00Z".parse().unwrap();
+        assert_eq!(
+            s.next_run().unwrap().to_rfc3339(),
+            "2026-11-24T08:00:00+00:00"
+        );
+        s.last_run = Some("2026-11-24T08:00:30Z".parse().unwrap());
+        assert_eq!(
+            s.next_run().unwrap().to_rfc3339(),
+            "2026-11-25T08:00:00+00:00"
+        );
+        assert!(s.describe().contains("08:00"), "{}", s.describe());
+    }
+}

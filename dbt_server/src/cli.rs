@@ -1,0 +1,189 @@
+//! The command line of `dbt-server`: flags (each with its environment variable) read into the
+//! core's [`ServerSettings`] and [`JobSettings`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dbt_remote_core::server::{self as wiring, AuthSettings, JobSettings, ServerSettings};
+use dbt_remote_core::{env, JobId};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dbt-server",
+    version,
+    about = "Runs dbt jobs submitted over HTTP, keeping their state, logs and artifacts.",
+    after_help = "Examples:\n  dbt-server --profiles-dir examples/profiles\n  PORT=8080 dbt-server --host 0.0.0.0 --state-dir /var/lib/dbt-remote\n  dbt-server run-job 0190c2a4-7c1e-7b4a-9f3e-2d1c0b9a8f7e --state-dir /var/lib/dbt-remote",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Run one job to its end (the job entry point the server starts; exits with dbt's code).
+    RunJob(RunJobArgs),
+}
+
+/// Where jobs live.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum StateKind {
+    /// In the state dir.
+    Local,
+    /// In Firestore and Cloud Storage (DBT_REMOTE_GCP_PROJECT, DBT_REMOTE_GCS_BUCKET, …;
+    /// needs a build with the `gcp` feature).
+    Gcp,
+}
+
+/// Where jobs run.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LauncherKind {
+    /// As child processes of dbt-server (`dbt-server run-job <id>`).
+    Process,
+    /// As executions of one Cloud Run Job (DBT_REMOTE_CLOUD_RUN_*; needs `--state gcp` and a
+    /// build with the `gcp` feature).
+    CloudRun,
+}
+
+/// The settings of the job processes too (the server passes them on in their environment).
+#[derive(Args, Debug, Clone)]
+pub struct StateArgs {
+    /// Where jobs, logs, artifacts and uploaded files live.
+    #[arg(long = "state", env = env::STATE, value_enum, default_value_t = StateKind::Local)]
+    state: StateKind,
+    /// Folder of the local state store (jobs, logs, artifacts, uploaded files); with
+    /// `--state gcp`, of the job processes' lock and output files and of schedules only.
+    #[arg(long, env = env::STATE_DIR, default_value = wiring::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Folder in which each job gets a fresh work dir [default: <state dir>/../work].
+    #[arg(long, env = env::WORK_DIR)]
+    work_dir: Option<PathBuf>,
+    /// The dbt executable.
+    #[arg(long = "dbt", env = env::DBT_PATH, default_value = wiring::DEFAULT_DBT)]
+    dbt_path: PathBuf,
+    /// The Python that runs manifest-only jobs [default: the python beside dbt, else python3].
+    #[arg(long, env = env::PYTHON)]
+    python: Option<PathBuf>,
+    /// dbt's profiles dir, owned by the server (jobs name only --profile/--target).
+    #[arg(long, env = env::PROFILES_DIR)]
+    profiles_dir: Option<PathBuf>,
+    /// Keep each job's work dir after it ends, for debugging.
+    #[arg(long, env = env::KEEP_WORK_DIRS, action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    keep_work_dirs: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Where jobs run.
+    #[arg(long, env = env::LAUNCHER, value_enum, default_value_t = LauncherKind::Process)]
+    launcher: LauncherKind,
+    /// Port to listen on (Cloud Run sets PORT).
+    #[arg(long, env = env::PORT, default_value_t = wiring::DEFAULT_PORT)]
+    port: u16,
+    /// Address to bind; use 0.0.0.0 to accept connections from other machines.
+    #[arg(long, env = env::HOST, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Jobs running at once; more wait queued, in order.
+    #[arg(long, env = env::MAX_CONCURRENT_JOBS, default_value_t = wiring::DEFAULT_MAX_CONCURRENT_JOBS)]
+    max_concurrent_jobs: usize,
+    /// Largest accepted request body or uploaded file, in bytes.
+    #[arg(long, env = env::MAX_UPLOAD_BYTES, default_value_t = wiring::DEFAULT_MAX_UPLOAD_BYTES)]
+    max_upload_bytes: u64,
+    /// Seconds a cancelled job has to stop before it is killed.
+    #[arg(long, env = env::CANCEL_GRACE_SECONDS, default_value_t = wiring::DEFAULT_CANCEL_GRACE_SECONDS)]
+    cancel_grace_seconds: u64,
+    /// The server's base URL as clients reach it, for links in 0.4.6-protocol answers
+    /// [default: http://<listen address>/, or the request's Host when listening on all addresses].
+    #[arg(long, env = env::PUBLIC_URL)]
+    public_url: Option<String>,
+    /// Run 0.4.6-protocol jobs with the profiles.yml their client sends, instead of the
+    /// server's own profiles.
+    #[arg(long, env = env::ACCEPT_CLIENT_PROFILES, action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    accept_client_profiles: bool,
+    /// Require this static token on every route but /health, /check and /version: its
+    /// SHA-256 in hex (`printf %s "$TOKEN" | sha256sum`). Clients send `Authorization: Bearer
+    /// <token>`. DBT_REMOTE_AUTH_TOKEN may give the token itself instead.
+    #[arg(long, env = env::AUTH_TOKEN_SHA256, value_name = "HEX")]
+    auth_token_sha256: Option<String>,
+    /// Accept Google ID tokens (signed by Google, for --auth-audience, unexpired) on every route
+    /// but /health, /check and /version.
+    #[arg(long, env = env::AUTH_GOOGLE, action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    auth_google: bool,
+    /// The audience Google ID tokens must have: the URL clients use [default: --public-url].
+    #[arg(long, env = env::AUTH_AUDIENCE, value_name = "URL")]
+    auth_audience: Option<String>,
+    /// Where Google's public keys are fetched (keys are cached).
+    #[arg(long, env = env::AUTH_JWKS_URL, value_name = "URL", default_value = dbt_remote_core::auth::GOOGLE_JWKS_URL)]
+    auth_jwks_url: String,
+    /// Accept Google ID tokens of these emails only (comma-separated) [default: any].
+    #[arg(long, env = env::AUTH_ALLOWED_EMAILS, value_name = "EMAILS", value_delimiter = ',')]
+    auth_allowed_emails: Vec<String>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RunJobArgs {
+    /// The job to run.
+    #[arg(env = env::JOB_ID)]
+    pub job_id: JobId,
+    /// Also print each log record as a Cloud Logging JSON line on stdout [default: on inside
+    /// a Cloud Run Job, i.e. when CLOUD_RUN_JOB is set].
+    #[arg(long, env = env::LOG_JSON, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub log_json: Option<bool>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+impl StateArgs {
+    pub fn settings(&self) -> JobSettings {
+        JobSettings {
+            state: match self.state {
+                StateKind::Local => wiring::StateKind::Local,
+                StateKind::Gcp => wiring::StateKind::Gcp,
+            },
+            state_dir: self.state_dir.clone(),
+            work_dir: self.work_dir.clone(),
+            dbt_path: self.dbt_path.clone(),
+            python: self.python.clone(),
+            profiles_dir: self.profiles_dir.clone(),
+            keep_work_dirs: self.keep_work_dirs,
+        }
+    }
+}
+
+impl ServeArgs {
+    /// The settings of these flags; `token` is the static token of DBT_REMOTE_AUTH_TOKEN.
+    pub fn settings(self, token: Option<String>) -> ServerSettings {
+        ServerSettings {
+            job: self.state.settings(),
+            launcher: match self.launcher {
+                LauncherKind::Process => wiring::LauncherKind::Process,
+                LauncherKind::CloudRun => wiring::LauncherKind::CloudRun,
+            },
+            host: self.host,
+            port: self.port,
+            max_concurrent_jobs: self.max_concurrent_jobs,
+            max_upload_bytes: self.max_upload_bytes,
+            cancel_grace: Duration::from_secs(self.cancel_grace_seconds),
+            public_url: self.public_url,
+            accept_client_profiles: self.accept_client_profiles,
+            auth: AuthSettings {
+                token_sha256: self.auth_token_sha256,
+                token,
+                google: self.auth_google,
+                audience: self.auth_audience,
+                jwks_url: self.auth_jwks_url,
+                allowed_emails: self.auth_allowed_emails,
+            },
+            job_program: None,
+        }
+    }
+}
