@@ -11,6 +11,7 @@ const CRATES: &[&str] = &[
     "dbt_server/src",
     "dbt_remote_cli/src",
     "dbt_remote_py/src",
+    "test_support/src",
 ];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
