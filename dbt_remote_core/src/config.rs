@@ -1,7 +1,7 @@
 //! The client's settings: `dbt_remote.yml`, `DBT_REMOTE_*` environment variables and flags, with
 //! the precedence flag > environment > file > default. Flags (CLI options, Python arguments)
 //! come in as one typed [`Overrides`]. Finding the server the settings name is
-//! [`crate::connect`]'s job.
+//! the job of the `connect` module, above this one.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -332,7 +332,7 @@ impl Settings {
         self.get(name).map(PathBuf::from)
     }
 
-    /// The server's URL (before any discovery: see [`crate::connect::locate`]).
+    /// The server's URL (before any discovery: `connect::locate` finds the server).
     pub fn server_url(&self) -> &str {
         self.get("server_url").unwrap_or_default()
     }

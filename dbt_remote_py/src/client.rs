@@ -61,6 +61,9 @@ pub struct Client {
 impl Client {
     /// The connection, made now if it was not yet (blocking, GIL released).
     fn connection(&self, py: Python<'_>) -> PyResult<Connection> {
+        if let Some(connection) = self.server.connection.get() {
+            return Ok(connection.clone());
+        }
         let server = self.server.clone();
         sync(py, async move { Ok(server.connection().await?.clone()) })
     }

@@ -1,5 +1,6 @@
 //! How `dbt-remote` finds its server: the [`ServerLocator`] trait and its implementations.
-//! Which locator the client settings call for is decided above, in [`crate::connect`].
+//! [`choose`] picks one from what the client settings say ([`LocatorSettings`]); the
+//! `connect` module, above this one, passes them.
 
 use std::fmt;
 use std::path::Path;
