@@ -1,5 +1,7 @@
 //! How dbt-remote prints: log records like dbt's own console output, errors as one line each.
 
+use dbt_remote_core::config::{Settings, KEYS};
+use dbt_remote_core::diagnose::{Check, CREDENTIALS_FIX};
 use dbt_remote_core::{Error, LogLevel, LogRecord};
 
 /// A log record as dbt prints it (`HH:MM:SS  message`), warnings and errors marked, if its
@@ -21,6 +23,24 @@ pub fn record(record: &LogRecord, min: LogLevel) {
             LogLevel::Warn => println!("{time}  [WARN] {line}"),
             LogLevel::Error => println!("{time}  [ERROR] {line}"),
         }
+    }
+}
+
+/// Every setting in force and where it comes from, one line each.
+pub fn settings(settings: &Settings) {
+    for key in KEYS {
+        match (settings.get(key.name), settings.source(key.name)) {
+            (Some(v), Some(source)) => println!("{:<15} {v}  ({source})", key.name),
+            _ => println!("{:<15} -", key.name),
+        }
+    }
+}
+
+/// One check of `dbt-remote debug`: `OK` or `FAIL` and what to fix.
+pub fn check(check: &Check) {
+    match &check.failure {
+        None => println!("  OK    {}", check.what),
+        Some(f) => println!("  FAIL  {}\n        fix: {}", check.what, f.fix),
     }
 }
 
@@ -48,10 +68,10 @@ pub fn error(e: &Error) {
 
 fn hint(e: &Error) -> Option<&'static str> {
     match e {
-        Error::Backend { backend: "http", .. } => Some(
+        Error::Unreachable { .. } => Some(
             "is dbt-server running there? Check --server-url (or DBT_REMOTE_SERVER_URL, dbt_remote.yml); `dbt-remote debug` checks it",
         ),
-        Error::Unauthenticated(_) => Some(crate::commands::CREDENTIALS_FIX),
+        Error::Unauthenticated(_) => Some(CREDENTIALS_FIX),
         _ => None,
     }
 }

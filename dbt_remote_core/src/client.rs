@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
@@ -131,11 +131,10 @@ impl Client {
         })
     }
 
+    /// A request that failed on the way: the server is unreachable. The cause is kept as text
+    /// (the HTTP library's types stay out of the public error).
     fn transport_error(&self, e: reqwest::Error) -> Error {
-        Error::backend(
-            "http",
-            format!("could not reach dbt-server at {}: {e}", self.base),
-        )
+        Error::unreachable(&self.base, e.to_string())
     }
 
     async fn json<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
@@ -335,6 +334,30 @@ impl Client {
         .await
     }
 
+    /// The job's log records written so far, after `after`, read page by page; the stream
+    /// ends at the last record written (the job's last one once it has ended).
+    pub fn logs_so_far(
+        &self,
+        id: JobId,
+        after: u64,
+    ) -> impl Stream<Item = Result<LogRecord>> + Send + 'static {
+        let client = self.clone();
+        let pages = futures::stream::try_unfold(Some(after), move |after| {
+            let client = client.clone();
+            async move {
+                let Some(after) = after else {
+                    return Ok::<_, Error>(None);
+                };
+                let page = client.logs(id, after, None).await?;
+                let next = (!page.records.is_empty() && !page.done).then_some(page.next_after);
+                Ok(Some((page.records, next)))
+            }
+        });
+        pages
+            .map_ok(|records| futures::stream::iter(records.into_iter().map(Ok)))
+            .try_flatten()
+    }
+
     pub async fn artifacts(&self, id: JobId) -> Result<ArtifactList> {
         self.json(
             self.http
@@ -446,11 +469,11 @@ impl Follow {
                 },
                 Some(Err(e)) => self.retry(e).await?,
                 None => {
-                    self.retry(Error::backend(
-                        "http",
+                    let e = Error::unreachable(
+                        &self.client.base,
                         "the log stream ended before the job",
-                    ))
-                    .await?
+                    );
+                    self.retry(e).await?
                 }
             }
         }
@@ -468,14 +491,14 @@ impl Follow {
             .header("last-event-id", self.after.to_string());
         match self.client.send(request).await {
             Ok(response) => {
-                let stream = response
-                    .bytes_stream()
-                    .eventsource()
-                    .map(|e| e.map_err(|e| Error::backend("http", format!("log stream: {e}"))));
+                let base = self.client.base.clone();
+                let stream = response.bytes_stream().eventsource().map(move |e| {
+                    e.map_err(|e| Error::unreachable(&base, format!("log stream: {e}")))
+                });
                 self.events = Some(Box::pin(stream));
                 Ok(())
             }
-            Err(e @ Error::Backend { .. }) => self.retry(e).await,
+            Err(e @ (Error::Unreachable { .. } | Error::Backend { .. })) => self.retry(e).await,
             Err(e) => Err(e),
         }
     }
@@ -495,5 +518,5 @@ impl Follow {
 
 fn parse_event<T: DeserializeOwned>(data: &str) -> Result<T> {
     serde_json::from_str(data)
-        .map_err(|e| Error::backend("http", format!("unexpected log stream event: {e}")))
+        .map_err(|e| Error::backend("dbt-server", format!("unexpected log stream event: {e}")))
 }

@@ -1,5 +1,7 @@
 //! The client's settings: `dbt_remote.yml`, `DBT_REMOTE_*` environment variables and flags, with
-//! the precedence flag > environment > file > default.
+//! the precedence flag > environment > file > default. Flags (CLI options, Python arguments)
+//! come in as one typed [`Overrides`]. Finding the server the settings name is
+//! the job of the `connect` module, above this one.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -91,7 +93,7 @@ pub enum Source {
     Env,
     File,
     Default,
-    /// Found by a [`ServerLocator`](crate::locator::ServerLocator) (Cloud Run discovery).
+    /// Found by a server locator (Cloud Run discovery); see [`Settings::with_located_server_url`].
     Located,
 }
 
@@ -148,6 +150,41 @@ pub fn check(key: &Key, value: &str) -> Result<String> {
                 key.name
             ))),
         },
+    }
+}
+
+/// The settings given by the caller (CLI flags, Python arguments): each one given wins over the
+/// environment, `dbt_remote.yml` and the default. Relative paths are relative to `project_dir`,
+/// as everywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub server_url: Option<String>,
+    pub project_dir: Option<PathBuf>,
+    pub manifest: Option<PathBuf>,
+    pub dbt_project: Option<PathBuf>,
+    pub extra_packages: Option<PathBuf>,
+    pub seeds_path: Option<PathBuf>,
+    pub location: Option<String>,
+    pub creds_path: Option<PathBuf>,
+    pub elementary: Option<bool>,
+}
+
+impl Overrides {
+    /// The value given for `key`, as text (checked like any other source's).
+    fn value(&self, key: &Key) -> Option<String> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+        match key.name {
+            "server_url" => self.server_url.clone(),
+            "project_dir" => path(&self.project_dir),
+            "manifest" => path(&self.manifest),
+            "dbt_project" => path(&self.dbt_project),
+            "extra_packages" => path(&self.extra_packages),
+            "seeds_path" => path(&self.seeds_path),
+            "location" => self.location.clone(),
+            "creds_path" => path(&self.creds_path),
+            "elementary" => self.elementary.map(|b| b.to_string()),
+            other => unreachable!("setting {other} has no override"),
+        }
     }
 }
 
@@ -250,18 +287,18 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Resolves every key: `flags` (already given by the user) > `env` > `file` > default.
+    /// Resolves every key: `flags` (given by the user) > `env` > `file` > default.
     /// Bad values from any source are errors naming the source.
     pub fn resolve(
-        flags: &BTreeMap<&str, String>,
+        flags: &Overrides,
         env: impl Fn(&str) -> Option<String>,
         file: &ConfigFile,
     ) -> Result<Self> {
         let mut values = BTreeMap::new();
         for key in KEYS {
             let var = env_var(key);
-            let found = if let Some(v) = flags.get(key.name) {
-                Some((v.clone(), Source::Flag))
+            let found = if let Some(v) = flags.value(key) {
+                Some((v, Source::Flag))
             } else if let Some(v) = env(&var).filter(|v| !v.is_empty()) {
                 Some((v, Source::Env))
             } else if let Some(v) = file.get(key.name) {
@@ -282,7 +319,7 @@ impl Settings {
 
     /// The settings a client sees: `flags` > `DBT_REMOTE_*` variables > `dbt_remote.yml` in
     /// `dir` > defaults.
-    pub fn load(flags: &BTreeMap<&str, String>, dir: &Path) -> Result<Self> {
+    pub fn load(flags: &Overrides, dir: &Path) -> Result<Self> {
         let file = ConfigFile::load(dir)?;
         Settings::resolve(flags, |var| std::env::var(var).ok(), &file)
     }
@@ -295,24 +332,33 @@ impl Settings {
         self.get(name).map(PathBuf::from)
     }
 
-    /// A client of the server these settings name, with the credentials of the settings and
-    /// the environment (see [`crate::auth::ClientAuth::from_env`]).
-    pub fn client(&self) -> Result<crate::Client> {
-        let url = self.get("server_url").unwrap_or_default();
-        let auth = crate::auth::ClientAuth::from_env(url, self.path("creds_path").as_deref())?;
-        Ok(crate::Client::new(url)?.with_auth(auth))
+    /// The server's URL (before any discovery: `connect::locate` finds the server).
+    pub fn server_url(&self) -> &str {
+        self.get("server_url").unwrap_or_default()
     }
 
-    /// These settings with `server_url` as the locator they name finds it
-    /// ([`crate::locator::for_settings`]): Cloud Run discovery when only `location` is set in a
-    /// build with the `gcp` feature; unchanged otherwise.
-    pub async fn located(mut self) -> Result<Self> {
-        let locator = crate::locator::for_settings(&self).await?;
-        let url = locator.locate().await?;
+    /// Whether `server_url` was given (flag, environment or `dbt_remote.yml`), not the default.
+    pub fn server_url_given(&self) -> bool {
+        !matches!(self.source("server_url"), None | Some(Source::Default))
+    }
+
+    /// The Google Cloud region of the server (for discovery).
+    pub fn location(&self) -> Option<&str> {
+        self.get("location")
+    }
+
+    /// The service-account key file the requests' ID tokens are made with.
+    pub fn creds_path(&self) -> Option<PathBuf> {
+        self.path("creds_path")
+    }
+
+    /// These settings with the server's URL as a locator found it: `url` replaces
+    /// `server_url` (source [`Source::Located`]) unless it is the same URL.
+    pub fn with_located_server_url(mut self, url: String) -> Self {
         if self.get("server_url").map(|u| u.trim_end_matches('/')) != Some(url.as_str()) {
             self.values.insert("server_url", (url, Source::Located));
         }
-        Ok(self)
+        self
     }
 
     /// What a job sends, from these settings.
@@ -360,7 +406,10 @@ mod tests {
             "DBT_REMOTE_LOCATION" => Some("us-central1".to_string()),
             _ => None,
         };
-        let flags = BTreeMap::from([("server_url", "http://flag:3".to_string())]);
+        let flags = Overrides {
+            server_url: Some("http://flag:3".into()),
+            ..Default::default()
+        };
         let s = Settings::resolve(&flags, env, &file).unwrap();
         assert_eq!(s.get("server_url"), Some("http://flag:3"));
         assert_eq!(s.source("server_url"), Some(Source::Flag));
@@ -393,7 +442,7 @@ mod tests {
         assert!(ConfigFile::load(dir.path()).is_err());
         let env = |_: &str| Some("ftp://x".to_string());
         let err = Settings::resolve(
-            &BTreeMap::new(),
+            &Overrides::default(),
             env,
             &ConfigFile::load(tempfile::tempdir().unwrap().path()).unwrap(),
         )
@@ -402,19 +451,35 @@ mod tests {
         assert!(err.starts_with("DBT_REMOTE_SERVER_URL: "), "{err}");
     }
 
-    #[tokio::test]
-    async fn located_keeps_a_fixed_server_url() {
+    #[test]
+    fn every_override_is_a_flag() {
         let dir = tempfile::tempdir().unwrap();
         let file = ConfigFile::load(dir.path()).unwrap();
-        let flags = BTreeMap::from([("server_url", "http://10.0.0.5:8001/".to_string())]);
+        let flags = Overrides {
+            server_url: Some("http://h:1".into()),
+            project_dir: Some("p".into()),
+            manifest: Some("m".into()),
+            dbt_project: Some("d".into()),
+            extra_packages: Some("e".into()),
+            seeds_path: Some("s".into()),
+            location: Some("europe-west1".into()),
+            creds_path: Some("c.json".into()),
+            elementary: Some(true),
+        };
         let s = Settings::resolve(&flags, |_| None, &file).unwrap();
-        let s = s.located().await.unwrap();
-        assert_eq!(s.get("server_url"), Some("http://10.0.0.5:8001/"));
-        assert_eq!(s.source("server_url"), Some(Source::Flag));
-        let s = Settings::resolve(&BTreeMap::new(), |_| None, &file).unwrap();
-        let s = s.located().await.unwrap();
-        assert_eq!(s.get("server_url"), Some("http://127.0.0.1:8001"));
-        assert_eq!(s.source("server_url"), Some(Source::Default));
+        assert!(s
+            .entries()
+            .iter()
+            .all(|(_, _, source)| *source == Source::Flag));
+        assert_eq!(s.entries().len(), KEYS.len());
+        assert_eq!(s.get("elementary"), Some("true"));
+        assert!(s.server_url_given());
+        let s = Settings::resolve(&Overrides::default(), |_| None, &file).unwrap();
+        assert!(!s.server_url_given());
+        assert_eq!(s.server_url(), "http://127.0.0.1:8001");
+        let located = s.with_located_server_url("https://x.a.run.app".into());
+        assert_eq!(located.server_url(), "https://x.a.run.app");
+        assert_eq!(located.source("server_url"), Some(Source::Located));
     }
 
     #[test]

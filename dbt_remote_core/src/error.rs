@@ -37,6 +37,14 @@ pub enum Error {
         code: String,
         message: String,
     },
+    /// The server could not be reached (client side): no connection, a dropped connection or
+    /// an answer cut short. `url` is the server's base URL.
+    #[error("http: could not reach dbt-server at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// A storage, process or network backend failed.
     #[error("{backend}: {source}")]
     Backend {
@@ -79,6 +87,16 @@ impl Error {
         }
     }
 
+    pub fn unreachable(
+        url: impl fmt::Display,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::Unreachable {
+            url: url.to_string(),
+            source: source.into(),
+        }
+    }
+
     /// A stable, machine-readable code for the error (used in the HTTP error body).
     pub fn code(&self) -> &str {
         match self {
@@ -89,6 +107,7 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::Unauthenticated(_) => "unauthenticated",
             Error::Server { code, .. } => code,
+            Error::Unreachable { .. } => "unreachable",
             Error::Backend { .. } => "internal",
         }
     }

@@ -2,10 +2,9 @@
 //! both on 127.0.0.1.
 #![cfg(feature = "gcp")]
 
-use std::collections::BTreeMap;
-
-use dbt_remote_core::config::{ConfigFile, Settings};
-use dbt_remote_core::locator::{for_settings_on_cloud_run, CloudRunLocator, ServerLocator};
+use dbt_remote_core::config::{ConfigFile, Overrides, Settings};
+use dbt_remote_core::connect::locator_on_cloud_run;
+use dbt_remote_core::locator::{CloudRunLocator, ServerLocator};
 use dbt_remote_core::Error;
 use serde_json::json;
 use wiremock::matchers::{method, path, query_param};
@@ -238,7 +237,15 @@ async fn permission_denied_names_the_permission() {
 }
 
 fn settings(flags: &[(&'static str, &str)]) -> Settings {
-    let flags: BTreeMap<&str, String> = flags.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let mut overrides = Overrides::default();
+    for (key, value) in flags {
+        match *key {
+            "location" => overrides.location = Some(value.to_string()),
+            "server_url" => overrides.server_url = Some(value.to_string()),
+            other => panic!("no override {other} in these tests"),
+        }
+    }
+    let flags = overrides;
     let dir = tempfile::tempdir().unwrap();
     Settings::resolve(&flags, |_| None, &ConfigFile::load(dir.path()).unwrap()).unwrap()
 }
@@ -262,10 +269,9 @@ async fn settings_with_only_a_location_use_cloud_run_discovery() {
             .with_endpoint(api.uri())
             .with_anonymous_credentials()
     };
-    let located =
-        for_settings_on_cloud_run(&settings(&[("location", "europe-west1")]), cloud_run())
-            .await
-            .unwrap();
+    let located = locator_on_cloud_run(&settings(&[("location", "europe-west1")]), cloud_run())
+        .await
+        .unwrap();
     assert_eq!(located.locate().await.unwrap(), dbt_server.uri());
 
     // A server URL that is given wins; no location: the default URL. Neither asks Cloud Run.
@@ -273,17 +279,15 @@ async fn settings_with_only_a_location_use_cloud_run_discovery() {
         ("location", "europe-west1"),
         ("server_url", "http://10.0.0.5:8001"),
     ]);
-    let fixed = for_settings_on_cloud_run(&given, cloud_run())
-        .await
-        .unwrap();
+    let fixed = locator_on_cloud_run(&given, cloud_run()).await.unwrap();
     assert_eq!(fixed.locate().await.unwrap(), "http://10.0.0.5:8001");
-    let fixed = for_settings_on_cloud_run(&settings(&[]), cloud_run())
+    let fixed = locator_on_cloud_run(&settings(&[]), cloud_run())
         .await
         .unwrap();
     assert_eq!(fixed.locate().await.unwrap(), "http://127.0.0.1:8001");
 
     // A multi-region location is refused before any request.
-    let err = for_settings_on_cloud_run(&settings(&[("location", "EU")]), cloud_run())
+    let err = locator_on_cloud_run(&settings(&[("location", "EU")]), cloud_run())
         .await
         .unwrap_err()
         .to_string();

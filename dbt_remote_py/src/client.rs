@@ -1,15 +1,18 @@
-//! `Client`: the settings in force (as the CLI resolves them) and a client of their server.
+//! `Client`: the settings in force (as the CLI resolves them) and a client of their server,
+//! connected on first use.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use dbt_remote_core::config::Settings;
+use dbt_remote_core::config::{Overrides, Settings};
+use dbt_remote_core::connect::{self, Connection};
 use dbt_remote_core::package::JobFiles;
 use dbt_remote_core::JobId;
 use pyo3::prelude::*;
 
 use crate::job::Job;
-use crate::{block_on, to_py};
+use crate::{awaitable, block_on, sync, to_py};
 
 /// A dbt command: a list of arguments, or one string split as a shell would.
 #[derive(FromPyObject)]
@@ -27,14 +30,43 @@ impl Command {
     }
 }
 
+/// The server a client talks to: its settings, and the connection made from them on first use
+/// (when they need a discovery) or at once (a fixed URL: no network call).
+struct Server {
+    settings: Settings,
+    connection: tokio::sync::OnceCell<Connection>,
+}
+
+impl Server {
+    async fn connection(&self) -> dbt_remote_core::Result<&Connection> {
+        self.connection
+            .get_or_try_init(|| connect::connect(self.settings.clone()))
+            .await
+    }
+
+    async fn client(&self) -> dbt_remote_core::Result<dbt_remote_core::Client> {
+        Ok(self.connection().await?.client.clone())
+    }
+}
+
 /// A client of one dbt-server. Settings are resolved as the `dbt-remote` CLI does: the
 /// arguments given here, then `DBT_REMOTE_*` environment variables, then `dbt_remote.yml` in
 /// `config_dir` (default: the current folder), then the defaults. Built with the `gcp` feature,
-/// a client given `location` and no server URL finds dbt-server on Cloud Run.
+/// a client given `location` and no server URL finds dbt-server on Cloud Run, on first use.
 #[pyclass(module = "dbt_remote._native", frozen)]
 pub struct Client {
-    settings: Settings,
-    client: dbt_remote_core::Client,
+    server: Arc<Server>,
+}
+
+impl Client {
+    /// The connection, made now if it was not yet (blocking, GIL released).
+    fn connection(&self, py: Python<'_>) -> PyResult<Connection> {
+        if let Some(connection) = self.server.connection.get() {
+            return Ok(connection.clone());
+        }
+        let server = self.server.clone();
+        sync(py, async move { Ok(server.connection().await?.clone()) })
+    }
 }
 
 #[pymethods]
@@ -57,46 +89,53 @@ impl Client {
         location: Option<String>,
         config_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let path = |p: Option<PathBuf>| p.map(|p| p.to_string_lossy().into_owned());
-        let mut flags = BTreeMap::new();
-        for (key, value) in [
-            ("server_url", server_url),
-            ("creds_path", path(credentials)),
-            ("project_dir", path(project_dir)),
-            ("manifest", path(manifest)),
-            ("dbt_project", path(dbt_project)),
-            ("extra_packages", path(extra_packages)),
-            ("seeds_path", path(seeds_path)),
-            ("location", location),
-        ] {
-            if let Some(v) = value {
-                flags.insert(key, v);
-            }
-        }
+        let flags = Overrides {
+            server_url,
+            project_dir,
+            manifest,
+            dbt_project,
+            extra_packages,
+            seeds_path,
+            location,
+            creds_path: credentials,
+            elementary: None,
+        };
         let dir = match config_dir {
             Some(d) => d,
             None => std::env::current_dir().unwrap_or_else(|_| ".".into()),
         };
         let settings = Settings::load(&flags, &dir).map_err(to_py)?;
-        // Cloud Run discovery when only `location` is given, in a build with `gcp`.
-        let settings = block_on(py, None, settings.located())?;
-        let client = settings.client().map_err(to_py)?;
-        Ok(Client { settings, client })
+        // A fixed URL connects now, without a network call, so a bad URL or credentials file
+        // is an error here; a Cloud Run discovery waits for the first use.
+        let connection = if connect::discovers(&settings) {
+            None
+        } else {
+            Some(block_on(py, None, connect::connect(settings.clone()))?)
+        };
+        let server = Server {
+            settings,
+            connection: tokio::sync::OnceCell::new_with(connection),
+        };
+        Ok(Client {
+            server: Arc::new(server),
+        })
     }
 
-    /// The base URL of the server.
+    /// The base URL of the server (found on Cloud Run now if it was not yet).
     #[getter]
-    fn server_url(&self) -> &str {
-        self.client.base_url()
+    fn server_url(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.connection(py)?.client.base_url().to_string())
     }
 
     /// The settings in force: `{key: value}`.
-    fn settings(&self) -> BTreeMap<&'static str, String> {
-        self.settings
+    fn settings(&self, py: Python<'_>) -> PyResult<BTreeMap<&'static str, String>> {
+        Ok(self
+            .connection(py)?
+            .settings
             .entries()
             .into_iter()
             .map(|(k, v, _)| (k, v.to_string()))
-            .collect()
+            .collect())
     }
 
     /// Packs the project, uploads what the server lacks and submits `command` (a list of dbt
@@ -116,57 +155,143 @@ impl Client {
         extra_packages: Option<PathBuf>,
         seeds_path: Option<PathBuf>,
     ) -> PyResult<Job> {
-        let args = command.into_args()?;
-        let defaults = self.settings.job_files();
-        let files = JobFiles {
-            project_dir: project_dir.unwrap_or(defaults.project_dir),
-            manifest: manifest.or(defaults.manifest),
-            dbt_project: dbt_project.or(defaults.dbt_project),
-            extra_packages: extra_packages.or(defaults.extra_packages),
-            seeds_path: seeds_path.or(defaults.seeds_path),
-        };
-        let client = self.client.clone();
-        let (job, _) = block_on(py, None, async move {
-            client.submit_project(args, &files).await
-        })?;
-        Ok(Job::new(self.client.clone(), job))
+        let files = self.files(
+            project_dir,
+            manifest,
+            dbt_project,
+            extra_packages,
+            seeds_path,
+        );
+        sync(py, self.submit_job(command.into_args()?, files))
+    }
+
+    /// `submit`, awaitable.
+    #[pyo3(signature = (
+        command, project_dir=None, *, manifest=None, dbt_project=None, extra_packages=None,
+        seeds_path=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn submit_async<'py>(
+        &self,
+        py: Python<'py>,
+        command: Command,
+        project_dir: Option<PathBuf>,
+        manifest: Option<PathBuf>,
+        dbt_project: Option<PathBuf>,
+        extra_packages: Option<PathBuf>,
+        seeds_path: Option<PathBuf>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let files = self.files(
+            project_dir,
+            manifest,
+            dbt_project,
+            extra_packages,
+            seeds_path,
+        );
+        awaitable(py, self.submit_job(command.into_args()?, files))
     }
 
     /// The job with this id (raises `NotFound` for an unknown one).
     fn job(&self, py: Python<'_>, id: &str) -> PyResult<Job> {
-        let id = parse_id(id)?;
-        let client = self.client.clone();
-        let job = block_on(py, None, async move { client.job(id).await })?;
-        Ok(Job::new(self.client.clone(), job))
+        sync(py, self.get_job(parse_id(id)?))
     }
 
     /// `job`, awaitable.
     fn job_async<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Bound<'py, PyAny>> {
-        let id = parse_id(id)?;
-        let client = self.client.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let job = client.job(id).await.map_err(to_py)?;
-            Ok(Job::new(client, job))
-        })
+        awaitable(py, self.get_job(parse_id(id)?))
     }
 
     /// The newest jobs first, at most `limit` (1 to 1000), optionally only those with `status`
     /// (`queued`, `running`, `succeeded`, `failed`, `cancelled`).
     #[pyo3(signature = (status=None, limit=50))]
     fn jobs(&self, py: Python<'_>, status: Option<String>, limit: usize) -> PyResult<Vec<Job>> {
-        let client = self.client.clone();
-        let list = block_on(py, None, async move {
-            client.jobs(status.as_deref(), Some(limit), None).await
-        })?;
-        Ok(list
-            .jobs
-            .into_iter()
-            .map(|j| Job::new(self.client.clone(), j))
-            .collect())
+        sync(py, self.list_jobs(status, limit))
+    }
+
+    /// `jobs`, awaitable.
+    #[pyo3(signature = (status=None, limit=50))]
+    fn jobs_async<'py>(
+        &self,
+        py: Python<'py>,
+        status: Option<String>,
+        limit: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.list_jobs(status, limit))
     }
 
     fn __repr__(&self) -> String {
-        format!("Client({:?})", self.client.base_url())
+        match self.server.connection.get() {
+            Some(c) => format!("Client({:?})", c.client.base_url()),
+            None => format!(
+                "Client(location={:?})",
+                self.server.settings.location().unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The inner futures of the operations: each one runs for the blocking method and its
+/// `_async` twin alike.
+impl Client {
+    /// What a job sends: the arguments given, else the settings.
+    fn files(
+        &self,
+        project_dir: Option<PathBuf>,
+        manifest: Option<PathBuf>,
+        dbt_project: Option<PathBuf>,
+        extra_packages: Option<PathBuf>,
+        seeds_path: Option<PathBuf>,
+    ) -> JobFiles {
+        let defaults = self.server.settings.job_files();
+        JobFiles {
+            project_dir: project_dir.unwrap_or(defaults.project_dir),
+            manifest: manifest.or(defaults.manifest),
+            dbt_project: dbt_project.or(defaults.dbt_project),
+            extra_packages: extra_packages.or(defaults.extra_packages),
+            seeds_path: seeds_path.or(defaults.seeds_path),
+        }
+    }
+
+    fn submit_job(
+        &self,
+        args: Vec<String>,
+        files: JobFiles,
+    ) -> impl std::future::Future<Output = dbt_remote_core::Result<Job>> + Send + 'static {
+        let server = self.server.clone();
+        async move {
+            let client = server.client().await?;
+            let (job, _) = client.submit_project(args, &files).await?;
+            Ok(Job::new(client, job))
+        }
+    }
+
+    fn get_job(
+        &self,
+        id: JobId,
+    ) -> impl std::future::Future<Output = dbt_remote_core::Result<Job>> + Send + 'static {
+        let server = self.server.clone();
+        async move {
+            let client = server.client().await?;
+            let job = client.job(id).await?;
+            Ok(Job::new(client, job))
+        }
+    }
+
+    fn list_jobs(
+        &self,
+        status: Option<String>,
+        limit: usize,
+    ) -> impl std::future::Future<Output = dbt_remote_core::Result<Vec<Job>>> + Send + 'static {
+        let server = self.server.clone();
+        async move {
+            let client = server.client().await?;
+            let list = client.jobs(status.as_deref(), Some(limit), None).await?;
+            Ok(list
+                .jobs
+                .into_iter()
+                .map(|j| Job::new(client.clone(), j))
+                .collect())
+        }
     }
 }
 

@@ -1,16 +1,18 @@
 //! `Job`: a submitted job, its last known state, and what can be done with it.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dbt_remote_core::api::Job as JobState;
 use dbt_remote_core::client::FailedNode as CoreFailedNode;
-use dbt_remote_core::{Client, JobStatus};
+use dbt_remote_core::{Client, JobOutcome, JobStatus};
 use pyo3::prelude::*;
 
+use crate::errors::JobFailed;
 use crate::logs::{AsyncLogIterator, LogIterator, Records};
-use crate::{block_on, error, to_py};
+use crate::{awaitable, block_on, sync, to_py};
 
 /// A job on the server. `status`, `exit_code` and the times are as last seen: `refresh()`,
 /// `wait()`, `cancel()` and the end of a followed log update them.
@@ -76,63 +78,113 @@ impl Job {
     }
 }
 
-/// Waits for the job's end, records it in `state`, and fails with `JobFailed` unless it
-/// succeeded.
-async fn wait_for_end(
-    client: Client,
-    state: Arc<Mutex<JobState>>,
-    poll: Duration,
-) -> dbt_remote_core::Result<Outcome> {
-    let id = state.lock().unwrap().id;
-    let job = client.wait(id, poll).await?;
-    *state.lock().unwrap() = job.clone();
-    let failed = if job.status == JobStatus::Succeeded {
-        vec![]
-    } else {
-        // The failing nodes make the error say what to look at; no results is no list.
-        client.failed_nodes(id).await.unwrap_or_default()
-    };
-    Ok(Outcome { job, failed })
-}
-
-struct Outcome {
+/// The end of a job: its last state and the nodes that failed in it.
+pub(crate) struct Ended {
     job: JobState,
     failed: Vec<CoreFailedNode>,
 }
 
-impl Outcome {
-    /// `None` when the job succeeded, else the `JobFailed` error.
-    fn error(self, py: Python<'_>) -> Option<PyErr> {
+impl Ended {
+    /// `Ok` when the job succeeded, else `JobFailed` with the core's text of the failure and
+    /// the failing nodes.
+    fn into_result(self) -> PyResult<()> {
         let job = self.job;
-        if job.status == JobStatus::Succeeded {
-            return None;
-        }
-        let mut message = match (job.status, job.exit_code) {
-            (JobStatus::Cancelled, _) => format!("job {} was cancelled", job.id),
-            (_, Some(code)) => format!("job {} failed: dbt exited with code {code}", job.id),
-            _ => format!(
-                "job {} failed before dbt finished: {}",
-                job.id,
-                job.failure_reason.as_deref().unwrap_or("no reason given")
-            ),
+        let outcome = JobOutcome::of(&job);
+        let Some(failure) = outcome.failure() else {
+            return Ok(());
         };
+        let mut message = failure.to_string();
         if !self.failed.is_empty() {
             let nodes: Vec<&str> = self.failed.iter().map(|n| n.unique_id.as_str()).collect();
             message.push_str(&format!("; failing nodes: {}", nodes.join(", ")));
         }
         let failed: Vec<FailedNode> = self.failed.into_iter().map(FailedNode::from).collect();
-        Some(error(
-            py,
-            "JobFailed",
-            (
-                message,
-                job.id.to_string(),
-                job.status.to_string(),
-                job.exit_code,
-                job.failure_reason,
-                failed,
-            ),
-        ))
+        Err(JobFailed::new_err((
+            message,
+            job.id.to_string(),
+            job.status.to_string(),
+            job.exit_code,
+            job.failure_reason,
+            failed,
+        )))
+    }
+}
+
+/// The inner futures of the operations: each one runs for the blocking method and its
+/// `_async` twin alike. They update the job's state with what the server answers.
+impl Job {
+    fn handle(&self) -> (Client, dbt_remote_core::JobId, Arc<Mutex<JobState>>) {
+        (self.client.clone(), self.id(), self.state.clone())
+    }
+
+    fn do_refresh(&self) -> impl Future<Output = dbt_remote_core::Result<()>> + Send + 'static {
+        let (client, id, state) = self.handle();
+        async move {
+            *state.lock().unwrap() = client.job(id).await?;
+            Ok(())
+        }
+    }
+
+    /// Waits for the job's end, asking every `poll`, and records it.
+    fn do_wait(
+        &self,
+        poll: Duration,
+    ) -> impl Future<Output = dbt_remote_core::Result<Ended>> + Send + 'static {
+        let (client, id, state) = self.handle();
+        async move {
+            let job = client.wait(id, poll).await?;
+            *state.lock().unwrap() = job.clone();
+            let failed = if job.status == JobStatus::Succeeded {
+                vec![]
+            } else {
+                // The failing nodes make the error say what to look at; no results is no list.
+                client.failed_nodes(id).await.unwrap_or_default()
+            };
+            Ok(Ended { job, failed })
+        }
+    }
+
+    fn do_cancel(&self) -> impl Future<Output = dbt_remote_core::Result<()>> + Send + 'static {
+        let (client, id, state) = self.handle();
+        async move {
+            *state.lock().unwrap() = client.cancel(id).await?;
+            Ok(())
+        }
+    }
+
+    fn do_artifacts(
+        &self,
+    ) -> impl Future<Output = dbt_remote_core::Result<Vec<Artifact>>> + Send + 'static {
+        let (client, id, _) = self.handle();
+        async move {
+            let list = client.artifacts(id).await?;
+            Ok(list
+                .artifacts
+                .into_iter()
+                .map(|a| Artifact {
+                    name: a.name.to_string(),
+                    size: a.size,
+                })
+                .collect())
+        }
+    }
+
+    fn do_download_artifacts(
+        &self,
+        dir: PathBuf,
+    ) -> impl Future<Output = dbt_remote_core::Result<Vec<PathBuf>>> + Send + 'static {
+        let (client, id, _) = self.handle();
+        async move { client.download_artifacts(id, &dir).await }
+    }
+
+    fn do_failed_nodes(
+        &self,
+    ) -> impl Future<Output = dbt_remote_core::Result<Vec<FailedNode>>> + Send + 'static {
+        let (client, id, _) = self.handle();
+        async move {
+            let nodes = client.failed_nodes(id).await?;
+            Ok(nodes.into_iter().map(FailedNode::from).collect())
+        }
     }
 }
 
@@ -158,6 +210,17 @@ impl Job {
     #[getter]
     fn failure_reason(&self) -> Option<String> {
         self.state().failure_reason
+    }
+
+    /// How the job ended, as `dbt-remote` prints it (`job … succeeded`, `job … failed: dbt
+    /// exited with code 1`, …); `None` until it has ended (as last seen).
+    #[getter]
+    fn outcome(&self) -> Option<String> {
+        let state = self.state();
+        state
+            .status
+            .is_final()
+            .then(|| JobOutcome::of(&state).to_string())
     }
 
     /// dbt's arguments, subcommand first.
@@ -190,10 +253,12 @@ impl Job {
 
     /// Reads the job's state from the server again.
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {
-        let (client, id) = (self.client.clone(), self.id());
-        let job = block_on(py, None, async move { client.job(id).await })?;
-        *self.state.lock().unwrap() = job;
-        Ok(())
+        sync(py, self.do_refresh())
+    }
+
+    /// `refresh`, awaitable.
+    fn refresh_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.do_refresh())
     }
 
     /// The job's log records: with `follow`, live until the job ends (reconnecting without
@@ -225,75 +290,62 @@ impl Job {
     #[pyo3(signature = (timeout=None, poll_interval=1.0))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>, poll_interval: f64) -> PyResult<()> {
         let timeout = timeout.map(seconds).transpose()?;
-        let fut = wait_for_end(
-            self.client.clone(),
-            self.state.clone(),
-            seconds(poll_interval)?,
-        );
-        let outcome = block_on(py, timeout, fut)?;
-        outcome.error(py).map_or(Ok(()), Err)
+        let fut = self.do_wait(seconds(poll_interval)?);
+        block_on(py, timeout, fut)?.into_result()
     }
 
     /// `wait`, awaitable (`await job.wait_async()`): for Airflow triggers and asyncio code.
     #[pyo3(signature = (poll_interval=1.0))]
     fn wait_async<'py>(&self, py: Python<'py>, poll_interval: f64) -> PyResult<Bound<'py, PyAny>> {
-        let fut = wait_for_end(
-            self.client.clone(),
-            self.state.clone(),
-            seconds(poll_interval)?,
-        );
+        let fut = self.do_wait(seconds(poll_interval)?);
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let outcome = fut.await.map_err(to_py)?;
-            Python::attach(|py| outcome.error(py).map_or(Ok(()), Err))
+            fut.await.map_err(to_py)?.into_result()
         })
     }
 
     /// Asks the server to cancel the job (a queued job ends at once; dbt is interrupted in a
     /// running one). Idempotent; an ended job stays as it is.
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
-        let (client, id) = (self.client.clone(), self.id());
-        let job = block_on(py, None, async move { client.cancel(id).await })?;
-        *self.state.lock().unwrap() = job;
-        Ok(())
+        sync(py, self.do_cancel())
     }
 
     /// `cancel`, awaitable.
     fn cancel_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let (client, id, state) = (self.client.clone(), self.id(), self.state.clone());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let job = client.cancel(id).await.map_err(to_py)?;
-            *state.lock().unwrap() = job;
-            Ok(())
-        })
+        awaitable(py, self.do_cancel())
     }
 
     /// The artifacts the job stored (once it has ended).
     fn artifacts(&self, py: Python<'_>) -> PyResult<Vec<Artifact>> {
-        let (client, id) = (self.client.clone(), self.id());
-        let list = block_on(py, None, async move { client.artifacts(id).await })?;
-        Ok(list
-            .artifacts
-            .into_iter()
-            .map(|a| Artifact {
-                name: a.name.to_string(),
-                size: a.size,
-            })
-            .collect())
+        sync(py, self.do_artifacts())
+    }
+
+    /// `artifacts`, awaitable.
+    fn artifacts_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.do_artifacts())
     }
 
     /// Downloads every artifact into `dir` and returns the paths written.
     fn download_artifacts(&self, py: Python<'_>, dir: PathBuf) -> PyResult<Vec<PathBuf>> {
-        let (client, id) = (self.client.clone(), self.id());
-        block_on(py, None, async move {
-            client.download_artifacts(id, &dir).await
-        })
+        sync(py, self.do_download_artifacts(dir))
+    }
+
+    /// `download_artifacts`, awaitable.
+    fn download_artifacts_async<'py>(
+        &self,
+        py: Python<'py>,
+        dir: PathBuf,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.do_download_artifacts(dir))
     }
 
     /// The nodes that errored or failed, from the job's `run_results.json`.
     fn failed_nodes(&self, py: Python<'_>) -> PyResult<Vec<FailedNode>> {
-        let (client, id) = (self.client.clone(), self.id());
-        let nodes = block_on(py, None, async move { client.failed_nodes(id).await })?;
-        Ok(nodes.into_iter().map(FailedNode::from).collect())
+        sync(py, self.do_failed_nodes())
+    }
+
+    /// `failed_nodes`, awaitable.
+    fn failed_nodes_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.do_failed_nodes())
     }
 
     fn __repr__(&self) -> String {

@@ -1,21 +1,26 @@
 //! `dbt_remote._native`: the Python binding of dbt-remote. It only translates: every
-//! operation is a call of `dbt_remote_core` (settings, packing, the HTTP client); the Python
-//! package around it (`python/dbt_remote`) adds the exceptions and the Airflow operator.
+//! operation is a call of `dbt_remote_core` (settings, connecting, packing, the HTTP client,
+//! job outcomes); its exceptions are made here (`errors`). The Python package around it
+//! (`python/dbt_remote`) re-exports them and adds the Airflow operator.
+//!
+//! Every operation is one inner future, run by [`sync`] for the blocking method and by
+//! [`awaitable`] for its `_async` twin.
 //!
 //! One tokio runtime serves the process (pyo3-async-runtimes' own, so blocking and async calls
 //! share it). Blocking calls release the GIL and wake every 100 ms to let Python handle
 //! signals, so Ctrl-C (KeyboardInterrupt) interrupts them.
 
 mod client;
+mod errors;
 mod job;
 mod logs;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use dbt_remote_core::Error;
-use pyo3::exceptions::PyTimeoutError;
 use pyo3::prelude::*;
+
+pub(crate) use errors::to_py;
 
 /// How often a blocking call wakes up to let Python handle signals.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
@@ -44,11 +49,9 @@ where
         match done {
             Some(Ok(result)) => return result.map_err(to_py),
             Some(Err(join)) => {
-                return Err(error(
-                    py,
-                    "DbtRemoteError",
-                    (format!("internal error: {join}"),),
-                ))
+                return Err(errors::DbtRemoteError::new_err(format!(
+                    "internal error: {join}"
+                )))
             }
             None => {}
         }
@@ -59,69 +62,28 @@ where
         if deadline.is_some_and(|d| Instant::now() >= d) {
             task.abort();
             let t = timeout.unwrap_or_default().as_secs_f64();
-            return Err(timeout_error(py, t));
+            return Err(errors::wait_timeout(t));
         }
     }
 }
 
-fn timeout_error(py: Python<'_>, seconds: f64) -> PyErr {
-    match py
-        .import("dbt_remote.errors")
-        .and_then(|m| m.getattr("WaitTimeout"))
-    {
-        Ok(cls) => match cls.call1((format!("gave up waiting after {seconds} s"),)) {
-            Ok(value) => PyErr::from_value(value),
-            Err(e) => e,
-        },
-        Err(_) => PyTimeoutError::new_err(format!("gave up waiting after {seconds} s")),
-    }
-}
-
-/// An instance of the exception class `name` of `dbt_remote.errors`, built with `args`.
-pub(crate) fn error<'py, A>(py: Python<'py>, name: &str, args: A) -> PyErr
+/// One operation as a blocking call: runs `fut` with the GIL released (see [`block_on`]).
+pub(crate) fn sync<T, F>(py: Python<'_>, fut: F) -> PyResult<T>
 where
-    A: pyo3::call::PyCallArgs<'py>,
+    T: Send + 'static,
+    F: Future<Output = dbt_remote_core::Result<T>> + Send + 'static,
 {
-    let made = py
-        .import("dbt_remote.errors")
-        .and_then(|m| m.getattr(name))
-        .and_then(|cls| cls.call1(args));
-    match made {
-        Ok(value) => PyErr::from_value(value),
-        Err(e) => e,
-    }
+    block_on(py, None, fut)
 }
 
-/// The Python exception of a core error: every one derives from `DbtRemoteError`.
-pub(crate) fn to_py(e: Error) -> PyErr {
-    Python::attach(|py| {
-        let message = error_chain(&e);
-        match e {
-            Error::NotFound { .. } => error(py, "NotFound", (message,)),
-            Error::InvalidInput(_) | Error::TooLarge { .. } => {
-                error(py, "InvalidInput", (message,))
-            }
-            Error::Unauthenticated(_) => error(py, "AuthError", (message,)),
-            Error::Server { status, .. } => error(py, "ServerError", (message, Some(status))),
-            Error::Backend { .. } => error(py, "ServerError", (message, None::<u16>)),
-            _ => error(py, "DbtRemoteError", (message,)),
-        }
-    })
-}
-
-/// The error and its causes, as one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
-    message
+/// The same operation as an awaitable (its `_async` twin): `fut` runs on the runtime and its
+/// result, or its error as the matching exception, comes back to the awaiting coroutine.
+pub(crate) fn awaitable<'py, T, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+where
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+    F: Future<Output = dbt_remote_core::Result<T>> + Send + 'static,
+{
+    pyo3_async_runtimes::tokio::future_into_py(py, async move { fut.await.map_err(to_py) })
 }
 
 /// dbt's arguments from a command line such as `run --select "a b"`, split as a shell would
@@ -134,6 +96,7 @@ fn split_command(command: &str) -> PyResult<Vec<String>> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::add_to(m)?;
     m.add_function(wrap_pyfunction!(split_command, m)?)?;
     m.add_class::<client::Client>()?;
     m.add_class::<job::Job>()?;

@@ -87,27 +87,7 @@ impl Records {
         let events: Events = if follow {
             Box::pin(client.follow(id, after))
         } else {
-            // The records written so far, page by page.
-            let pages = futures::stream::try_unfold(Some(after), move |after| {
-                let client = client.clone();
-                async move {
-                    let Some(after) = after else {
-                        return Ok::<_, dbt_remote_core::Error>(None);
-                    };
-                    let page = client.logs(id, after, None).await?;
-                    let next = (!page.records.is_empty()).then_some(page.next_after);
-                    Ok(Some((page.records, next)))
-                }
-            });
-            Box::pin(
-                pages
-                    .map_ok(|records| {
-                        futures::stream::iter(
-                            records.into_iter().map(|r| Ok(StreamEvent::Record(r))),
-                        )
-                    })
-                    .try_flatten(),
-            )
+            Box::pin(client.logs_so_far(id, after).map_ok(StreamEvent::Record))
         };
         Records {
             events: Arc::new(tokio::sync::Mutex::new(events)),

@@ -230,3 +230,59 @@ def test_async_unknown_job_and_failure(server, project):
         assert e.value.exit_code == 1
 
     asyncio.run(main())
+
+
+def test_exceptions_come_from_the_native_module_with_their_builtin_bases():
+    import pickle
+
+    from dbt_remote import _native
+
+    assert dbt_remote.errors.JobFailed is _native.JobFailed
+    assert issubclass(InvalidInput, ValueError)
+    assert issubclass(NotFound, LookupError)
+    assert issubclass(WaitTimeout, TimeoutError)
+    e = ServerError("down")
+    assert (str(e), e.status) == ("down", None)
+    assert ServerError("refused", 503).status == 503
+    failed = JobFailed("job x failed", "x", "failed", 1, "dbt exited with code 1", ["n"])
+    assert (str(failed), failed.job_id, failed.status, failed.exit_code) == (
+        "job x failed", "x", "failed", 1,
+    )
+    assert (failed.failure_reason, failed.failed_nodes) == ("dbt exited with code 1", ["n"])
+    back = pickle.loads(pickle.dumps(failed))
+    assert type(back) is JobFailed
+    assert (str(back), back.job_id, back.exit_code, back.failed_nodes) == ("job x failed", "x", 1, [])
+    assert JobFailed("m", "x", "cancelled", None).failed_nodes == []
+
+
+def test_a_client_of_a_fixed_url_makes_no_request(free_url):
+    # Nothing listens at free_url: making the client and reading its URL must not need it.
+    client = Client(free_url + "/")
+    assert client.server_url == free_url
+    assert repr(client) == f"Client({free_url!r})".replace("'", '"')
+
+
+def test_every_operation_has_an_async_twin(server, project, tmp_path):
+    async def main() -> None:
+        client = Client(server.url)
+        job = await client.submit_async("build --select +stg_orders", project)
+        await job.wait_async(poll_interval=0.2)
+        assert job.outcome == f"job {job.id} succeeded"
+        await job.refresh_async()
+        assert job.status == "succeeded"
+        assert job.id in [j.id for j in await client.jobs_async(limit=10)]
+        names = {a.name for a in await job.artifacts_async()}
+        assert "run_results.json" in names
+        written = await job.download_artifacts_async(tmp_path / "out")
+        assert {p.name for p in written} == names
+        assert await job.failed_nodes_async() == []
+        failing = await client.submit_async(
+            ["run", "--select", "fail_on_demand", "--vars", "{fail: true}"], project
+        )
+        with pytest.raises(JobFailed):
+            await failing.wait_async(poll_interval=0.2)
+        nodes = await failing.failed_nodes_async()
+        assert [n.unique_id for n in nodes] == ["model.jaffle_duckdb.fail_on_demand"]
+        assert failing.outcome == f"job {failing.id} failed: dbt exited with code 1"
+
+    asyncio.run(main())

@@ -2,22 +2,69 @@
 
 import os
 import pathlib
-from collections.abc import Awaitable
-from typing import final
+from collections.abc import Awaitable, Sequence
+from typing import Any, final
 
 __all__ = [
     "AsyncLogIterator",
     "Artifact",
+    "AuthError",
     "Client",
+    "DbtRemoteError",
     "FailedNode",
+    "InvalidInput",
     "Job",
+    "JobFailed",
     "LogIterator",
     "LogRecord",
+    "NotFound",
+    "ServerError",
+    "WaitTimeout",
     "__version__",
     "split_command",
 ]
 
 __version__: str
+
+class DbtRemoteError(Exception):
+    """Anything that went wrong talking to dbt-server or running a job."""
+
+class InvalidInput(DbtRemoteError, ValueError):
+    """The request was refused as invalid (a bad command, a bad path, a bad setting)."""
+
+class NotFound(DbtRemoteError, LookupError):
+    """The server has no such job (or artifact)."""
+
+class AuthError(DbtRemoteError):
+    """The server refused the credentials (HTTP 401 or 403)."""
+
+class ServerError(DbtRemoteError):
+    """The server could not be reached or answered with an unexpected error."""
+
+    status: int | None
+    def __init__(self, message: str, status: int | None = None) -> None: ...
+
+class WaitTimeout(DbtRemoteError, TimeoutError):
+    """``Job.wait(timeout=...)`` gave up; the job goes on on the server."""
+
+class JobFailed(DbtRemoteError):
+    """The job ended failed or cancelled."""
+
+    job_id: str
+    status: str
+    exit_code: int | None
+    failure_reason: str | None
+    failed_nodes: list[FailedNode]
+    def __init__(
+        self,
+        message: str,
+        job_id: str,
+        status: str,
+        exit_code: int | None,
+        failure_reason: str | None = None,
+        failed_nodes: Sequence[Any] | None = ...,
+    ) -> None: ...
+    def __reduce__(self) -> tuple[Any, ...]: ...
 
 def split_command(command: str) -> list[str]:
     """dbt's arguments from a command line, split as a shell would (never run by one)."""
@@ -50,9 +97,20 @@ class Client:
         extra_packages: str | os.PathLike[str] | None = None,
         seeds_path: str | os.PathLike[str] | None = None,
     ) -> Job: ...
+    def submit_async(
+        self,
+        command: str | list[str],
+        project_dir: str | os.PathLike[str] | None = None,
+        *,
+        manifest: str | os.PathLike[str] | None = None,
+        dbt_project: str | os.PathLike[str] | None = None,
+        extra_packages: str | os.PathLike[str] | None = None,
+        seeds_path: str | os.PathLike[str] | None = None,
+    ) -> Awaitable[Job]: ...
     def job(self, id: str) -> Job: ...
     def job_async(self, id: str) -> Awaitable[Job]: ...
     def jobs(self, status: str | None = None, limit: int = 50) -> list[Job]: ...
+    def jobs_async(self, status: str | None = None, limit: int = 50) -> Awaitable[list[Job]]: ...
 
 @final
 class Job:
@@ -74,7 +132,10 @@ class Job:
     def finished_at(self) -> str | None: ...
     @property
     def done(self) -> bool: ...
+    @property
+    def outcome(self) -> str | None: ...
     def refresh(self) -> None: ...
+    def refresh_async(self) -> Awaitable[None]: ...
     def logs(self, follow: bool = True, after: int = 0) -> LogIterator: ...
     def logs_async(self, follow: bool = True, after: int = 0) -> AsyncLogIterator: ...
     def wait(self, timeout: float | None = None, poll_interval: float = 1.0) -> None: ...
@@ -82,8 +143,13 @@ class Job:
     def cancel(self) -> None: ...
     def cancel_async(self) -> Awaitable[None]: ...
     def artifacts(self) -> list[Artifact]: ...
+    def artifacts_async(self) -> Awaitable[list[Artifact]]: ...
     def download_artifacts(self, dir: str | os.PathLike[str]) -> list[pathlib.Path]: ...
+    def download_artifacts_async(
+        self, dir: str | os.PathLike[str]
+    ) -> Awaitable[list[pathlib.Path]]: ...
     def failed_nodes(self) -> list[FailedNode]: ...
+    def failed_nodes_async(self) -> Awaitable[list[FailedNode]]: ...
 
 @final
 class Artifact:

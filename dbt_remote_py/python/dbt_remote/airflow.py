@@ -41,14 +41,14 @@ def _log_record(log: Any, record: LogRecord) -> None:
 
 
 def _failure_message(job: Job) -> str:
-    """Why the job did not succeed, with the failing nodes."""
+    """Why the job did not succeed, with the failing nodes (texts made by dbt_remote)."""
     try:
         job.wait(poll_interval=0.2)  # the job has ended: this returns at once
     except JobFailed as e:
         return str(e)
-    except Exception:  # noqa: BLE001 - the status below still says it
+    except Exception:  # noqa: BLE001 - the outcome below still says it
         pass
-    return f"job {job.id} ended {job.status}"
+    return job.outcome or f"job {job.id} is {job.status}"
 
 
 class DbtRemoteTrigger(BaseTrigger):
@@ -104,6 +104,7 @@ class DbtRemoteTrigger(BaseTrigger):
                 "status": job.status,
                 "exit_code": job.exit_code,
                 "failure_reason": job.failure_reason,
+                "outcome": job.outcome,
             }
         )
 
@@ -197,14 +198,14 @@ class DbtRemoteOperator(BaseOperator):
             # Timeout (AirflowTaskTimeout), kill, Ctrl-C: the remote job must not go on.
             self._cancel()
             raise
-        self.log.info("dbt-remote: job %s succeeded", job.id)
+        self.log.info("dbt-remote: %s", job.outcome)
         return job.id
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> str:
         job_id = event.get("job_id")
         status = event.get("status")
         if status == "succeeded":
-            self.log.info("dbt-remote: job %s succeeded", job_id)
+            self.log.info("dbt-remote: %s", event.get("outcome") or f"job {job_id} succeeded")
             return str(job_id)
         if status == "error":
             raise AirflowException(f"dbt-remote: following job {job_id} failed: {event.get('error')}")

@@ -1,0 +1,71 @@
+//! `dbt-remote <dbt command>`: pack, submit, follow the logs, exit with dbt's code. Ctrl-C
+//! cancels the remote job; a second Ctrl-C leaves at once.
+
+use dbt_remote_core::client::StreamEvent;
+use dbt_remote_core::{Client, Error, JobId, JobOutcome, Result};
+use futures::StreamExt;
+
+use super::Context;
+use crate::exit::ExitStatus;
+use crate::output;
+
+pub async fn run(ctx: &Context, args: Vec<String>, detach: bool) -> Result<ExitStatus> {
+    let client = ctx.client()?;
+    let files = ctx.settings.job_files();
+    let (job, stats) = client.submit_project(args, &files).await?;
+    output::note(format!(
+        "job {} submitted to {} ({} files, {} uploaded, {} bytes)",
+        job.id,
+        client.base_url(),
+        stats.files,
+        stats.uploaded_blobs,
+        stats.uploaded_bytes
+    ));
+    if detach {
+        println!("{}", job.id);
+        return Ok(ExitStatus::Success);
+    }
+    follow(ctx, &client, job.id, true).await
+}
+
+/// Follows a job's log to its end, prints how it ended and returns the exit status its end
+/// calls for. With `cancel_on_interrupt`, Ctrl-C cancels the job and waits for it to end; a
+/// second Ctrl-C leaves at once.
+pub async fn follow(
+    ctx: &Context,
+    client: &Client,
+    id: JobId,
+    cancel_on_interrupt: bool,
+) -> Result<ExitStatus> {
+    let mut events = std::pin::pin!(client.follow(id, 0));
+    let mut interrupts = 0;
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(StreamEvent::Record(record))) => output::record(&record, ctx.log_level),
+                Some(Ok(StreamEvent::End(job))) => {
+                    let outcome = JobOutcome::of(&job);
+                    output::note(outcome.to_string());
+                    return Ok(ExitStatus::from(&outcome));
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    let why = "the log stream ended before the job";
+                    return Err(Error::unreachable(client.base_url(), why));
+                }
+            },
+            _ = tokio::signal::ctrl_c() => {
+                interrupts += 1;
+                if !cancel_on_interrupt || interrupts > 1 {
+                    let state = if interrupts > 1 { "is being cancelled" } else { "goes on" };
+                    output::note(format!(
+                        "leaving; job {id} {state} on the server (dbt-remote status {id})"
+                    ));
+                    return Ok(ExitStatus::Cancelled);
+                }
+                output::note(format!("cancelling job {id} (press Ctrl-C again to leave at once)"));
+                client.cancel(id).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The handlers of dbt-remote's commands, one file per group: `config`, `debug`, `jobs` (jobs,
+//! logs, status, cancel, artifacts) and `dbt` (a dbt command, following a job). Each takes its
+//! parsed arguments and returns the exit status; errors go up to `main`.
+
+pub mod config;
+pub mod dbt;
+pub mod debug;
+pub mod jobs;
+
+use std::path::PathBuf;
+
+use dbt_remote_core::config::Settings;
+use dbt_remote_core::{connect, Client, LogLevel, Result};
+
+use crate::cli::Options;
+
+/// What every command that talks to the server needs: the settings in force, the server
+/// located.
+pub struct Context {
+    pub settings: Settings,
+    pub log_level: LogLevel,
+}
+
+impl Context {
+    /// Resolves the settings and locates the server (Cloud Run discovery when only
+    /// `--location` is given, in a build with the `gcp` feature).
+    pub async fn new(options: &Options) -> Result<Self> {
+        let dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
+        let settings = Settings::load(&options.overrides(), &dir)?;
+        Ok(Context {
+            settings: connect::locate(settings).await?,
+            log_level: options.log_level.unwrap_or(LogLevel::Info),
+        })
+    }
+
+    /// A client of the server, with the credentials of the settings and environment.
+    pub fn client(&self) -> Result<Client> {
+        connect::client(&self.settings)
+    }
+
+    pub fn project_dir(&self) -> PathBuf {
+        self.settings.job_files().project_dir
+    }
+}
