@@ -411,12 +411,9 @@ fn config_subcommands_and_precedence() {
             "{args:?}"
         );
     }
-    assert_eq!(
-        std::fs::read_to_string(cwd.join("dbt_remote.yml"))
-            .unwrap()
-            .contains("colour"),
-        false
-    );
+    assert!(!std::fs::read_to_string(cwd.join("dbt_remote.yml"))
+        .unwrap()
+        .contains("colour"));
     std::fs::write(cwd.join("dbt_remote.yml"), "server_url: [1, 2]\n").unwrap();
     let out = run(cwd, &["jobs"]);
     assert_eq!(out.status.code(), Some(64));

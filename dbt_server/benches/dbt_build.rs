@@ -102,6 +102,7 @@ fn main() {
         (start.elapsed(), end.unwrap())
     });
     let _ = server.kill();
+    let _ = server.wait();
     assert_eq!(job.exit_code, Some(0), "remote build failed: {job:?}");
     let queued = (job.started_at.unwrap() - job.created_at).as_seconds_f64();
     let ran = (job.finished_at.unwrap() - job.started_at.unwrap()).as_seconds_f64();

@@ -10,7 +10,7 @@ use clap::Parser;
 use dbt_remote_core::launcher::RunnerLock;
 use dbt_remote_core::server::{take_auth_token_from_env, ServerBuilder, ServerSettings};
 use dbt_remote_core::state::EchoLogs;
-use dbt_remote_core::{env, runner, JobRecord, JobStatus};
+use dbt_remote_core::{env, runner, JobOutcome};
 use tokio_util::sync::CancellationToken;
 
 mod cli;
@@ -124,15 +124,5 @@ async fn run_job(args: RunJobArgs) -> Result<ExitCode, BoxError> {
     });
     let job = runner::run_job(store, args.job_id, &settings.runner_config(), cancel).await?;
     tracing::info!(job = %job.id, status = %job.status, exit_code = ?job.exit_code, "job ended");
-    Ok(exit_status(&job))
-}
-
-/// run-job's exit status: 0 for a job that succeeded, dbt's code for one that dbt failed (at
-/// least 1), else 1.
-fn exit_status(job: &JobRecord) -> ExitCode {
-    match (job.status, job.exit_code) {
-        (JobStatus::Succeeded, _) => ExitCode::SUCCESS,
-        (_, Some(code)) => ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
-        _ => ExitCode::from(1),
-    }
+    Ok(ExitCode::from(JobOutcome::of_record(&job).run_job_exit_code()))
 }

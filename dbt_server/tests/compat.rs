@@ -345,7 +345,7 @@ async fn bad_requests_get_a_detail_and_change_nothing() {
     let mut f = form("http://x/", good_zip());
     f.dbt_project = b"name: [unclosed".to_vec();
     refused(&s, &f.parts(), 400, "dbt_project").await;
-    let parts: Vec<Part> = form("http://x/", good_zip())
+    let parts: Vec<Part<'_>> = form("http://x/", good_zip())
         .parts()
         .into_iter()
         .filter(|p| p.0 != "zipped_artifacts")

@@ -170,7 +170,7 @@ pub async fn blobs_are_content_addressed(store: &dyn StateStore) {
             .missing_blobs(std::slice::from_ref(&other))
             .await
             .unwrap(),
-        [other.clone()]
+        std::slice::from_ref(&other)
     );
     store.put_blob(&hash, content.clone()).await.unwrap();
     store.put_blob(&hash, content.clone()).await.unwrap();
@@ -179,7 +179,7 @@ pub async fn blobs_are_content_addressed(store: &dyn StateStore) {
             .missing_blobs(&[hash.clone(), other.clone()])
             .await
             .unwrap(),
-        [other.clone()]
+        std::slice::from_ref(&other)
     );
     assert_eq!(store.get_blob(&hash).await.unwrap(), content);
     let err = store.get_blob(&other).await.unwrap_err();
