@@ -15,29 +15,13 @@ set -euo pipefail
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 req_file="${script_dir}/requirements-emulators.txt"
 venv="${DBT_REMOTE_EMULATORS_VENV:-${HOME}/.cache/dbt-remote/emulators-venv}"
-python="${PYTHON:-python3}"
 src_dir="${script_dir}/firestore-emulator"
 node_dir="${DBT_REMOTE_FIRESTORE_EMULATOR_DIR:-${HOME}/.cache/dbt-remote/firestore-emulator}"
 
 log() { printf 'setup-emulators: %s\n' "$*" >&2; }
 
-# Cloud Storage (Python).
-req_hash="$(sha256sum "${req_file}" | cut -d' ' -f1)"
-marker="${venv}/.dbt-remote-requirements.sha256"
-if [[ ! -x "${venv}/bin/python" ]]; then
-    log "creating venv at ${venv}"
-    mkdir -p "$(dirname "${venv}")"
-    "${python}" -m venv "${venv}" >&2
-    rm -f "${marker}"
-fi
-if [[ -f "${marker}" && "$(cat "${marker}")" == "${req_hash}" && -x "${venv}/bin/gcp-storage-emulator" ]]; then
-    log "gcp-storage-emulator already installed (${req_hash:0:12}), skipping pip"
-else
-    log "installing ${req_file}"
-    rm -f "${marker}"
-    "${venv}/bin/python" -m pip install --disable-pip-version-check --quiet -r "${req_file}" >&2
-    printf '%s\n' "${req_hash}" > "${marker}"
-fi
+# Cloud Storage (Python): a venv of its own, made and kept up to date as the dbt venv is.
+venv="$("${script_dir}/setup-python.sh" "${req_file}" "${venv}")"
 
 # Firestore (Node).
 mkdir -p "${node_dir}"

@@ -18,6 +18,25 @@ pub(crate) struct ClientOptions {
     pub anonymous: bool,
 }
 
+/// The setters of the [`ClientOptions`] a builder keeps in its `client` field, written once for
+/// the launcher's and the locator's builders: `client_option_setters!();` in their `impl`.
+macro_rules! client_option_setters {
+    () => {
+        /// Another endpoint of the Cloud Run Admin API (tests, emulators).
+        pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+            self.client.endpoint = Some(url.into());
+            self
+        }
+
+        /// Sends no credentials (tests against a local fake of the API).
+        pub fn with_anonymous_credentials(mut self) -> Self {
+            self.client.anonymous = true;
+            self
+        }
+    };
+}
+pub(crate) use client_option_setters;
+
 /// Builds a client of the Cloud Run Admin API, e.g. `client!(Jobs, &options)`.
 macro_rules! client {
     ($client:ident, $options:expr) => {{

@@ -300,26 +300,17 @@ mod tests {
         service.schedules().create_schedule(&s).await.unwrap();
         let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
 
-        assert!(service
-            .run_due_schedules(at("2026-11-24T10:00:59Z"))
-            .await
-            .unwrap()
-            .is_empty());
-        let fired = service
-            .run_due_schedules(at("2026-11-24T10:01:00Z"))
-            .await
-            .unwrap();
+        let due = |t: &'static str| {
+            let service = service.clone();
+            async move { service.run_due_schedules(at(t)).await.unwrap() }
+        };
+
+        assert!(due("2026-11-24T10:00:59Z").await.is_empty());
+        let fired = due("2026-11-24T10:01:00Z").await;
         assert_eq!(fired.len(), 1);
-        assert!(service
-            .run_due_schedules(at("2026-11-24T10:01:30Z"))
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(due("2026-11-24T10:01:30Z").await.is_empty());
         // Down for an hour: one catch-up run, not sixty.
-        let fired = service
-            .run_due_schedules(at("2026-11-24T11:02:10Z"))
-            .await
-            .unwrap();
+        let fired = due("2026-11-24T11:02:10Z").await;
         assert_eq!(fired.len(), 1);
         assert_eq!(launcher.launched().len(), 2);
         let stored = &service.schedules().list_schedules().await.unwrap()[0];

@@ -144,17 +144,7 @@ impl CloudRunLauncherBuilder {
         self
     }
 
-    /// Another endpoint of the Cloud Run Admin API (tests, emulators).
-    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.client.endpoint = Some(url.into());
-        self
-    }
-
-    /// Sends no credentials (tests against a local fake of the API).
-    pub fn with_anonymous_credentials(mut self) -> Self {
-        self.client.anonymous = true;
-        self
-    }
+    crate::cloud_run::client_option_setters!();
 
     /// Checks the settings and makes the launcher; jobs are kept in `store`, which the
     /// executions must reach too.

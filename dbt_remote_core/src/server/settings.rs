@@ -1,38 +1,16 @@
-//! dbt-server's wiring: from settings (flags, environment) to a running service. Opening the
-//! store, choosing and configuring the launcher, building the auth [`Verifier`], composing the
-//! [`JobService`] with its schedules and starting the scheduler all happen here, so the
-//! `dbt-server` binary, tests and programs that embed the server get the same wiring.
-//!
-//! The job entry point (`dbt-server run-job`) reads its [`JobSettings`] from the same
-//! environment variables ([`crate::env`]): the process launcher passes the server's resolved
-//! job settings to each job process with [`JobSettings::to_env`], so a job setting is added in
-//! one place, [`JobSettings`].
-//!
-//! ```no_run
-//! # async fn f() -> dbt_remote_core::Result<()> {
-//! use dbt_remote_core::server::ServerBuilder;
-//! let server = ServerBuilder::from_env()?.with_port(0).build().await?;
-//! let scheduler = server.start_scheduler();
-//! // … serve server.service() over HTTP (the dbt_server crate) …
-//! scheduler.stop();
-//! # Ok(()) }
-//! ```
+//! The settings of a server and of its job processes: what the `dbt-server` flags hold, read
+//! from the environment variables of [`crate::env`] and passed on to job processes.
 
 use std::ffi::OsString;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
-use crate::auth::{Verifier, GOOGLE_JWKS_URL};
+use crate::auth::GOOGLE_JWKS_URL;
 use crate::env;
-use crate::launcher::{JobCommand, JobLauncher, ProcessLauncher, ProcessLauncherConfig};
 use crate::runner::RunnerConfig;
-use crate::schedule::LocalSchedules;
-use crate::service::{run_scheduler, JobService};
 use crate::state::{LocalStore, StateStore};
 use crate::{Error, Result};
 
@@ -334,45 +312,7 @@ pub struct ServerSettings {
     pub job_program: Option<PathBuf>,
 }
 
-impl Default for ServerSettings {
-    fn default() -> Self {
-        ServerSettings {
-            job: JobSettings::default(),
-            launcher: LauncherKind::Process,
-            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: DEFAULT_PORT,
-            max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
-            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
-            cancel_grace: Duration::from_secs(DEFAULT_CANCEL_GRACE_SECONDS),
-            public_url: None,
-            accept_client_profiles: false,
-            auth: AuthSettings::default(),
-            job_program: None,
-        }
-    }
-}
-
-/// Reads the static token of [`env::AUTH_TOKEN`] and removes it from this process's
-/// environment, so that job processes and dbt never inherit it. Call it before any other
-/// thread runs (first thing in `main`).
-pub fn take_auth_token_from_env() -> Option<String> {
-    let token = var(env::AUTH_TOKEN);
-    std::env::remove_var(env::AUTH_TOKEN);
-    token
-}
-
-/// Builds a [`Server`] from [`ServerSettings`]; validation happens in [`build`](Self::build).
-#[derive(Debug, Clone, Default)]
-pub struct ServerBuilder {
-    settings: ServerSettings,
-}
-
-impl ServerBuilder {
-    /// The defaults.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
+impl ServerSettings {
     /// The defaults, overridden by every variable of [`crate::env`] that is set. Takes (and
     /// removes) the static token of [`env::AUTH_TOKEN`], see [`take_auth_token_from_env`].
     pub fn from_env() -> Result<Self> {
@@ -410,289 +350,33 @@ impl ServerBuilder {
         s.auth.allowed_emails = var(env::AUTH_ALLOWED_EMAILS)
             .map(|v| v.split(',').map(str::to_string).collect())
             .unwrap_or_default();
-        Ok(ServerBuilder { settings: s })
-    }
-
-    /// Every setting at once.
-    pub fn with_settings(mut self, settings: ServerSettings) -> Self {
-        self.settings = settings;
-        self
-    }
-
-    pub fn with_job_settings(mut self, job: JobSettings) -> Self {
-        self.settings.job = job;
-        self
-    }
-
-    pub fn with_launcher(mut self, launcher: LauncherKind) -> Self {
-        self.settings.launcher = launcher;
-        self
-    }
-
-    pub fn with_host(mut self, host: IpAddr) -> Self {
-        self.settings.host = host;
-        self
-    }
-
-    pub fn with_port(mut self, port: u16) -> Self {
-        self.settings.port = port;
-        self
-    }
-
-    pub fn with_max_concurrent_jobs(mut self, n: usize) -> Self {
-        self.settings.max_concurrent_jobs = n;
-        self
-    }
-
-    pub fn with_max_upload_bytes(mut self, n: u64) -> Self {
-        self.settings.max_upload_bytes = n;
-        self
-    }
-
-    pub fn with_cancel_grace(mut self, grace: Duration) -> Self {
-        self.settings.cancel_grace = grace;
-        self
-    }
-
-    pub fn with_public_url(mut self, url: Option<String>) -> Self {
-        self.settings.public_url = url;
-        self
-    }
-
-    pub fn with_accept_client_profiles(mut self, accept: bool) -> Self {
-        self.settings.accept_client_profiles = accept;
-        self
-    }
-
-    pub fn with_auth(mut self, auth: AuthSettings) -> Self {
-        self.settings.auth = auth;
-        self
-    }
-
-    pub fn with_job_program(mut self, program: impl Into<PathBuf>) -> Self {
-        self.settings.job_program = Some(program.into());
-        self
-    }
-
-    /// Checks the settings, opens the store, makes the launcher and the service, and takes
-    /// over the jobs a previous server left queued or running.
-    pub async fn build(self) -> Result<Server> {
-        let mut settings = self.settings;
-        let verifier = verifier(&settings)?;
-        if let Some(url) = &settings.public_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(Error::invalid(format!(
-                    "--public-url {url:?} must start with http:// or https://"
-                )));
-            }
-        }
-        settings.job = settings.job.absolute()?;
-        let store = settings.job.open_store().await?;
-        let launcher = launcher(&settings, store.clone()).await?;
-        let schedules = LocalSchedules::new(settings.job.state_dir.join("schedules"))?;
-        let service = JobService::new(store, launcher).with_schedules(Arc::new(schedules));
-        service.recover().await?;
-        Ok(Server {
-            settings,
-            service,
-            verifier,
-        })
+        Ok(s)
     }
 }
 
-/// The authentication of the settings.
-fn verifier(settings: &ServerSettings) -> Result<Verifier> {
-    let auth = &settings.auth;
-    let mut builder = Verifier::builder();
-    if let Some(hex) = &auth.token_sha256 {
-        builder = builder.with_token_sha256(hex.as_str());
-    }
-    if let Some(token) = &auth.token {
-        builder = builder.with_token(token.as_str());
-    }
-    if auth.google {
-        let audience = auth
-            .audience
-            .clone()
-            .or_else(|| settings.public_url.clone())
-            .ok_or_else(|| {
-                Error::invalid(
-                    "--auth-google needs --auth-audience or --public-url: the URL clients use",
-                )
-            })?;
-        builder = builder
-            .with_google_id_tokens(audience)
-            .with_jwks_url(auth.jwks_url.as_str())
-            .with_allowed_emails(auth.allowed_emails.clone());
-    } else if auth.audience.is_some() || !auth.allowed_emails.is_empty() {
-        return Err(Error::invalid(
-            "--auth-audience and --auth-allowed-emails need --auth-google",
-        ));
-    }
-    builder.build()
-}
-
-/// The launcher of the settings.
-async fn launcher(
-    settings: &ServerSettings,
-    store: Arc<dyn StateStore>,
-) -> Result<Arc<dyn JobLauncher>> {
-    match settings.launcher {
-        LauncherKind::Process => {
-            let program = match &settings.job_program {
-                Some(p) => p.clone(),
-                None => std::env::current_exe().map_err(|e| Error::backend("dbt-server", e))?,
-            };
-            Ok(Arc::new(ProcessLauncher::new(
-                store,
-                ProcessLauncherConfig {
-                    command: JobCommand {
-                        program,
-                        args: vec!["run-job".into()],
-                        env: settings.job.to_env(),
-                    },
-                    runs_dir: settings.job.state_dir.join("runs"),
-                    max_concurrent: settings.max_concurrent_jobs,
-                    cancel_grace: settings.cancel_grace,
-                    watch_interval: Duration::from_secs(1),
-                },
-            )?))
-        }
-        #[cfg(feature = "gcp")]
-        LauncherKind::CloudRun => {
-            if settings.job.state != StateKind::Gcp {
-                return Err(Error::invalid(
-                    "--launcher cloud-run needs --state gcp: the executions cannot see this \
-                     machine's state dir",
-                ));
-            }
-            let mut builder = crate::launcher::CloudRunLauncher::builder().from_env();
-            // The executions open the same store: pass its settings on.
-            builder = builder.with_env(env::STATE, StateKind::Gcp.as_str());
-            for var in env::GCP_STORE_SETTINGS {
-                if let Some(value) = std::env::var_os(var) {
-                    builder = builder.with_env(*var, value.to_string_lossy());
-                }
-            }
-            Ok(Arc::new(builder.build(store).await?))
-        }
-        #[cfg(not(feature = "gcp"))]
-        LauncherKind::CloudRun => {
-            drop(store);
-            Err(Error::invalid(format!("--launcher cloud-run: {NO_GCP}")))
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            job: JobSettings::default(),
+            launcher: LauncherKind::Process,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: DEFAULT_PORT,
+            max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            cancel_grace: Duration::from_secs(DEFAULT_CANCEL_GRACE_SECONDS),
+            public_url: None,
+            accept_client_profiles: false,
+            auth: AuthSettings::default(),
+            job_program: None,
         }
     }
 }
 
-/// A built server: the service to serve, who may call it, and the resolved settings.
-#[derive(Debug, Clone)]
-pub struct Server {
-    settings: ServerSettings,
-    service: JobService,
-    verifier: Verifier,
-}
-
-impl Server {
-    pub fn settings(&self) -> &ServerSettings {
-        &self.settings
-    }
-
-    pub fn service(&self) -> &JobService {
-        &self.service
-    }
-
-    pub fn verifier(&self) -> &Verifier {
-        &self.verifier
-    }
-
-    /// The address to listen on.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(self.settings.host, self.settings.port)
-    }
-
-    /// Starts the scheduler (it fires due schedules every second) in a task.
-    pub fn start_scheduler(&self) -> Scheduler {
-        let stop = CancellationToken::new();
-        tokio::spawn(run_scheduler(
-            self.service.clone(),
-            Duration::from_secs(1),
-            stop.clone(),
-        ));
-        Scheduler { stop }
-    }
-}
-
-/// A running scheduler; [`stop`](Self::stop) it at shutdown.
-#[derive(Debug)]
-pub struct Scheduler {
-    stop: CancellationToken,
-}
-
-impl Scheduler {
-    pub fn stop(self) {
-        self.stop.cancel();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn job_settings_go_through_the_environment_unchanged() {
-        let settings = JobSettings {
-            state: StateKind::Local,
-            state_dir: "/s".into(),
-            work_dir: Some("/w".into()),
-            dbt_path: "/venv/bin/dbt".into(),
-            python: None,
-            profiles_dir: Some("/p".into()),
-            keep_work_dirs: true,
-        };
-        let env = settings.to_env();
-        let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
-        assert_eq!(get(env::STATE_DIR), Some("/s".into()));
-        assert_eq!(get(env::PYTHON), None);
-        assert_eq!(get(env::KEEP_WORK_DIRS), Some("true".into()));
-    }
-
-    #[tokio::test]
-    async fn builds_that_cannot_work_are_refused_with_the_reason() {
-        let dir = tempfile::tempdir().unwrap();
-        let job = JobSettings {
-            state_dir: dir.path().join("state"),
-            ..Default::default()
-        };
-        let base = ServerBuilder::new().with_job_settings(job);
-        let err = base
-            .clone()
-            .with_public_url(Some("ftp://x".into()))
-            .build()
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("must start with http"), "{err}");
-        let err = base
-            .clone()
-            .with_auth(AuthSettings {
-                google: true,
-                ..Default::default()
-            })
-            .build()
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("--auth-audience"), "{err}");
-        #[cfg(not(feature = "gcp"))]
-        {
-            let err = base
-                .clone()
-                .with_launcher(LauncherKind::CloudRun)
-                .build()
-                .await
-                .unwrap_err();
-            assert!(
-                err.to_string().contains("without the `gcp` feature"),
-                "{err}"
-            );
-        }
-    }
+/// Reads the static token of [`env::AUTH_TOKEN`] and removes it from this process's
+/// environment, so that job processes and dbt never inherit it. Call it before any other
+/// thread runs (first thing in `main`).
+pub fn take_auth_token_from_env() -> Option<String> {
+    let token = var(env::AUTH_TOKEN);
+    std::env::remove_var(env::AUTH_TOKEN);
+    token
 }
