@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use dbt_remote_test_support::server::{eventually, example_project, RealServer};
 use dbt_remote_core::{Client, JobStatus};
+use dbt_remote_test_support::server::{eventually, example_project, RealServer};
 
 fn cli() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_dbt-remote"))
@@ -25,14 +25,7 @@ fn server_binary() -> PathBuf {
 
 /// Runs dbt-remote in `cwd` with a clean DBT_REMOTE_* environment.
 fn run(cwd: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(cli());
-    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DBT_REMOTE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.output().unwrap()
+    run_with(cwd, args, &[])
 }
 
 /// Runs dbt-remote as [`run`] does, with `env` set too.
@@ -46,6 +39,21 @@ fn run_with(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.envs(env.iter().copied());
     cmd.output().unwrap()
+}
+
+/// The args of `dbt-remote {before} run` of the model that fails on demand, made to fail, on
+/// the server at `url`.
+fn failing_run<'a>(url: &'a str, before: &[&'a str]) -> Vec<&'a str> {
+    let run = [
+        "run",
+        "-s",
+        "fail_on_demand",
+        "--vars",
+        "{fail: true}",
+        "--server-url",
+        url,
+    ];
+    [before, &run].concat()
 }
 
 fn text(b: &[u8]) -> String {
@@ -84,35 +92,11 @@ fn dbt_commands_exit_with_dbts_code() {
     );
     assert!(stdout.contains("OK created sql table model main.orders"));
 
-    let out = run(
-        project.path(),
-        &[
-            "run",
-            "-s",
-            "fail_on_demand",
-            "--vars",
-            "{fail: true}",
-            "--server-url",
-            url,
-        ],
-    );
+    let out = run(project.path(), &failing_run(url, &[]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("[ERROR]"));
     // --log-level error shows errors only.
-    let out = run(
-        project.path(),
-        &[
-            "--log-level",
-            "error",
-            "run",
-            "-s",
-            "fail_on_demand",
-            "--vars",
-            "{fail: true}",
-            "--server-url",
-            url,
-        ],
-    );
+    let out = run(project.path(), &failing_run(url, &["--log-level", "error"]));
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(

@@ -10,9 +10,10 @@ use dbt_remote_core::testing::sample_job;
 use dbt_remote_core::{
     JobId, JobLauncher, JobLifecycle, JobStatus, MemoryStore, StateStore, StateStoreExt,
 };
+use dbt_remote_test_support::text::assert_contains;
 use serde_json::{json, Value};
 use wiremock::matchers::{body_partial_json, method, path, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockBuilder, MockServer, ResponseTemplate};
 
 const PARENT: &str = "projects/p/locations/europe-west1";
 const JOB: &str = "projects/p/locations/europe-west1/jobs/dbt-server-job";
@@ -35,6 +36,11 @@ async fn launcher(server: &MockServer, store: Arc<dyn StateStore>) -> CloudRunLa
         .build(store)
         .await
         .unwrap()
+}
+
+/// A fake Cloud Run Admin API and an empty memory store.
+async fn api_and_store() -> (MockServer, Arc<dyn StateStore>) {
+    (MockServer::start().await, Arc::new(MemoryStore::new()))
 }
 
 fn google_error(code: u16, status: &str, message: &str) -> ResponseTemplate {
@@ -76,14 +82,21 @@ fn done_operation(name: &str, type_name: &str, response: Value) -> ResponseTempl
     }))
 }
 
+/// An operation `name` that is not done yet.
+fn pending_operation(name: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "name": format!("{PARENT}/operations/{name}"),
+        "done": false
+    }))
+}
+
 fn execution_name(n: u32) -> String {
     format!("{JOB}/executions/dbt-server-job-exec{n}")
 }
 
 /// A missing job (GET 404, once) and its creation (expected once).
 async fn mount_job_creation(server: &MockServer) {
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/{JOB}")))
+    get_job()
         .respond_with(google_error(
             404,
             "NOT_FOUND",
@@ -93,11 +106,32 @@ async fn mount_job_creation(server: &MockServer) {
         .expect(1)
         .mount(server)
         .await;
+    create_job()
+        .and(body_partial_json(template()))
+        .respond_with(done_operation("create", "Job", json!({"name": JOB})))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+/// `GET /v2/{job}`.
+fn get_job() -> MockBuilder {
+    Mock::given(method("GET")).and(path(format!("/v2/{JOB}")))
+}
+
+/// `POST /v2/{parent}/jobs?jobId=dbt-server-job`.
+fn create_job() -> MockBuilder {
     Mock::given(method("POST"))
         .and(path(format!("/v2/{PARENT}/jobs")))
         .and(query_param("jobId", "dbt-server-job"))
-        .and(body_partial_json(template()))
-        .respond_with(done_operation("create", "Job", json!({"name": JOB})))
+}
+
+/// An existing job definition: `GET /v2/{job}` answers `definition` (named), once.
+async fn mount_existing_job(server: &MockServer, definition: Value) {
+    let mut definition = definition;
+    definition["name"] = json!(JOB);
+    get_job()
+        .respond_with(ResponseTemplate::new(200).set_body_json(definition))
         .expect(1)
         .mount(server)
         .await;
@@ -147,6 +181,49 @@ fn running() -> Value {
     json!({"runningCount": 1, "taskCount": 1})
 }
 
+/// An execution that ended at `at` with one task counted in `count` (`failedCount`, ...).
+fn ended(at: &str, count: &str, conditions: Value) -> Value {
+    let mut state = json!({"completionTime": at, "conditions": conditions});
+    state[count] = json!(1);
+    state
+}
+
+/// Launches a new queued job as execution 1, which runs: the job's id.
+async fn launch_as_execution_1(server: &MockServer, store: &Arc<dyn StateStore>) -> JobId {
+    let id = queued_job(store).await;
+    mount_run(server, id, 1).await;
+    mount_execution(server, 1, running()).await;
+    launcher(server, store.clone())
+        .await
+        .launch(id)
+        .await
+        .unwrap();
+    id
+}
+
+/// With the API answering each of `refusals` (a request; the code, status and message of its
+/// error), launching a new queued job fails with an error naming each of `expected` and leaves
+/// the job failed: the job's failure reason.
+async fn assert_launch_refused(
+    refusals: Vec<(MockBuilder, u16, &str, &str)>,
+    expected: &[&str],
+) -> Option<String> {
+    let (server, store) = api_and_store().await;
+    for (request, code, status, message) in refusals {
+        request
+            .respond_with(google_error(code, status, message))
+            .mount(&server)
+            .await;
+    }
+    let id = queued_job(&store).await;
+    let launcher = launcher(&server, store.clone()).await;
+    let err = launcher.launch(id).await.unwrap_err();
+    assert_contains(&err.to_string(), expected);
+    let job = store.get_job(id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    job.failure_reason
+}
+
 async fn queued_job(store: &Arc<dyn StateStore>) -> JobId {
     store.create_job(&sample_job()).await.unwrap().id
 }
@@ -162,14 +239,30 @@ async fn wait_final(store: &Arc<dyn StateStore>, id: JobId) -> dbt_remote_core::
     panic!("job {id} did not end");
 }
 
+/// A job definition to create and `count` queued jobs, to be run as executions 1, 2, ...
+async fn jobs_to_run(server: &MockServer, store: &Arc<dyn StateStore>, count: u32) -> Vec<JobId> {
+    mount_job_creation(server).await;
+    let mut ids = Vec::new();
+    for n in 1..=count {
+        let id = queued_job(store).await;
+        mount_run(server, id, n).await;
+        ids.push(id);
+    }
+    ids
+}
+
+/// Waits until job `id` ends, which must be failed: its failure reason.
+async fn failure_reason(store: &Arc<dyn StateStore>, id: JobId) -> String {
+    let job = wait_final(store, id).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    job.failure_reason.expect("a failure reason")
+}
+
 #[tokio::test]
 async fn launch_runs_one_execution_per_job_on_one_job_definition() {
-    let server = MockServer::start().await;
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-    mount_job_creation(&server).await;
-    let (a, b) = (queued_job(&store).await, queued_job(&store).await);
-    mount_run(&server, a, 1).await;
-    mount_run(&server, b, 2).await;
+    let (server, store) = api_and_store().await;
+    let ids = jobs_to_run(&server, &store, 2).await;
+    let (a, b) = (ids[0], ids[1]);
     mount_execution(&server, 1, running()).await;
     mount_execution(&server, 2, running()).await;
     let launcher = launcher(&server, store.clone()).await;
@@ -191,17 +284,10 @@ async fn launch_runs_one_execution_per_job_on_one_job_definition() {
 
 #[tokio::test]
 async fn a_drifted_job_definition_is_updated_and_a_current_one_is_not() {
-    let server = MockServer::start().await;
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let (server, store) = api_and_store().await;
     let mut old = template();
-    old["name"] = json!(JOB);
     old["template"]["template"]["containers"][0]["image"] = json!("old-image:0");
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/{JOB}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(old))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_existing_job(&server, old).await;
     let mut wanted = template();
     wanted["name"] = json!(JOB);
     Mock::given(method("PATCH"))
@@ -211,58 +297,30 @@ async fn a_drifted_job_definition_is_updated_and_a_current_one_is_not() {
         .expect(1)
         .mount(&server)
         .await;
-    let id = queued_job(&store).await;
-    mount_run(&server, id, 1).await;
-    mount_execution(&server, 1, running()).await;
-    launcher(&server, store.clone())
-        .await
-        .launch(id)
-        .await
-        .unwrap();
+    launch_as_execution_1(&server, &store).await;
     server.verify().await;
 
     // A job that matches the settings is used as it is.
     let server = MockServer::start().await;
-    let mut current = template();
-    current["name"] = json!(JOB);
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/{JOB}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(current))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_existing_job(&server, template()).await;
     Mock::given(method("PATCH"))
         .respond_with(ResponseTemplate::new(500))
         .expect(0)
         .mount(&server)
         .await;
-    let id = queued_job(&store).await;
-    mount_run(&server, id, 1).await;
-    mount_execution(&server, 1, running()).await;
-    launcher(&server, store.clone())
-        .await
-        .launch(id)
-        .await
-        .unwrap();
+    launch_as_execution_1(&server, &store).await;
 }
 
 #[tokio::test]
 async fn a_creation_that_is_not_done_at_once_is_polled_until_done() {
-    let server = MockServer::start().await;
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/{JOB}")))
+    let (server, store) = api_and_store().await;
+    get_job()
         .respond_with(google_error(404, "NOT_FOUND", "Job not found."))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v2/{PARENT}/jobs")))
-        .and(query_param("jobId", "dbt-server-job"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "name": format!("{PARENT}/operations/create-slow"),
-            "done": false
-        })))
+    create_job()
+        .respond_with(pending_operation("create-slow"))
         .expect(1)
         .mount(&server)
         .await;
@@ -272,24 +330,14 @@ async fn a_creation_that_is_not_done_at_once_is_polled_until_done() {
         .expect(1..)
         .mount(&server)
         .await;
-    let id = queued_job(&store).await;
-    mount_run(&server, id, 1).await;
-    mount_execution(&server, 1, running()).await;
-    launcher(&server, store.clone())
-        .await
-        .launch(id)
-        .await
-        .unwrap();
+    let id = launch_as_execution_1(&server, &store).await;
     assert_eq!(store.get_job(id).await.unwrap().status, JobStatus::Running);
 }
 
 #[tokio::test]
 async fn cancel_cancels_the_execution_and_the_job_ends_cancelled() {
-    let server = MockServer::start().await;
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-    mount_job_creation(&server).await;
-    let id = queued_job(&store).await;
-    mount_run(&server, id, 1).await;
+    let (server, store) = api_and_store().await;
+    let id = jobs_to_run(&server, &store, 1).await[0];
     // Running until cancelled, then cancelled.
     Mock::given(method("GET"))
         .and(path(format!("/v2/{}", execution_name(1))))
@@ -299,10 +347,7 @@ async fn cancel_cancels_the_execution_and_the_job_ends_cancelled() {
         .await;
     Mock::given(method("POST"))
         .and(path(format!("/v2/{}:cancel", execution_name(1))))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "name": format!("{PARENT}/operations/cancel-1"),
-            "done": false
-        })))
+        .respond_with(pending_operation("cancel-1"))
         .expect(1)
         .mount(&server)
         .await;
@@ -313,29 +358,21 @@ async fn cancel_cancels_the_execution_and_the_job_ends_cancelled() {
     let job = launcher.cancel(id).await.unwrap();
     assert_eq!(job.status, JobStatus::Running);
     assert!(job.cancel_requested);
-    mount_execution(
-        &server,
-        1,
-        json!({
-            "completionTime": "2026-11-25T10:00:00Z",
-            "cancelledCount": 1,
-            "conditions": [{
-                "type": "Completed",
-                "state": "CONDITION_FAILED",
-                "executionReason": "CANCELLED",
-                "message": "The execution was cancelled."
-            }]
-        }),
-    )
-    .await;
+    let conditions = json!([{
+        "type": "Completed",
+        "state": "CONDITION_FAILED",
+        "executionReason": "CANCELLED",
+        "message": "The execution was cancelled."
+    }]);
+    let cancelled = ended("2026-11-25T10:00:00Z", "cancelledCount", conditions);
+    mount_execution(&server, 1, cancelled).await;
     let job = wait_final(&store, id).await;
     assert_eq!(job.status, JobStatus::Cancelled);
 }
 
 #[tokio::test]
 async fn a_queued_job_is_cancelled_in_the_store_without_any_request() {
-    let server = MockServer::start().await;
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let (server, store) = api_and_store().await;
     let id = queued_job(&store).await;
     let job = launcher(&server, store.clone())
         .await
@@ -348,79 +385,56 @@ async fn a_queued_job_is_cancelled_in_the_store_without_any_request() {
 
 #[tokio::test]
 async fn a_failed_execution_fails_the_job_with_the_reason() {
-    let server = MockServer::start().await;
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-    mount_job_creation(&server).await;
-    let (exited, timed_out) = (queued_job(&store).await, queued_job(&store).await);
-    mount_run(&server, exited, 1).await;
-    mount_run(&server, timed_out, 2).await;
-    mount_execution(
-        &server,
-        1,
-        json!({
-            "completionTime": "2026-11-25T10:00:00Z",
-            "failedCount": 1,
-            "conditions": [
-                {"type": "ResourcesAvailable", "state": "CONDITION_SUCCEEDED"},
-                {
-                    "type": "Completed",
-                    "state": "CONDITION_FAILED",
-                    "executionReason": "NON_ZERO_EXIT_CODE",
-                    "message": "Task dbt-server-job-exec1-task0 failed with message: The container exited with an error."
-                }
-            ]
-        }),
-    )
-    .await;
-    mount_execution(
-        &server,
-        2,
-        json!({
-            "completionTime": "2026-11-25T10:30:00Z",
-            "failedCount": 1,
-            "conditions": [{
-                "type": "Completed",
-                "state": 3,
-                "message": "Task dbt-server-job-exec2-task0 failed with message: The configured timeout was reached."
-            }]
-        }),
-    )
-    .await;
+    let (server, store) = api_and_store().await;
+    let ids = jobs_to_run(&server, &store, 2).await;
+    let (exited, timed_out) = (ids[0], ids[1]);
+    let exited_state = json!([
+        {"type": "ResourcesAvailable", "state": "CONDITION_SUCCEEDED"},
+        {
+            "type": "Completed",
+            "state": "CONDITION_FAILED",
+            "executionReason": "NON_ZERO_EXIT_CODE",
+            "message": "Task dbt-server-job-exec1-task0 failed with message: The container exited with an error."
+        }
+    ]);
+    let timed_out_state = json!([{
+        "type": "Completed",
+        "state": 3,
+        "message": "Task dbt-server-job-exec2-task0 failed with message: The configured timeout was reached."
+    }]);
+    for (n, at, conditions) in [
+        (1, "2026-11-25T10:00:00Z", exited_state),
+        (2, "2026-11-25T10:30:00Z", timed_out_state),
+    ] {
+        mount_execution(&server, n, ended(at, "failedCount", conditions)).await;
+    }
     let launcher = launcher(&server, store.clone()).await;
     launcher.launch(exited).await.unwrap();
     launcher.launch(timed_out).await.unwrap();
 
-    let job = wait_final(&store, exited).await;
-    assert_eq!(job.status, JobStatus::Failed);
-    let reason = job.failure_reason.unwrap();
-    assert!(
-        reason.contains("dbt-server-job-exec1 failed: its container exited with a non-zero code"),
-        "{reason}"
-    );
-    assert!(
-        reason.contains("The container exited with an error"),
-        "{reason}"
+    let reason = failure_reason(&store, exited).await;
+    assert_contains(
+        &reason,
+        &[
+            "dbt-server-job-exec1 failed: its container exited with a non-zero code",
+            "The container exited with an error",
+        ],
     );
     let logs = store.read_all_logs(exited, 0).await.unwrap();
     assert!(logs.last().unwrap().entry.message.contains(&reason));
 
-    let job = wait_final(&store, timed_out).await;
-    assert_eq!(job.status, JobStatus::Failed);
-    let reason = job.failure_reason.unwrap();
-    assert!(reason.contains("dbt-server-job-exec2 failed"), "{reason}");
-    assert!(
-        reason.contains("The configured timeout was reached"),
-        "{reason}"
-    );
+    let reason = failure_reason(&store, timed_out).await;
+    let expected = [
+        "dbt-server-job-exec2 failed",
+        "The configured timeout was reached",
+    ];
+    assert_contains(&reason, &expected);
 }
 
 #[tokio::test]
 async fn a_job_the_runner_finished_keeps_its_status_when_the_execution_ends() {
-    let server = MockServer::start().await;
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-    mount_job_creation(&server).await;
-    let id = queued_job(&store).await;
-    mount_run(&server, id, 1).await;
+    let (server, store) = api_and_store().await;
+    let id = jobs_to_run(&server, &store, 1).await[0];
     let launcher = launcher(&server, store.clone()).await;
     launcher.launch(id).await.unwrap();
     // The runner in the execution finishes the job (dbt exited 1), then the execution fails.
@@ -428,16 +442,9 @@ async fn a_job_the_runner_finished_keeps_its_status_when_the_execution_ends() {
         .finish_job(id, JobStatus::Failed, Some(1), None)
         .await
         .unwrap();
-    mount_execution(
-        &server,
-        1,
-        json!({
-            "completionTime": "2026-11-25T10:00:00Z",
-            "failedCount": 1,
-            "conditions": [{"type": "Completed", "state": "CONDITION_FAILED", "executionReason": "NON_ZERO_EXIT_CODE"}]
-        }),
-    )
-    .await;
+    let conditions = json!([{"type": "Completed", "state": "CONDITION_FAILED", "executionReason": "NON_ZERO_EXIT_CODE"}]);
+    let failed = ended("2026-11-25T10:00:00Z", "failedCount", conditions);
+    mount_execution(&server, 1, failed).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let job = store.get_job(id).await.unwrap();
     assert_eq!(job.exit_code, Some(1));
@@ -446,8 +453,7 @@ async fn a_job_the_runner_finished_keeps_its_status_when_the_execution_ends() {
 
 #[tokio::test]
 async fn recover_watches_running_executions_and_launches_queued_jobs() {
-    let server = MockServer::start().await;
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let (server, store) = api_and_store().await;
     mount_job_creation(&server).await;
     // A job running before the restart, whose execution has since failed.
     let running_id = queued_job(&store).await;
@@ -459,16 +465,9 @@ async fn recover_watches_running_executions_and_launches_queued_jobs() {
         })
         .await
         .unwrap();
-    mount_execution(
-        &server,
-        7,
-        json!({
-            "completionTime": "2026-11-25T10:00:00Z",
-            "failedCount": 1,
-            "conditions": [{"type": "Completed", "state": "CONDITION_FAILED", "message": "Task was killed: out of memory."}]
-        }),
-    )
-    .await;
+    let conditions = json!([{"type": "Completed", "state": "CONDITION_FAILED", "message": "Task was killed: out of memory."}]);
+    let failed = ended("2026-11-25T10:00:00Z", "failedCount", conditions);
+    mount_execution(&server, 7, failed).await;
     // A running job without an execution: the server died before starting it.
     let lost = queued_job(&store).await;
     store.start_job(lost).await.unwrap();
@@ -482,9 +481,8 @@ async fn recover_watches_running_executions_and_launches_queued_jobs() {
         .await
         .unwrap();
 
-    let job = wait_final(&store, running_id).await;
-    assert_eq!(job.status, JobStatus::Failed);
-    assert!(job.failure_reason.unwrap().contains("out of memory"));
+    let reason = failure_reason(&store, running_id).await;
+    assert!(reason.contains("out of memory"));
     let job = store.get_job(lost).await.unwrap();
     assert_eq!(job.status, JobStatus::Failed);
     assert!(job
@@ -498,65 +496,31 @@ async fn recover_watches_running_executions_and_launches_queued_jobs() {
 
 #[tokio::test]
 async fn permission_denied_names_the_roles_the_server_needs() {
-    let server = MockServer::start().await;
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/{JOB}")))
-        .respond_with(google_error(
-            403,
-            "PERMISSION_DENIED",
-            "Permission 'run.jobs.get' denied on resource 'projects/p/locations/europe-west1/jobs/dbt-server-job' (or resource may not exist).",
-        ))
-        .mount(&server)
-        .await;
-    let id = queued_job(&store).await;
-    let err = launcher(&server, store.clone())
-        .await
-        .launch(id)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("permission denied reading Cloud Run job"),
-        "{err}"
-    );
-    assert!(err.contains("roles/run.developer"), "{err}");
-    assert!(err.contains("iam.serviceAccounts.actAs"), "{err}");
-    assert!(err.contains("Permission 'run.jobs.get' denied"), "{err}");
-    let job = store.get_job(id).await.unwrap();
-    assert_eq!(job.status, JobStatus::Failed);
-    assert!(job.failure_reason.unwrap().contains("roles/run.developer"));
+    let denied = "Permission 'run.jobs.get' denied on resource 'projects/p/locations/europe-west1/jobs/dbt-server-job' (or resource may not exist).";
+    let refusals = vec![(get_job(), 403, "PERMISSION_DENIED", denied)];
+    let expected = [
+        "permission denied reading Cloud Run job",
+        "roles/run.developer",
+        "iam.serviceAccounts.actAs",
+        "Permission 'run.jobs.get' denied",
+    ];
+    let reason = assert_launch_refused(refusals, &expected).await;
+    assert!(reason.unwrap().contains("roles/run.developer"));
 }
 
 #[tokio::test]
 async fn an_unknown_location_is_a_clear_not_found() {
-    let server = MockServer::start().await;
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/{JOB}")))
-        .respond_with(google_error(404, "NOT_FOUND", "Job not found."))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v2/{PARENT}/jobs")))
-        .respond_with(google_error(
-            404,
-            "NOT_FOUND",
-            "Location europe-west1 not found for project p.",
-        ))
-        .mount(&server)
-        .await;
-    let id = queued_job(&store).await;
-    let err = launcher(&server, store.clone())
-        .await
-        .launch(id)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("not found creating Cloud Run job"), "{err}");
-    assert!(err.contains("check the project and the region"), "{err}");
-    assert!(err.contains("DBT_REMOTE_CLOUD_RUN_REGION"), "{err}");
-    assert_eq!(store.get_job(id).await.unwrap().status, JobStatus::Failed);
+    let unknown = "Location europe-west1 not found for project p.";
+    let refusals = vec![
+        (get_job(), 404, "NOT_FOUND", "Job not found."),
+        (create_job(), 404, "NOT_FOUND", unknown),
+    ];
+    let expected = [
+        "not found creating Cloud Run job",
+        "check the project and the region",
+        "DBT_REMOTE_CLOUD_RUN_REGION",
+    ];
+    assert_launch_refused(refusals, &expected).await;
 }
 
 #[tokio::test]

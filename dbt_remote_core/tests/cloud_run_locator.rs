@@ -4,15 +4,18 @@
 
 use dbt_remote_core::config::{ConfigFile, Overrides, Settings};
 use dbt_remote_core::connect::locator_on_cloud_run;
+use dbt_remote_core::locator::CloudRunLocatorBuilder;
 use dbt_remote_core::locator::{CloudRunLocator, ServerLocator};
 use dbt_remote_core::Error;
-use serde_json::json;
+use dbt_remote_test_support::files::write_files;
+use dbt_remote_test_support::text::assert_contains;
+use serde_json::{json, Value};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const SERVICES: &str = "/v2/projects/p/locations/europe-west1/services";
 
-fn locator(api: &MockServer) -> dbt_remote_core::locator::CloudRunLocatorBuilder {
+fn locator(api: &MockServer) -> CloudRunLocatorBuilder {
     CloudRunLocator::builder()
         .with_project("p")
         .with_location("europe-west1")
@@ -45,10 +48,39 @@ async fn mount_check(server: &MockServer) {
         .await;
 }
 
-fn google_error(code: u16, status: &str, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(code).set_body_json(json!({
-        "error": {"code": code, "message": message, "status": status}
-    }))
+/// `GET {services}` answers one page listing `services`.
+fn list_services(services_path: &str, services: Vec<Value>) -> Mock {
+    Mock::given(method("GET"))
+        .and(path(services_path))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "services": services })))
+}
+
+/// A dbt-server answering `/check` once, listed once by `GET {services}` on `api`.
+async fn listed_dbt_server(api: &MockServer, services_path: &str) -> MockServer {
+    let dbt_server = MockServer::start().await;
+    mount_check(&dbt_server).await;
+    list_services(
+        services_path,
+        vec![service("dbt-server", &dbt_server.uri(), true)],
+    )
+    .expect(1)
+    .mount(api)
+    .await;
+    dbt_server
+}
+
+/// `GET {services}` answers a Google API error.
+fn refuse_services(services_path: &str, code: u16, status: &str, message: &str) -> Mock {
+    Mock::given(method("GET"))
+        .and(path(services_path))
+        .respond_with(ResponseTemplate::new(code).set_body_json(json!({
+            "error": {"code": code, "message": message, "status": status}
+        })))
+}
+
+/// Builds the locator, which must then fail to locate: the error.
+async fn locate_error(builder: CloudRunLocatorBuilder) -> Error {
+    builder.build().await.unwrap().locate().await.unwrap_err()
 }
 
 #[tokio::test]
@@ -92,29 +124,19 @@ async fn finds_the_labelled_service_that_answers_check_across_pages() {
 #[tokio::test]
 async fn the_project_comes_from_the_dbt_profile_when_unset() {
     let api = MockServer::start().await;
-    let dbt_server = MockServer::start().await;
-    mount_check(&dbt_server).await;
-    Mock::given(method("GET"))
-        .and(path(
-            "/v2/projects/shop-dev/locations/europe-west1/services",
-        ))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "services": [service("dbt-server", &dbt_server.uri(), true)]
-        })))
-        .expect(1)
-        .mount(&api)
-        .await;
+    let shop_services = "/v2/projects/shop-dev/locations/europe-west1/services";
+    let dbt_server = listed_dbt_server(&api, shop_services).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("dbt_project.yml"),
-        "name: shop\nprofile: shop\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("profiles.yml"),
-        "shop:\n  target: dev\n  outputs:\n    dev:\n      type: bigquery\n      method: oauth\n      project: shop-dev\n      dataset: analytics\n      location: EU\n",
-    )
-    .unwrap();
+    write_files(
+        dir.path(),
+        &[
+            ("dbt_project.yml", "name: shop\nprofile: shop\n"),
+            (
+                "profiles.yml",
+                "shop:\n  target: dev\n  outputs:\n    dev:\n      type: bigquery\n      method: oauth\n      project: shop-dev\n      dataset: analytics\n      location: EU\n",
+            ),
+        ],
+    );
     let locator = CloudRunLocator::builder()
         .with_location("europe-west1")
         .with_dbt_project_dir(dir.path())
@@ -131,24 +153,15 @@ async fn the_project_comes_from_the_dbt_profile_when_unset() {
 #[tokio::test]
 async fn no_labelled_service_says_how_to_deploy_it() {
     let api = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(SERVICES))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "services": [service("web", "http://127.0.0.1:9", false)]
-        })))
+    list_services(SERVICES, vec![service("web", "http://127.0.0.1:9", false)])
         .mount(&api)
         .await;
-    let err = locator(&api)
-        .build()
-        .await
-        .unwrap()
-        .locate()
-        .await
-        .unwrap_err();
+    let err = locate_error(locator(&api)).await;
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
-    let err = err.to_string();
-    assert!(err.contains("--labels dbt-remote=server"), "{err}");
-    assert!(err.contains("--server-url"), "{err}");
+    assert_contains(
+        &err.to_string(),
+        &["--labels dbt-remote=server", "--server-url"],
+    );
 }
 
 #[tokio::test]
@@ -161,10 +174,12 @@ async fn a_multi_region_location_names_the_location_flag() {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
-        let err = err.to_string();
-        assert!(err.contains("is a multi-region BigQuery location"), "{err}");
-        assert!(err.contains("Cloud Run needs a region such as"), "{err}");
-        assert!(err.contains("pass --location"), "{err}");
+        let expected = [
+            "is a multi-region BigQuery location",
+            "Cloud Run needs a region such as",
+            "pass --location",
+        ];
+        assert_contains(&err.to_string(), &expected);
     }
     let err = CloudRunLocator::builder()
         .with_project("p")
@@ -179,61 +194,35 @@ async fn a_multi_region_location_names_the_location_flag() {
 #[tokio::test]
 async fn an_unknown_location_names_the_location_flag() {
     let api = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v2/projects/p/locations/europe-west9/services"))
-        .respond_with(google_error(
-            404,
-            "NOT_FOUND",
-            "Location europe-west9 not found.",
-        ))
+    let west9 = "/v2/projects/p/locations/europe-west9/services";
+    refuse_services(west9, 404, "NOT_FOUND", "Location europe-west9 not found.")
         .expect(1)
         .mount(&api)
         .await;
-    let err = locator(&api)
-        .with_location("europe-west9")
-        .build()
-        .await
-        .unwrap()
-        .locate()
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains(
-            "not found listing the Cloud Run services of projects/p/locations/europe-west9"
-        ),
-        "{err}"
-    );
-    assert!(err.contains("--location"), "{err}");
-    assert!(err.contains("Location europe-west9 not found"), "{err}");
+    let err = locate_error(locator(&api).with_location("europe-west9")).await;
+    let expected = [
+        "not found listing the Cloud Run services of projects/p/locations/europe-west9",
+        "--location",
+        "Location europe-west9 not found",
+    ];
+    assert_contains(&err.to_string(), &expected);
 }
 
 #[tokio::test]
 async fn permission_denied_names_the_permission() {
     let api = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(SERVICES))
-        .respond_with(google_error(
-            403,
-            "PERMISSION_DENIED",
-            "Permission 'run.services.list' denied on resource 'projects/p/locations/europe-west1'.",
-        ))
+    let denied =
+        "Permission 'run.services.list' denied on resource 'projects/p/locations/europe-west1'.";
+    refuse_services(SERVICES, 403, "PERMISSION_DENIED", denied)
         .mount(&api)
         .await;
-    let err = locator(&api)
-        .build()
-        .await
-        .unwrap()
-        .locate()
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("permission denied listing the Cloud Run services"),
-        "{err}"
-    );
-    assert!(err.contains("run.services.list"), "{err}");
-    assert!(err.contains("roles/run.viewer"), "{err}");
+    let err = locate_error(locator(&api)).await;
+    let expected = [
+        "permission denied listing the Cloud Run services",
+        "run.services.list",
+        "roles/run.viewer",
+    ];
+    assert_contains(&err.to_string(), &expected);
 }
 
 fn settings(flags: &[(&'static str, &str)]) -> Settings {
@@ -253,16 +242,7 @@ fn settings(flags: &[(&'static str, &str)]) -> Settings {
 #[tokio::test]
 async fn settings_with_only_a_location_use_cloud_run_discovery() {
     let api = MockServer::start().await;
-    let dbt_server = MockServer::start().await;
-    mount_check(&dbt_server).await;
-    Mock::given(method("GET"))
-        .and(path(SERVICES))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "services": [service("dbt-server", &dbt_server.uri(), true)]
-        })))
-        .expect(1)
-        .mount(&api)
-        .await;
+    let dbt_server = listed_dbt_server(&api, SERVICES).await;
     let cloud_run = || {
         CloudRunLocator::builder()
             .with_project("p")

@@ -25,22 +25,8 @@ async fn appends_from_two_instances_are_numbered_without_gaps() {
         return;
     };
     let prefix = unique_prefix();
-    let a = Arc::new(
-        emulators
-            .store_builder()
-            .with_collection_prefix(&prefix)
-            .build()
-            .await
-            .unwrap(),
-    );
-    let b = Arc::new(
-        emulators
-            .store_builder()
-            .with_collection_prefix(&prefix)
-            .build()
-            .await
-            .unwrap(),
-    );
+    let a = Arc::new(emulators.store_on(&prefix).await);
+    let b = Arc::new(emulators.store_on(&prefix).await);
     let job = a.create_job(&sample_job()).await.unwrap();
     let stores: [Arc<dyn StateStore>; 2] = [a.clone(), b.clone()];
     let tasks: Vec<_> = (0..4)
@@ -89,18 +75,8 @@ async fn a_write_through_another_instance_makes_a_stale_update_fail() {
         return;
     };
     let prefix = unique_prefix();
-    let server = emulators
-        .store_builder()
-        .with_collection_prefix(&prefix)
-        .build()
-        .await
-        .unwrap();
-    let runner = emulators
-        .store_builder()
-        .with_collection_prefix(&prefix)
-        .build()
-        .await
-        .unwrap();
+    let server = emulators.store_on(&prefix).await;
+    let runner = emulators.store_on(&prefix).await;
     let job = server.create_job(&sample_job()).await.unwrap();
     let running = runner.start_job(job.id).await.unwrap();
     assert_eq!(running.version, 2);

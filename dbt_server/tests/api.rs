@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::InProcess;
+use dbt_remote_core::api::Job;
 use dbt_remote_core::client::StreamEvent;
 use dbt_remote_core::package::ProjectFile;
-use dbt_remote_core::state::JobQuery;
+use dbt_remote_core::testing::all_jobs;
 use dbt_remote_core::{
-    BlobHash, Client, JobLifecycle, JobMode, JobStatus, LogEntry, LogLevel, RelPath, StateStore,
-    StateStoreExt,
+    BlobHash, Client, JobId, JobLifecycle, JobMode, JobStatus, LogLevel, RelPath, StateStore,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -23,24 +23,26 @@ async fn server() -> InProcess {
     InProcess::start(LIMIT).await
 }
 
+/// A server with one queued job (`build`), and a client of it.
+async fn server_with_a_job() -> (InProcess, Client, Job) {
+    let s = server().await;
+    let client = Client::new(&s.url).unwrap();
+    let (job, _) = client.submit(vec!["build".into()], &[]).await.unwrap();
+    (s, client, job)
+}
+
 fn file(path: &str, content: &'static [u8]) -> ProjectFile {
     ProjectFile::new(RelPath::new(path).unwrap(), Bytes::from_static(content))
 }
 
 async fn job_count(store: &dyn StateStore) -> usize {
-    store
-        .list_jobs(&JobQuery {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .jobs
-        .len()
+    all_jobs(store).await.len()
 }
 
-/// Checks an error answer: status, `{"error": {"code", "message"}}`, no internal detail.
-async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> String {
+/// Sends `request` and checks its error answer: status, `{"error": {"code", "message"}}`, no
+/// internal detail. The message.
+async fn assert_error(request: reqwest::RequestBuilder, status: u16, code: &str) -> String {
+    let response = request.send().await.unwrap();
     assert_eq!(response.status().as_u16(), status, "status");
     let body: Value = response.json().await.expect("error body is JSON");
     assert_eq!(body["error"]["code"], code, "code in {body}");
@@ -55,25 +57,22 @@ async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> S
     message
 }
 
+/// Sends each of `requests`, which must all be refused with `status` and `code`.
+async fn assert_errors(requests: Vec<reqwest::RequestBuilder>, status: u16, code: &str) {
+    for request in requests {
+        assert_error(request, status, code).await;
+    }
+}
+
 #[tokio::test]
 async fn check_and_health_answer() {
     let s = server().await;
-    let check: Value = reqwest::get(format!("{}/check", s.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let check = common::get_json(format!("{}/check", s.url)).await;
     assert_eq!(
         check,
         json!({ "response": format!("Running dbt-server on port {}", s.port) })
     );
-    let health: Value = reqwest::get(format!("{}/health", s.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = common::get_json(format!("{}/health", s.url)).await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
 }
@@ -257,24 +256,23 @@ async fn bad_submissions_are_refused_and_store_nothing() {
         ),
     ];
     for (name, body) in cases {
-        let r = http
-            .post(format!("{}/api/v1/jobs", s.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let message = assert_error(r, 400, "invalid_input").await;
+        let message = assert_error(
+            http.post(format!("{}/api/v1/jobs", s.url)).json(&body),
+            400,
+            "invalid_input",
+        )
+        .await;
         assert!(!message.is_empty(), "{name}");
     }
     for raw in ["", "{", "not json", "[]", "{\"args\": \"build\"}"] {
-        let r = http
-            .post(format!("{}/api/v1/jobs", s.url))
-            .header("content-type", "application/json")
-            .body(raw)
-            .send()
-            .await
-            .unwrap();
-        let message = assert_error(r, 400, "invalid_input").await;
+        let message = assert_error(
+            http.post(format!("{}/api/v1/jobs", s.url))
+                .header("content-type", "application/json")
+                .body(raw),
+            400,
+            "invalid_input",
+        )
+        .await;
         assert!(message.starts_with("invalid JSON body"), "{message}");
     }
     assert_eq!(job_count(&*s.store).await, 0, "nothing stored");
@@ -287,26 +285,18 @@ async fn oversized_uploads_get_413_and_store_nothing() {
     let http = reqwest::Client::new();
     let big = vec![b'x'; LIMIT as usize + 1];
     let hash = BlobHash::of(&big);
-    let r = http
-        .put(format!("{}/api/v1/blobs/{hash}", s.url))
-        .body(big.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_error(r, 413, "too_large").await;
     // Without a content-length (chunked), the limit holds as well.
     let chunks = futures::stream::iter(
         big.chunks(1000)
             .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
             .collect::<Vec<_>>(),
     );
-    let r = http
-        .put(format!("{}/api/v1/blobs/{hash}", s.url))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
-    assert_error(r, 413, "too_large").await;
+    let blob = format!("{}/api/v1/blobs/{hash}", s.url);
+    let uploads = vec![
+        http.put(&blob).body(big.clone()),
+        http.put(&blob).body(reqwest::Body::wrap_stream(chunks)),
+    ];
+    assert_errors(uploads, 413, "too_large").await;
     assert_eq!(
         s.store
             .missing_blobs(std::slice::from_ref(&hash))
@@ -315,13 +305,13 @@ async fn oversized_uploads_get_413_and_store_nothing() {
         [hash]
     );
     let args: Vec<String> = (0..1000).map(|i| format!("--vars-{i}")).collect();
-    let r = http
-        .post(format!("{}/api/v1/jobs", s.url))
-        .json(&json!({ "args": args }))
-        .send()
-        .await
-        .unwrap();
-    assert_error(r, 413, "too_large").await;
+    assert_error(
+        http.post(format!("{}/api/v1/jobs", s.url))
+            .json(&json!({ "args": args })),
+        413,
+        "too_large",
+    )
+    .await;
     assert_eq!(job_count(&*s.store).await, 0);
 }
 
@@ -330,13 +320,14 @@ async fn bad_blobs_are_refused() {
     let s = server().await;
     let http = reqwest::Client::new();
     let claimed = BlobHash::of(b"one thing");
-    let r = http
-        .put(format!("{}/api/v1/blobs/{claimed}", s.url))
-        .body("another thing")
-        .send()
-        .await
-        .unwrap();
-    assert_error(r, 400, "invalid_input").await;
+    let blobs = format!("{}/api/v1/blobs", s.url);
+    let bad = vec![
+        http.put(format!("{blobs}/{claimed}")).body("another thing"),
+        http.put(format!("{blobs}/..%2F..%2Fetc")).body("x"),
+        http.post(format!("{blobs}/missing"))
+            .json(&json!({ "hashes": ["../x"] })),
+    ];
+    assert_errors(bad, 400, "invalid_input").await;
     assert_eq!(
         s.store
             .missing_blobs(std::slice::from_ref(&claimed))
@@ -345,26 +336,13 @@ async fn bad_blobs_are_refused() {
             .len(),
         1
     );
-    let r = http
-        .put(format!("{}/api/v1/blobs/..%2F..%2Fetc", s.url))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_error(r, 400, "invalid_input").await;
-    let r = http
-        .post(format!("{}/api/v1/blobs/missing", s.url))
-        .json(&json!({ "hashes": ["../x"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_error(r, 400, "invalid_input").await;
 }
 
 #[tokio::test]
 async fn unknown_jobs_get_404() {
     let s = server().await;
     let http = reqwest::Client::new();
+    let mut unknown = vec![http.get(format!("{}/no/such/route", s.url))];
     for id in [
         "01a20c54-fec2-7178-96ab-21796b082a7f",
         "not-a-uuid",
@@ -379,69 +357,38 @@ async fn unknown_jobs_get_404() {
             ("GET", "/artifacts/manifest.json"),
         ] {
             let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-            let r = http
-                .request(m, format!("{}/api/v1/jobs/{id}{path}", s.url))
-                .send()
-                .await
-                .unwrap();
-            assert_error(r, 404, "not_found").await;
+            unknown.push(http.request(m, format!("{}/api/v1/jobs/{id}{path}", s.url)));
         }
     }
-    let r = http
-        .get(format!("{}/no/such/route", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_error(r, 404, "not_found").await;
-    let r = http
-        .delete(format!("{}/api/v1/jobs", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_error(r, 405, "method_not_allowed").await;
+    assert_errors(unknown, 404, "not_found").await;
+    let delete = http.delete(format!("{}/api/v1/jobs", s.url));
+    assert_error(delete, 405, "method_not_allowed").await;
 }
 
 #[tokio::test]
 async fn bad_queries_get_400() {
-    let s = server().await;
-    let client = Client::new(&s.url).unwrap();
-    let (job, _) = client.submit(vec!["build".into()], &[]).await.unwrap();
+    let (s, _client, job) = server_with_a_job().await;
     let http = reqwest::Client::new();
-    for query in [
-        "/api/v1/jobs?status=bogus",
-        "/api/v1/jobs?limit=0",
-        "/api/v1/jobs?limit=100000",
-        "/api/v1/jobs?limit=abc",
-        "/api/v1/jobs?page_token=xyz",
-        "/api/v1/jobs?colour=blue",
-    ] {
-        let r = http.get(format!("{}{query}", s.url)).send().await.unwrap();
-        assert_error(r, 400, "invalid_input").await;
-    }
-    for query in ["/logs?after=abc", "/logs?after=-1", "/logs/stream?after=x"] {
-        let r = http
-            .get(format!("{}/api/v1/jobs/{}{query}", s.url, job.id))
-            .send()
-            .await
-            .unwrap();
-        assert_error(r, 400, "invalid_input").await;
-    }
-    let r = http
-        .get(format!(
-            "{}/api/v1/jobs/{}/artifacts/..%2Fjob.json",
-            s.url, job.id
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_error(r, 400, "invalid_input").await;
+    let job = format!("/api/v1/jobs/{}", job.id);
+    let queries = [
+        "/api/v1/jobs?status=bogus".to_string(),
+        "/api/v1/jobs?limit=0".to_string(),
+        "/api/v1/jobs?limit=100000".to_string(),
+        "/api/v1/jobs?limit=abc".to_string(),
+        "/api/v1/jobs?page_token=xyz".to_string(),
+        "/api/v1/jobs?colour=blue".to_string(),
+        format!("{job}/logs?after=abc"),
+        format!("{job}/logs?after=-1"),
+        format!("{job}/logs/stream?after=x"),
+        format!("{job}/artifacts/..%2Fjob.json"),
+    ];
+    let bad = queries.iter().map(|q| http.get(format!("{}{q}", s.url)));
+    assert_errors(bad.collect(), 400, "invalid_input").await;
 }
 
 #[tokio::test]
 async fn cancel_a_queued_job() {
-    let s = server().await;
-    let client = Client::new(&s.url).unwrap();
-    let (job, _) = client.submit(vec!["build".into()], &[]).await.unwrap();
+    let (_s, client, job) = server_with_a_job().await;
     let cancelled = client.cancel(job.id).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
     assert!(cancelled.cancel_requested);
@@ -452,20 +399,17 @@ async fn cancel_a_queued_job() {
     );
 }
 
+/// Writes the record `line {i}` into job `id`'s log.
+async fn log_line(store: &dyn StateStore, id: JobId, i: u32) {
+    common::log(store, id, LogLevel::Info, format!("line {i}")).await;
+}
+
 #[tokio::test]
 async fn logs_page_and_stream_live_with_resume() {
-    let s = server().await;
-    let client = Client::new(&s.url).unwrap();
-    let (job, _) = client.submit(vec!["build".into()], &[]).await.unwrap();
+    let (s, client, job) = server_with_a_job().await;
     let store = s.store.clone();
     for i in 1..=3 {
-        store
-            .log(
-                job.id,
-                LogEntry::remote(LogLevel::Info, format!("line {i}")),
-            )
-            .await
-            .unwrap();
+        log_line(&*store, job.id, i).await;
     }
     let page = client.logs(job.id, 1, Some(1)).await.unwrap();
     assert_eq!(page.records.len(), 1);
@@ -484,13 +428,7 @@ async fn logs_page_and_stream_live_with_resume() {
     let writer = tokio::spawn(async move {
         for i in 4..=6 {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            store
-                .log(
-                    job.id,
-                    LogEntry::remote(LogLevel::Info, format!("line {i}")),
-                )
-                .await
-                .unwrap();
+            log_line(&*store, job.id, i).await;
         }
         store
             .finish_job(job.id, JobStatus::Succeeded, Some(0), None)
@@ -529,9 +467,7 @@ async fn logs_page_and_stream_live_with_resume() {
 
 #[tokio::test]
 async fn artifacts_are_listed_and_downloaded() {
-    let s = server().await;
-    let client = Client::new(&s.url).unwrap();
-    let (job, _) = client.submit(vec!["build".into()], &[]).await.unwrap();
+    let (s, client, job) = server_with_a_job().await;
     let name = RelPath::new("run_results.json").unwrap();
     s.store
         .put_artifact(job.id, &name, Bytes::from_static(b"{\"results\":[]}"))

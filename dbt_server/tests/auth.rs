@@ -95,6 +95,21 @@ async fn call(url: &str, method: &str, path: &str, auth: Option<&str>) -> reqwes
     request.send().await.unwrap()
 }
 
+/// `GET /api/v1/jobs` with `authorization`.
+async fn list_jobs(url: &str, authorization: &str) -> reqwest::Response {
+    call(url, "GET", "/api/v1/jobs", Some(authorization)).await
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A job stored in `s`: its id.
+async fn stored_job(s: &InProcess) -> String {
+    let job = s.store.create_job(&sample_job()).await.unwrap();
+    job.id.to_string()
+}
+
 /// A 401 in the body shape of the route's protocol, with WWW-Authenticate and no job data.
 async fn assert_refused(
     response: reqwest::Response,
@@ -125,13 +140,7 @@ async fn assert_refused(
 #[tokio::test]
 async fn a_static_token_guards_every_route_but_health_check_and_version() {
     let s = with_static_token().await;
-    let job = s
-        .store
-        .create_job(&sample_job())
-        .await
-        .unwrap()
-        .id
-        .to_string();
+    let job = stored_job(&s).await;
     for path in ["/health", "/check", "/version"] {
         let response = call(&s.url, "GET", path, None).await;
         assert_eq!(response.status().as_u16(), 200, "{path}");
@@ -154,18 +163,12 @@ async fn a_static_token_guards_every_route_but_health_check_and_version() {
             let response = call(&s.url, method, &path, Some(wrong)).await;
             assert_refused(response, legacy, &job, &format!("{what} with {wrong:?}")).await;
         }
-        let right = call(&s.url, method, &path, Some(&format!("Bearer {TOKEN}"))).await;
+        let right = call(&s.url, method, &path, Some(&bearer(TOKEN))).await;
         assert_ne!(right.status().as_u16(), 401, "{what}");
         assert!(right.headers().get("www-authenticate").is_none(), "{what}");
     }
     // With the token the routes answer as usual.
-    let listed = call(
-        &s.url,
-        "GET",
-        "/api/v1/jobs",
-        Some(&format!("bearer {TOKEN}")),
-    )
-    .await;
+    let listed = list_jobs(&s.url, &format!("bearer {TOKEN}")).await;
     assert_eq!(listed.status().as_u16(), 200);
     assert!(listed.text().await.unwrap().contains(&job));
 }
@@ -207,16 +210,8 @@ async fn the_client_sends_the_token_and_names_a_refusal() {
 async fn google_id_tokens_are_checked_against_the_jwks() {
     let (jwks_url, hits) = jwks_endpoint().await;
     let s = with_google(&jwks_url, &[]).await;
-    let job = s
-        .store
-        .create_job(&sample_job())
-        .await
-        .unwrap()
-        .id
-        .to_string();
-    let bearer = |token: String| format!("Bearer {token}");
-
-    let valid = bearer(key(0).sign(&google_claims(AUDIENCE, EMAIL, 3600)));
+    let job = stored_job(&s).await;
+    let valid = bearer(&key(0).sign(&google_claims(AUDIENCE, EMAIL, 3600)));
     for (method, path, _) in [
         ("GET", "/api/v1/jobs".to_string(), false),
         ("GET", format!("/api/v1/jobs/{job}"), false),
@@ -226,13 +221,8 @@ async fn google_id_tokens_are_checked_against_the_jwks() {
         assert_eq!(response.status().as_u16(), 200, "{method} {path}");
     }
     // The audience may carry a trailing slash too.
-    let slash = bearer(key(0).sign(&google_claims(&format!("{AUDIENCE}/"), EMAIL, 3600)));
-    assert_eq!(
-        call(&s.url, "GET", "/api/v1/jobs", Some(&slash))
-            .await
-            .status(),
-        200
-    );
+    let slash = bearer(&key(0).sign(&google_claims(&format!("{AUDIENCE}/"), EMAIL, 3600)));
+    assert_eq!(list_jobs(&s.url, &slash).await.status(), 200);
 
     let mut wrong_issuer = google_claims(AUDIENCE, EMAIL, 3600);
     wrong_issuer["iss"] = "https://issuer.example.test".into();
@@ -268,7 +258,7 @@ async fn google_id_tokens_are_checked_against_the_jwks() {
     ];
     for (what, token, expected) in cases {
         for (path, legacy) in [("/api/v1/jobs", false), ("/schedule", true)] {
-            let response = call(&s.url, "GET", path, Some(&bearer(token.clone()))).await;
+            let response = call(&s.url, "GET", path, Some(&bearer(&token))).await;
             let message = assert_refused(response, legacy, &job, what).await;
             assert!(message.contains(expected), "{what}: {message}");
         }
@@ -282,16 +272,10 @@ async fn an_allow_list_limits_google_accounts() {
     let (jwks_url, _) = jwks_endpoint().await;
     let s = with_google(&jwks_url, &[EMAIL]).await;
     let ok = key(0).sign(&google_claims(AUDIENCE, EMAIL, 3600));
-    let response = call(&s.url, "GET", "/api/v1/jobs", Some(&format!("Bearer {ok}"))).await;
+    let response = list_jobs(&s.url, &bearer(&ok)).await;
     assert_eq!(response.status().as_u16(), 200);
     let other = key(0).sign(&google_claims(AUDIENCE, "someone@example.test", 3600));
-    let response = call(
-        &s.url,
-        "GET",
-        "/api/v1/jobs",
-        Some(&format!("Bearer {other}")),
-    )
-    .await;
+    let response = list_jobs(&s.url, &bearer(&other)).await;
     let message = assert_refused(response, false, "-", "other account").await;
     assert!(message.contains("someone@example.test"), "{message}");
 }
@@ -301,13 +285,7 @@ async fn unreachable_keys_fail_closed() {
     // Nothing listens on port 9: the request must not reach the route.
     let s = with_google("http://127.0.0.1:9/certs", &[]).await;
     let token = key(0).sign(&google_claims(AUDIENCE, EMAIL, 3600));
-    let response = call(
-        &s.url,
-        "GET",
-        "/api/v1/jobs",
-        Some(&format!("Bearer {token}")),
-    )
-    .await;
+    let response = list_jobs(&s.url, &bearer(&token)).await;
     assert_eq!(response.status().as_u16(), 500);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "internal");

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{dbt_path, follow_to_end, repo_root, server_binary, RealServer};
+use common::{dbt_path, follow_to_end, repo_root, server_binary, strings, RealServer};
 use dbt_remote_core::package::pack_project;
 use dbt_remote_core::{Client, JobStatus};
 use dbt_remote_test_support::gcp::{unique_prefix, Emulators};
@@ -72,12 +72,7 @@ impl Respond for RunJob {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let body: Value = serde_json::from_slice(&request.body).unwrap();
         let overrides = &body["overrides"]["containerOverrides"][0];
-        let args: Vec<String> = overrides["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_string())
-            .collect();
+        let args = strings(&overrides["args"]);
         let mut ex = self.executions.lock().unwrap();
         let stdout_path = std::env::temp_dir().join(format!("cloud-run-exec-{}.log", args[1]));
         let stdout = std::fs::File::create(&stdout_path).unwrap();

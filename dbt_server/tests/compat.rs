@@ -9,9 +9,9 @@ use common::legacy::{
     is_legacy_line, multipart, overrides_with, post_form, stored_zip, Form, Part,
     CAPTURED_OVERRIDES,
 };
-use common::InProcess;
-use dbt_remote_core::state::JobQuery;
-use dbt_remote_core::{JobId, JobLifecycle, JobMode, JobStatus, LogEntry, LogLevel, StateStoreExt};
+use common::{log, strings, InProcess};
+use dbt_remote_core::testing::all_jobs;
+use dbt_remote_core::{JobId, JobLifecycle, JobMode, JobStatus, LogLevel};
 use serde_json::Value;
 
 const MIB: u64 = 1024 * 1024;
@@ -34,6 +34,16 @@ fn form(server_url: &str, zip: Vec<u8>) -> Form {
     }
 }
 
+/// The dbt args of the command and overrides of [`form`].
+const FORM_ARGS: [&str; 6] = [
+    "build",
+    "--select",
+    "some_model",
+    "--target",
+    "dev",
+    "--full-refresh",
+];
+
 fn good_zip() -> Vec<u8> {
     stored_zip(&[
         ("manifest.json", &big_manifest()),
@@ -54,14 +64,42 @@ async fn get(url: String) -> (u16, Value) {
     json(reqwest::get(url).await.unwrap()).await
 }
 
+/// `GET url` answers 200 with `expected`.
+async fn assert_get(url: String, expected: Value) {
+    assert_eq!(get(url).await, (200, expected));
+}
+
+/// Posts `parts` to `/dbt` of `s`: the status and the JSON body.
+async fn post_dbt(s: &InProcess, parts: &[Part<'_>]) -> (u16, Value) {
+    json(post_form(&format!("{}/dbt", s.url), parts).await).await
+}
+
+/// Posts `f`, which must create a job (202): the body.
+async fn created(s: &InProcess, f: &Form) -> Value {
+    let (status, body) = post_dbt(s, &f.parts()).await;
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
+/// Posts a job of [`form`] to `s`: its uuid and id.
+async fn posted_job(s: &InProcess) -> (String, JobId) {
+    let f = form("http://127.0.0.1/", good_zip());
+    let (_, body) = post_dbt(s, &f.parts()).await;
+    uuid_of(&body)
+}
+
+/// The uuid a `/dbt` answer names, and the job id it is.
+fn uuid_of(body: &Value) -> (String, JobId) {
+    let uuid = body["uuid"].as_str().unwrap().to_string();
+    let id = uuid.parse().unwrap();
+    (uuid, id)
+}
+
 #[tokio::test]
 async fn version_is_the_protocol_version() {
     let s = InProcess::start(MIB).await;
-    let (status, body) = get(format!("{}/version", s.url)).await;
-    assert_eq!(
-        (status, body),
-        (200, serde_json::json!({"version": "0.4.6"}))
-    );
+    let version = format!("{}/version", s.url);
+    assert_get(version, serde_json::json!({"version": "0.4.6"})).await;
 }
 
 #[tokio::test]
@@ -69,10 +107,8 @@ async fn a_captured_request_creates_a_manifest_job() {
     let s = InProcess::start(8 * MIB).await;
     // The client names another server: links come from the server's own URL.
     let f = form("http://client-side-name.invalid/", good_zip());
-    let (status, body) = json(post_form(&format!("{}/dbt", s.url), &f.parts()).await).await;
-    assert_eq!(status, 202, "{body}");
-    let uuid = body["uuid"].as_str().unwrap();
-    let id: JobId = uuid.parse().unwrap();
+    let body = created(&s, &f).await;
+    let (uuid, id) = uuid_of(&body);
     assert_eq!(body["message"], format!("Job created with uuid: {uuid}"));
     assert_eq!(body["links"]["run_status"], format!("{}/job/{uuid}", s.url));
     assert_eq!(
@@ -84,17 +120,7 @@ async fn a_captured_request_creates_a_manifest_job() {
     let job = s.store.get_job(id).await.unwrap();
     assert_eq!(s.launcher.launched(), [id]);
     assert_eq!(job.spec.mode, JobMode::Manifest);
-    assert_eq!(
-        job.spec.args,
-        [
-            "build",
-            "--select",
-            "some_model",
-            "--target",
-            "dev",
-            "--full-refresh"
-        ]
-    );
+    assert_eq!(job.spec.args, FORM_ARGS);
     let paths: Vec<&str> = job.spec.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -107,11 +133,8 @@ async fn a_captured_request_creates_a_manifest_job() {
     let manifest = s.store.get_blob(&job.spec.files[1].sha256).await.unwrap();
     assert_eq!(manifest.len(), big_manifest().len());
 
-    let (status, body) = get(format!("{}/job/{uuid}", s.url)).await;
-    assert_eq!(
-        (status, body),
-        (200, serde_json::json!({"run_status": "pending"}))
-    );
+    let run_status = format!("{}/job/{uuid}", s.url);
+    assert_get(run_status, serde_json::json!({"run_status": "pending"})).await;
 }
 
 #[tokio::test]
@@ -120,13 +143,8 @@ async fn the_captured_overrides_alone_add_no_flag_and_packages_are_kept() {
     let mut f = form("http://127.0.0.1:18081/", good_zip());
     f.overrides = CAPTURED_OVERRIDES.into();
     f.packages = Some(b"packages:\n  - local: ../shared_macros\n".to_vec());
-    let (status, body) = json(post_form(&format!("{}/dbt", s.url), &f.parts()).await).await;
-    assert_eq!(status, 202, "{body}");
-    let job = s
-        .store
-        .get_job(body["uuid"].as_str().unwrap().parse().unwrap())
-        .await
-        .unwrap();
+    let (_, id) = uuid_of(&created(&s, &f).await);
+    let job = s.store.get_job(id).await.unwrap();
     assert_eq!(job.spec.args, ["build", "--select", "some_model"]);
     assert!(job
         .spec
@@ -143,14 +161,13 @@ async fn client_profiles_are_used_only_when_the_server_accepts_them() {
     })
     .await;
     let f = form("http://127.0.0.1:18081/", good_zip());
-    let (status, body) = json(post_form(&format!("{}/dbt", s.url), &f.parts()).await).await;
-    assert_eq!(status, 202, "{body}");
-    let uuid = body["uuid"].as_str().unwrap();
+    let body = created(&s, &f).await;
+    let (uuid, id) = uuid_of(&body);
     assert_eq!(
         body["links"]["run_status"],
         format!("https://dbt.example.com/job/{uuid}")
     );
-    let job = s.store.get_job(uuid.parse().unwrap()).await.unwrap();
+    let job = s.store.get_job(id).await.unwrap();
     assert!(job.spec.client_profiles);
     let profiles = job
         .spec
@@ -167,10 +184,7 @@ async fn client_profiles_are_used_only_when_the_server_accepts_them() {
 #[tokio::test]
 async fn last_logs_returns_each_line_once_in_order_and_logs_returns_all() {
     let s = InProcess::start(8 * MIB).await;
-    let f = form("http://127.0.0.1/", good_zip());
-    let (_, body) = json(post_form(&format!("{}/dbt", s.url), &f.parts()).await).await;
-    let uuid = body["uuid"].as_str().unwrap().to_string();
-    let id: JobId = uuid.parse().unwrap();
+    let (uuid, id) = posted_job(&s).await;
     let last_logs = || get(format!("{}/job/{uuid}/last_logs", s.url));
 
     let (status, first) = last_logs().await;
@@ -181,23 +195,12 @@ async fn last_logs_returns_each_line_once_in_order_and_logs_returns_all() {
 
     s.store.start_job(id).await.unwrap();
     for i in 0..3 {
-        s.store
-            .log(id, LogEntry::remote(LogLevel::Info, format!("line {i}")))
-            .await
-            .unwrap();
+        log(&*s.store, id, LogLevel::Info, format!("line {i}")).await;
     }
-    s.store
-        .log(id, LogEntry::remote(LogLevel::Error, "two\nlines"))
-        .await
-        .unwrap();
+    log(&*s.store, id, LogLevel::Error, "two\nlines").await;
     let (_, second) = last_logs().await;
     assert_eq!(second["run_status"], "running");
-    let lines: Vec<&str> = second["run_logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
+    let lines = strings(&second["run_logs"]);
     assert_eq!(lines.len(), 5, "{lines:?}");
     assert!(lines.iter().all(|l| is_legacy_line(l)), "{lines:?}");
     assert!(lines[0].ends_with("\tINFO\tline 0"), "{lines:?}");
@@ -205,10 +208,7 @@ async fn last_logs_returns_each_line_once_in_order_and_logs_returns_all() {
     let (_, third) = last_logs().await;
     assert_eq!(third["run_logs"], serde_json::json!([]), "nothing twice");
 
-    s.store
-        .log(id, LogEntry::remote(LogLevel::Info, "last"))
-        .await
-        .unwrap();
+    log(&*s.store, id, LogLevel::Info, "last").await;
     s.store
         .finish_job(id, JobStatus::Succeeded, Some(0), None)
         .await
@@ -227,18 +227,12 @@ async fn last_logs_returns_each_line_once_in_order_and_logs_returns_all() {
 #[tokio::test]
 async fn concurrent_last_logs_callers_never_get_a_line_twice() {
     let s = InProcess::start(8 * MIB).await;
-    let f = form("http://127.0.0.1/", good_zip());
-    let (_, body) = json(post_form(&format!("{}/dbt", s.url), &f.parts()).await).await;
-    let uuid = body["uuid"].as_str().unwrap().to_string();
-    let id: JobId = uuid.parse().unwrap();
+    let (uuid, id) = posted_job(&s).await;
     let writer = {
         let store = s.store.clone();
         tokio::spawn(async move {
             for i in 0..300 {
-                store
-                    .log(id, LogEntry::remote(LogLevel::Info, format!("record {i}")))
-                    .await
-                    .unwrap();
+                log(&*store, id, LogLevel::Info, format!("record {i}")).await;
                 if i % 50 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -256,9 +250,7 @@ async fn concurrent_last_logs_callers_never_get_a_line_twice() {
                 let mut got = Vec::new();
                 loop {
                     let (_, body) = get(url.clone()).await;
-                    for l in body["run_logs"].as_array().unwrap() {
-                        got.push(l.as_str().unwrap().to_string());
-                    }
+                    got.extend(strings(&body["run_logs"]));
                     if body["run_status"] == "failed" {
                         return got;
                     }
@@ -274,13 +266,7 @@ async fn concurrent_last_logs_callers_never_get_a_line_twice() {
     // A final poll picks up what the pollers left after the status turned final.
     let (_, rest) = get(format!("{}/job/{uuid}/last_logs", s.url)).await;
     assert_eq!(rest["run_status"], "failed", "cancelled is failed here");
-    all.extend(
-        rest["run_logs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l.as_str().unwrap().to_string()),
-    );
+    all.extend(strings(&rest["run_logs"]));
     let messages: Vec<String> = all
         .iter()
         .map(|l| l.rsplit('\t').next().unwrap().to_string())
@@ -291,7 +277,7 @@ async fn concurrent_last_logs_callers_never_get_a_line_twice() {
 }
 
 async fn refused(s: &InProcess, parts: &[Part<'_>], expected_status: u16, needle: &str) {
-    let (status, body) = json(post_form(&format!("{}/dbt", s.url), parts).await).await;
+    let (status, body) = post_dbt(s, parts).await;
     assert_eq!(status, expected_status, "{body}");
     let detail = body["detail"]
         .as_str()
@@ -363,14 +349,7 @@ async fn bad_requests_get_a_detail_and_change_nothing() {
     assert_eq!(status, 400);
     assert!(body["detail"].as_str().unwrap().contains("multipart"));
 
-    let page = s
-        .store
-        .list_jobs(&JobQuery {
-            limit: 10,
-            ..Default::default()
-        })
-        .await;
-    assert!(page.unwrap().jobs.is_empty(), "no job was stored");
+    assert!(all_jobs(&*s.store).await.is_empty(), "no job was stored");
     assert!(s.launcher.launched().is_empty());
 
     for path in [
@@ -441,24 +420,14 @@ async fn schedules_are_created_listed_started_and_deleted() {
     let r = reqwest::Client::new().post(&start).send().await.unwrap();
     let (status, started) = json(r).await;
     assert_eq!(status, 200, "{started}");
-    let job_id: JobId = started["uuid"].as_str().unwrap().parse().unwrap();
+    let (_, job_id) = uuid_of(&started);
     assert_eq!(
         started["message"],
         format!("Job created with uuid: {job_id}")
     );
     assert_eq!(s.launcher.launched(), [job_id]);
     let job = s.store.get_job(job_id).await.unwrap();
-    assert_eq!(
-        job.spec.args,
-        [
-            "build",
-            "--select",
-            "some_model",
-            "--target",
-            "dev",
-            "--full-refresh"
-        ]
-    );
+    assert_eq!(job.spec.args, FORM_ARGS);
 
     let r = reqwest::Client::new()
         .post(format!(

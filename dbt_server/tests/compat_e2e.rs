@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::legacy::{is_legacy_line, overrides_with, post_form, stored_zip, Form};
-use common::{dbt_path, example_project, repo_root, server_binary, RealServer};
+use common::{dbt_path, example_project, get_json, repo_root, server_binary, strings, RealServer};
 use serde_json::Value;
 
 /// The example project parsed by real dbt: its dbt_project.yml and the 0.4.6 zip
@@ -66,10 +66,8 @@ async fn poll_until_final(url: &str) -> (Vec<String>, String) {
     let mut lines = Vec::new();
     loop {
         assert!(Instant::now() < deadline, "job did not end in time");
-        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-        for l in body["run_logs"].as_array().unwrap() {
-            lines.push(l.as_str().unwrap().to_string());
-        }
+        let body = get_json(url).await;
+        lines.extend(strings(&body["run_logs"]));
         let status = body["run_status"].as_str().unwrap().to_string();
         if status != "pending" && status != "running" {
             return (lines, status);
@@ -111,18 +109,7 @@ async fn a_manifest_job_runs_real_dbt_and_last_logs_returns_every_line_once() {
     let (polled, status) = poll_until_final(last_logs).await;
     assert_eq!(status, "success", "{polled:#?}");
     let uuid = body["uuid"].as_str().unwrap();
-    let all: Value = reqwest::get(format!("{}/job/{uuid}/logs", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let all: Vec<String> = all["run_logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap().to_string())
-        .collect();
+    let all = strings(&get_json(format!("{}/job/{uuid}/logs", server.url)).await["run_logs"]);
     assert_eq!(
         polled, all,
         "last_logs returned every line exactly once, in order"
@@ -138,7 +125,7 @@ async fn a_manifest_job_runs_real_dbt_and_last_logs_returns_every_line_once() {
     ] {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
     }
-    let final_poll: Value = reqwest::get(last_logs).await.unwrap().json().await.unwrap();
+    let final_poll = get_json(last_logs).await;
     assert_eq!(final_poll["run_logs"], serde_json::json!([]));
 }
 

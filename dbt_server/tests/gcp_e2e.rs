@@ -9,11 +9,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{follow_to_end, repo_root, RealServer};
+use common::{assert_live, assert_succeeded_in_order, follow_to_end, repo_root, RealServer};
 use dbt_remote_core::package::pack_project;
-use dbt_remote_core::state::{GcpStore, StateStore, StateStoreExt};
+use dbt_remote_core::state::{StateStore, StateStoreExt};
 use dbt_remote_core::{Client, JobStatus, RelPath};
-use dbt_remote_test_support::gcp::{unique_prefix, Emulators, BUCKET, PROJECT};
+use dbt_remote_test_support::gcp::{unique_prefix, Emulators};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_with_state_in_firestore_and_cloud_storage() {
@@ -39,37 +39,11 @@ async fn build_with_state_in_firestore_and_cloud_storage() {
     // Follow live, as `dbt-remote build` does.
     let (records, done) = follow_to_end(&client, job.id, Duration::from_secs(180)).await;
     let ended = Instant::now();
-    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
-    assert_eq!(done.exit_code, Some(0));
-    let seqs: Vec<u64> = records.iter().map(|(_, r)| r.seq).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
-    let first_start = records
-        .iter()
-        .find(|(_, r)| {
-            r.entry
-                .node
-                .as_ref()
-                .is_some_and(|n| n.status.as_deref() == Some("started"))
-        })
-        .expect("a node start record");
-    assert!(
-        ended - first_start.0 > Duration::from_secs(2),
-        "logs were not live"
-    );
-    assert!(records
-        .iter()
-        .any(|(_, r)| r.entry.message.starts_with("Done. PASS=")));
+    assert_succeeded_in_order(&records, &done);
+    assert_live(&records, ended);
 
     // The state is in the emulators, where another store on the same prefix reads it …
-    let store = GcpStore::builder()
-        .with_project(PROJECT)
-        .with_bucket(BUCKET)
-        .with_collection_prefix(&prefix)
-        .with_firestore_emulator(emulators.firestore_host())
-        .with_storage_emulator(emulators.storage_host())
-        .build()
-        .await
-        .unwrap();
+    let store = emulators.store_on(&prefix).await;
     let stored = store.get_job(job.id).await.unwrap();
     assert_eq!(stored.status, JobStatus::Succeeded);
     let logs = store.read_all_logs(job.id, 0).await.unwrap();

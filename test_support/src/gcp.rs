@@ -191,6 +191,16 @@ impl Emulators {
             .with_storage_emulator(&self.storage_host)
     }
 
+    /// A store on these emulators with the collection prefix `prefix`: another instance on the
+    /// data of every store with that prefix, as the server and its job processes are.
+    pub async fn store_on(&self, prefix: &str) -> GcpStore {
+        self.store_builder()
+            .with_collection_prefix(prefix)
+            .build()
+            .await
+            .expect("a GCP store on the emulators")
+    }
+
     /// A new, empty store on these emulators.
     pub async fn store(&self) -> Arc<GcpStore> {
         Arc::new(

@@ -163,7 +163,6 @@ where
     }
 }
 
-/// Pids of processes whose working directory is inside `dir`.
 /// Follows job `id` from its first record to its end, as `dbt-remote` does: its records with
 /// the instant each arrived, and the final job. Panics if it does not end within `limit`.
 pub async fn follow_to_end(
@@ -190,6 +189,48 @@ pub async fn follow_to_end(
     }
 }
 
+/// Asserts that a job followed with [`follow_to_end`] succeeded with dbt's `Done. PASS=`, and
+/// that its records came each once, in order, from 1.
+pub fn assert_succeeded_in_order(
+    records: &[(Instant, dbt_remote_core::LogRecord)],
+    done: &dbt_remote_core::api::Job,
+) {
+    assert_eq!(
+        done.status,
+        dbt_remote_core::JobStatus::Succeeded,
+        "{done:?}"
+    );
+    assert_eq!(done.exit_code, Some(0));
+    let seqs: Vec<u64> = records.iter().map(|(_, r)| r.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "every record once, in order"
+    );
+    assert!(records
+        .iter()
+        .any(|(_, r)| r.entry.message.starts_with("Done. PASS=")));
+}
+
+/// Asserts that records followed with [`follow_to_end`] arrived while dbt ran, not only at
+/// the end (`ended`): the first node started more than 2 s before.
+pub fn assert_live(records: &[(Instant, dbt_remote_core::LogRecord)], ended: Instant) {
+    let first_start = records
+        .iter()
+        .find(|(_, r)| {
+            r.entry
+                .node
+                .as_ref()
+                .is_some_and(|n| n.status.as_deref() == Some("started"))
+        })
+        .expect("a node start record");
+    assert!(
+        ended - first_start.0 > Duration::from_secs(2),
+        "logs were not live"
+    );
+}
+
+/// Pids of processes whose working directory is inside `dir`.
 pub fn processes_in(dir: &Path) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {

@@ -21,6 +21,15 @@ pub fn sample_job() -> JobRecord {
     })
 }
 
+/// Every job of `store` (up to 1000), newest first.
+pub async fn all_jobs(store: &dyn StateStore) -> Vec<JobRecord> {
+    let query = JobQuery {
+        limit: 1000,
+        ..Default::default()
+    };
+    store.list_jobs(&query).await.unwrap().jobs
+}
+
 /// Runs every store behaviour against `store`. `store` must start empty.
 pub async fn run_store_suite(store: Arc<dyn StateStore>) {
     create_is_create_only(&*store).await;
@@ -103,13 +112,7 @@ pub async fn final_status_is_never_overwritten(store: &dyn StateStore) {
 }
 
 pub async fn list_is_newest_first_and_paged(store: &dyn StateStore) {
-    let before_all = store
-        .list_jobs(&JobQuery {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await;
-    let existing = before_all.unwrap().jobs.len();
+    let existing = all_jobs(store).await.len();
     let mut ids = Vec::new();
     for i in 0..5 {
         let mut job = store.create_job(&sample_job()).await.unwrap();
@@ -291,16 +294,7 @@ pub async fn unknown_jobs_are_not_found(store: &dyn StateStore) {
     for err in errs {
         assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
     }
-    assert!(store
-        .list_jobs(&JobQuery {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .jobs
-        .iter()
-        .all(|j| j.id != ghost.id));
+    assert!(all_jobs(store).await.iter().all(|j| j.id != ghost.id));
 }
 
 /// A [`JobLauncher`](crate::launcher::JobLauncher) that starts nothing: it records launches,

@@ -64,6 +64,32 @@ pub mod legacy;
 #[allow(unused_imports)]
 pub use dbt_remote_test_support::server::*;
 
+/// Appends one record of `level` saying `message` to job `id`'s log.
+pub async fn log(
+    store: &dyn StateStore,
+    id: dbt_remote_core::JobId,
+    level: dbt_remote_core::LogLevel,
+    message: impl Into<String>,
+) {
+    use dbt_remote_core::StateStoreExt;
+    let entry = dbt_remote_core::LogEntry::remote(level, message);
+    store.log(id, entry).await.unwrap();
+}
+
+/// `GET url`: the answer's JSON body.
+pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// The strings of the JSON array `array`.
+pub fn strings(array: &serde_json::Value) -> Vec<String> {
+    let items = array.as_array().expect("an array");
+    items
+        .iter()
+        .map(|s| s.as_str().expect("a string").to_string())
+        .collect()
+}
+
 /// The dbt-server of this package.
 pub fn server_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_dbt-server"))
