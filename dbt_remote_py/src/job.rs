@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 
 use crate::errors::JobFailed;
 use crate::logs::{AsyncLogIterator, LogIterator, Records};
-use crate::{awaitable, block_on, sync, to_py};
+use crate::{block_on, to_py};
 
 /// A job on the server. `status`, `exit_code` and the times are as last seen: `refresh()`,
 /// `wait()`, `cancel()` and the end of a followed log update them.
@@ -117,10 +117,23 @@ impl Job {
         (self.client.clone(), self.id(), self.state.clone())
     }
 
-    fn do_refresh(&self) -> impl Future<Output = dbt_remote_core::Result<()>> + Send + 'static {
+    /// The log of the job, from after record `after` (live until the job ends with `follow`).
+    fn records(&self, follow: bool, after: u64) -> Records {
+        Records::new(self.client.clone(), self.state.clone(), follow, after)
+    }
+
+    /// An operation whose answer is the job's new state (`refresh`, `cancel`): records it.
+    fn recording<F>(
+        &self,
+        operation: impl FnOnce(Client, dbt_remote_core::JobId) -> F,
+    ) -> impl Future<Output = dbt_remote_core::Result<()>> + Send + 'static
+    where
+        F: Future<Output = dbt_remote_core::Result<JobState>> + Send + 'static,
+    {
         let (client, id, state) = self.handle();
+        let answer = operation(client, id);
         async move {
-            *state.lock().unwrap() = client.job(id).await?;
+            *state.lock().unwrap() = answer.await?;
             Ok(())
         }
     }
@@ -141,14 +154,6 @@ impl Job {
                 client.failed_nodes(id).await.unwrap_or_default()
             };
             Ok(Ended { job, failed })
-        }
-    }
-
-    fn do_cancel(&self) -> impl Future<Output = dbt_remote_core::Result<()>> + Send + 'static {
-        let (client, id, state) = self.handle();
-        async move {
-            *state.lock().unwrap() = client.cancel(id).await?;
-            Ok(())
         }
     }
 
@@ -188,173 +193,135 @@ impl Job {
     }
 }
 
-#[pymethods]
-impl Job {
-    #[getter(id)]
-    fn py_id(&self) -> String {
-        self.id().to_string()
-    }
+pymethods_with_twins! {
+    impl Job {
+        twins {
+            /// Reads the job's state from the server again.
+            fn refresh / refresh_async(&self) -> () =
+                self.recording(|client, id| async move { client.job(id).await });
 
-    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`, as last seen.
-    #[getter]
-    fn status(&self) -> String {
-        self.state().status.to_string()
-    }
+            /// Asks the server to cancel the job (a queued job ends at once; dbt is interrupted in
+            /// a running one). Idempotent; an ended job stays as it is.
+            fn cancel / cancel_async(&self) -> () =
+                self.recording(|client, id| async move { client.cancel(id).await });
 
-    /// dbt's exit code once dbt has run (0 success, 1 dbt failure, 2 dbt error).
-    #[getter]
-    fn exit_code(&self) -> Option<i32> {
-        self.state().exit_code
-    }
+            /// The artifacts the job stored (once it has ended).
+            fn artifacts / artifacts_async(&self) -> Vec<Artifact> = self.do_artifacts();
 
-    #[getter]
-    fn failure_reason(&self) -> Option<String> {
-        self.state().failure_reason
-    }
+            /// Downloads every artifact into `dir` and returns the paths written.
+            fn download_artifacts / download_artifacts_async(&self, dir: PathBuf) -> Vec<PathBuf> =
+                self.do_download_artifacts(dir);
 
-    /// How the job ended, as `dbt-remote` prints it (`job … succeeded`, `job … failed: dbt
-    /// exited with code 1`, …); `None` until it has ended (as last seen).
-    #[getter]
-    fn outcome(&self) -> Option<String> {
-        let state = self.state();
-        state
-            .status
-            .is_final()
-            .then(|| JobOutcome::of(&state).to_string())
-    }
+            /// The nodes that errored or failed, from the job's `run_results.json`.
+            fn failed_nodes / failed_nodes_async(&self) -> Vec<FailedNode> = self.do_failed_nodes();
+        }
 
-    /// dbt's arguments, subcommand first.
-    #[getter]
-    fn args(&self) -> Vec<String> {
-        self.state().args
-    }
+        #[getter(id)]
+        fn py_id(&self) -> String {
+            self.id().to_string()
+        }
 
-    /// ISO 8601 times (UTC); `None` until they happen.
-    #[getter]
-    fn created_at(&self) -> String {
-        self.state().created_at.to_rfc3339()
-    }
+        /// `queued`, `running`, `succeeded`, `failed` or `cancelled`, as last seen.
+        #[getter]
+        fn status(&self) -> String {
+            self.state().status.to_string()
+        }
 
-    #[getter]
-    fn started_at(&self) -> Option<String> {
-        self.state().started_at.map(|t| t.to_rfc3339())
-    }
+        /// dbt's exit code once dbt has run (0 success, 1 dbt failure, 2 dbt error).
+        #[getter]
+        fn exit_code(&self) -> Option<i32> {
+            self.state().exit_code
+        }
 
-    #[getter]
-    fn finished_at(&self) -> Option<String> {
-        self.state().finished_at.map(|t| t.to_rfc3339())
-    }
+        #[getter]
+        fn failure_reason(&self) -> Option<String> {
+            self.state().failure_reason
+        }
 
-    /// Whether the status is final (`succeeded`, `failed` or `cancelled`).
-    #[getter]
-    fn done(&self) -> bool {
-        self.state().status.is_final()
-    }
+        /// How the job ended, as `dbt-remote` prints it (`job … succeeded`, `job … failed: dbt
+        /// exited with code 1`, …); `None` until it has ended (as last seen).
+        #[getter]
+        fn outcome(&self) -> Option<String> {
+            let state = self.state();
+            state
+                .status
+                .is_final()
+                .then(|| JobOutcome::of(&state).to_string())
+        }
 
-    /// Reads the job's state from the server again.
-    fn refresh(&self, py: Python<'_>) -> PyResult<()> {
-        sync(py, self.do_refresh())
-    }
+        /// dbt's arguments, subcommand first.
+        #[getter]
+        fn args(&self) -> Vec<String> {
+            self.state().args
+        }
 
-    /// `refresh`, awaitable.
-    fn refresh_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.do_refresh())
-    }
+        /// ISO 8601 times (UTC); `None` until they happen.
+        #[getter]
+        fn created_at(&self) -> String {
+            self.state().created_at.to_rfc3339()
+        }
 
-    /// The job's log records: with `follow`, live until the job ends (reconnecting without
-    /// loss); without, those written so far. `after` skips records up to that sequence number.
-    #[pyo3(signature = (follow=true, after=0))]
-    fn logs(&self, follow: bool, after: u64) -> LogIterator {
-        LogIterator(Records::new(
-            self.client.clone(),
-            self.state.clone(),
-            follow,
-            after,
-        ))
-    }
+        #[getter]
+        fn started_at(&self) -> Option<String> {
+            self.state().started_at.map(|t| t.to_rfc3339())
+        }
 
-    /// `logs`, as an async iterator (`async for record in job.logs_async(): ...`).
-    #[pyo3(signature = (follow=true, after=0))]
-    fn logs_async(&self, follow: bool, after: u64) -> AsyncLogIterator {
-        AsyncLogIterator(Records::new(
-            self.client.clone(),
-            self.state.clone(),
-            follow,
-            after,
-        ))
-    }
+        #[getter]
+        fn finished_at(&self) -> Option<String> {
+            self.state().finished_at.map(|t| t.to_rfc3339())
+        }
 
-    /// Blocks until the job ends (releasing the GIL; Ctrl-C interrupts). Raises `JobFailed`
-    /// (with dbt's exit code and the failing nodes) unless it succeeded, `WaitTimeout` after
-    /// `timeout` seconds (the job goes on).
-    #[pyo3(signature = (timeout=None, poll_interval=1.0))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>, poll_interval: f64) -> PyResult<()> {
-        let timeout = timeout.map(seconds).transpose()?;
-        let fut = self.do_wait(seconds(poll_interval)?);
-        block_on(py, timeout, fut)?.into_result()
-    }
+        /// Whether the status is final (`succeeded`, `failed` or `cancelled`).
+        #[getter]
+        fn done(&self) -> bool {
+            self.state().status.is_final()
+        }
 
-    /// `wait`, awaitable (`await job.wait_async()`): for Airflow triggers and asyncio code.
-    #[pyo3(signature = (poll_interval=1.0))]
-    fn wait_async<'py>(&self, py: Python<'py>, poll_interval: f64) -> PyResult<Bound<'py, PyAny>> {
-        let fut = self.do_wait(seconds(poll_interval)?);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            fut.await.map_err(to_py)?.into_result()
-        })
-    }
+        /// The job's log records: with `follow`, live until the job ends (reconnecting without
+        /// loss); without, those written so far. `after` skips records up to that sequence
+        /// number.
+        #[pyo3(signature = (follow=true, after=0))]
+        fn logs(&self, follow: bool, after: u64) -> LogIterator {
+            LogIterator(self.records(follow, after))
+        }
 
-    /// Asks the server to cancel the job (a queued job ends at once; dbt is interrupted in a
-    /// running one). Idempotent; an ended job stays as it is.
-    fn cancel(&self, py: Python<'_>) -> PyResult<()> {
-        sync(py, self.do_cancel())
-    }
+        /// `logs`, as an async iterator (`async for record in job.logs_async(): ...`).
+        #[pyo3(signature = (follow=true, after=0))]
+        fn logs_async(&self, follow: bool, after: u64) -> AsyncLogIterator {
+            AsyncLogIterator(self.records(follow, after))
+        }
 
-    /// `cancel`, awaitable.
-    fn cancel_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.do_cancel())
-    }
+        /// Blocks until the job ends (releasing the GIL; Ctrl-C interrupts). Raises `JobFailed`
+        /// (with dbt's exit code and the failing nodes) unless it succeeded, `WaitTimeout` after
+        /// `timeout` seconds (the job goes on).
+        #[pyo3(signature = (timeout=None, poll_interval=1.0))]
+        fn wait(&self, py: Python<'_>, timeout: Option<f64>, poll_interval: f64) -> PyResult<()> {
+            let timeout = timeout.map(seconds).transpose()?;
+            let fut = self.do_wait(seconds(poll_interval)?);
+            block_on(py, timeout, fut)?.into_result()
+        }
 
-    /// The artifacts the job stored (once it has ended).
-    fn artifacts(&self, py: Python<'_>) -> PyResult<Vec<Artifact>> {
-        sync(py, self.do_artifacts())
-    }
+        /// `wait`, awaitable (`await job.wait_async()`): for Airflow triggers and asyncio code.
+        #[pyo3(signature = (poll_interval=1.0))]
+        fn wait_async<'py>(
+            &self,
+            py: Python<'py>,
+            poll_interval: f64,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let fut = self.do_wait(seconds(poll_interval)?);
+            pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                fut.await.map_err(to_py)?.into_result()
+            })
+        }
 
-    /// `artifacts`, awaitable.
-    fn artifacts_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.do_artifacts())
-    }
-
-    /// Downloads every artifact into `dir` and returns the paths written.
-    fn download_artifacts(&self, py: Python<'_>, dir: PathBuf) -> PyResult<Vec<PathBuf>> {
-        sync(py, self.do_download_artifacts(dir))
-    }
-
-    /// `download_artifacts`, awaitable.
-    fn download_artifacts_async<'py>(
-        &self,
-        py: Python<'py>,
-        dir: PathBuf,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.do_download_artifacts(dir))
-    }
-
-    /// The nodes that errored or failed, from the job's `run_results.json`.
-    fn failed_nodes(&self, py: Python<'_>) -> PyResult<Vec<FailedNode>> {
-        sync(py, self.do_failed_nodes())
-    }
-
-    /// `failed_nodes`, awaitable.
-    fn failed_nodes_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.do_failed_nodes())
-    }
-
-    fn __repr__(&self) -> String {
-        let s = self.state();
-        format!(
-            "Job(id={:?}, status={:?})",
-            s.id.to_string(),
-            s.status.to_string()
-        )
+        fn __repr__(&self) -> String {
+            let s = self.state();
+            format!(
+                "Job(id={:?}, status={:?})",
+                s.id.to_string(),
+                s.status.to_string()
+            )
+        }
     }
 }
 
