@@ -51,6 +51,15 @@ impl Artifact {
     }
 }
 
+impl From<dbt_remote_core::state::ArtifactInfo> for Artifact {
+    fn from(a: dbt_remote_core::state::ArtifactInfo) -> Self {
+        Artifact {
+            name: a.name.to_string(),
+            size: a.size,
+        }
+    }
+}
+
 impl From<CoreFailedNode> for FailedNode {
     fn from(n: CoreFailedNode) -> Self {
         FailedNode {
@@ -110,11 +119,16 @@ impl Ended {
     }
 }
 
-/// The inner futures of the operations: each one runs for the blocking method and its
-/// `_async` twin alike. They update the job's state with what the server answers.
+/// What the inner futures of the operations are made of (each runs for the blocking method and
+/// its `_async` twin alike; the table of twins below writes most of them). Those that get the
+/// job's state from the server record it.
 impl Job {
-    fn handle(&self) -> (Client, dbt_remote_core::JobId, Arc<Mutex<JobState>>) {
-        (self.client.clone(), self.id(), self.state.clone())
+    /// An operation of the server on this job (its client and id), as a future of its own.
+    fn on_server<T, F>(&self, operation: impl FnOnce(Client, dbt_remote_core::JobId) -> F) -> F
+    where
+        F: Future<Output = dbt_remote_core::Result<T>> + Send + 'static,
+    {
+        operation(self.client.clone(), self.id())
     }
 
     /// The log of the job, from after record `after` (live until the job ends with `follow`).
@@ -130,8 +144,8 @@ impl Job {
     where
         F: Future<Output = dbt_remote_core::Result<JobState>> + Send + 'static,
     {
-        let (client, id, state) = self.handle();
-        let answer = operation(client, id);
+        let state = self.state.clone();
+        let answer = self.on_server(operation);
         async move {
             *state.lock().unwrap() = answer.await?;
             Ok(())
@@ -143,8 +157,8 @@ impl Job {
         &self,
         poll: Duration,
     ) -> impl Future<Output = dbt_remote_core::Result<Ended>> + Send + 'static {
-        let (client, id, state) = self.handle();
-        async move {
+        let state = self.state.clone();
+        self.on_server(move |client, id| async move {
             let job = client.wait(id, poll).await?;
             *state.lock().unwrap() = job.clone();
             let failed = if job.status == JobStatus::Succeeded {
@@ -154,42 +168,7 @@ impl Job {
                 client.failed_nodes(id).await.unwrap_or_default()
             };
             Ok(Ended { job, failed })
-        }
-    }
-
-    fn do_artifacts(
-        &self,
-    ) -> impl Future<Output = dbt_remote_core::Result<Vec<Artifact>>> + Send + 'static {
-        let (client, id, _) = self.handle();
-        async move {
-            let list = client.artifacts(id).await?;
-            Ok(list
-                .artifacts
-                .into_iter()
-                .map(|a| Artifact {
-                    name: a.name.to_string(),
-                    size: a.size,
-                })
-                .collect())
-        }
-    }
-
-    fn do_download_artifacts(
-        &self,
-        dir: PathBuf,
-    ) -> impl Future<Output = dbt_remote_core::Result<Vec<PathBuf>>> + Send + 'static {
-        let (client, id, _) = self.handle();
-        async move { client.download_artifacts(id, &dir).await }
-    }
-
-    fn do_failed_nodes(
-        &self,
-    ) -> impl Future<Output = dbt_remote_core::Result<Vec<FailedNode>>> + Send + 'static {
-        let (client, id, _) = self.handle();
-        async move {
-            let nodes = client.failed_nodes(id).await?;
-            Ok(nodes.into_iter().map(FailedNode::from).collect())
-        }
+        })
     }
 }
 
@@ -206,14 +185,24 @@ pymethods_with_twins! {
                 self.recording(|client, id| async move { client.cancel(id).await });
 
             /// The artifacts the job stored (once it has ended).
-            fn artifacts / artifacts_async(&self) -> Vec<Artifact> = self.do_artifacts();
+            fn artifacts / artifacts_async(&self) -> Vec<Artifact> =
+                self.on_server(|client, id| async move {
+                    let list = client.artifacts(id).await?;
+                    Ok(list.artifacts.into_iter().map(Artifact::from).collect::<Vec<_>>())
+                });
 
             /// Downloads every artifact into `dir` and returns the paths written.
             fn download_artifacts / download_artifacts_async(&self, dir: PathBuf) -> Vec<PathBuf> =
-                self.do_download_artifacts(dir);
+                self.on_server(|client, id| async move {
+                    client.download_artifacts(id, &dir).await
+                });
 
             /// The nodes that errored or failed, from the job's `run_results.json`.
-            fn failed_nodes / failed_nodes_async(&self) -> Vec<FailedNode> = self.do_failed_nodes();
+            fn failed_nodes / failed_nodes_async(&self) -> Vec<FailedNode> =
+                self.on_server(|client, id| async move {
+                    let nodes = client.failed_nodes(id).await?;
+                    Ok(nodes.into_iter().map(FailedNode::from).collect::<Vec<_>>())
+                });
         }
 
         #[getter(id)]
