@@ -12,7 +12,7 @@ use dbt_remote_core::JobId;
 use pyo3::prelude::*;
 
 use crate::job::Job;
-use crate::{awaitable, block_on, sync, to_py};
+use crate::{block_on, sync, to_py};
 
 /// A dbt command: a list of arguments, or one string split as a shell would.
 #[derive(FromPyObject)]
@@ -69,163 +69,113 @@ impl Client {
     }
 }
 
-#[pymethods]
-impl Client {
-    #[new]
-    #[pyo3(signature = (
-        server_url=None, credentials=None, *, project_dir=None, manifest=None, dbt_project=None,
-        extra_packages=None, seeds_path=None, location=None, config_dir=None
-    ))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        py: Python<'_>,
-        server_url: Option<String>,
-        credentials: Option<PathBuf>,
-        project_dir: Option<PathBuf>,
-        manifest: Option<PathBuf>,
-        dbt_project: Option<PathBuf>,
-        extra_packages: Option<PathBuf>,
-        seeds_path: Option<PathBuf>,
-        location: Option<String>,
-        config_dir: Option<PathBuf>,
-    ) -> PyResult<Self> {
-        let flags = Overrides {
-            server_url,
-            project_dir,
-            manifest,
-            dbt_project,
-            extra_packages,
-            seeds_path,
-            location,
-            creds_path: credentials,
-            elementary: None,
-        };
-        let dir = match config_dir {
-            Some(d) => d,
-            None => std::env::current_dir().unwrap_or_else(|_| ".".into()),
-        };
-        let settings = Settings::load(&flags, &dir).map_err(to_py)?;
-        // A fixed URL connects now, without a network call, so a bad URL or credentials file
-        // is an error here; a Cloud Run discovery waits for the first use.
-        let connection = if connect::discovers(&settings) {
-            None
-        } else {
-            Some(block_on(py, None, connect::connect(settings.clone()))?)
-        };
-        let server = Server {
-            settings,
-            connection: tokio::sync::OnceCell::new_with(connection),
-        };
-        Ok(Client {
-            server: Arc::new(server),
-        })
-    }
+pymethods_with_twins! {
+    impl Client {
+        twins {
+            /// Packs the project, uploads what the server lacks and submits `command` (a list of
+            /// dbt arguments, or a string split as a shell would). Returns at once with the job.
+            #[pyo3(signature = (
+                command, project_dir=None, *, manifest=None, dbt_project=None, extra_packages=None,
+                seeds_path=None
+            ))]
+            fn submit / submit_async(
+                &self,
+                command: Command,
+                project_dir: Option<PathBuf>,
+                manifest: Option<PathBuf>,
+                dbt_project: Option<PathBuf>,
+                extra_packages: Option<PathBuf>,
+                seeds_path: Option<PathBuf>,
+            ) -> Job = self.submit_job(
+                command.into_args()?,
+                self.files(project_dir, manifest, dbt_project, extra_packages, seeds_path),
+            );
 
-    /// The base URL of the server (found on Cloud Run now if it was not yet).
-    #[getter]
-    fn server_url(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(self.connection(py)?.client.base_url().to_string())
-    }
+            /// The job with this id (raises `NotFound` for an unknown one).
+            fn job / job_async(&self, id: &str) -> Job = self.get_job(parse_id(id)?);
 
-    /// The settings in force: `{key: value}`.
-    fn settings(&self, py: Python<'_>) -> PyResult<BTreeMap<&'static str, String>> {
-        Ok(self
-            .connection(py)?
-            .settings
-            .entries()
-            .into_iter()
-            .map(|(k, v, _)| (k, v.to_string()))
-            .collect())
-    }
+            /// The newest jobs first, at most `limit` (1 to 1000), optionally only those with
+            /// `status` (`queued`, `running`, `succeeded`, `failed`, `cancelled`).
+            #[pyo3(signature = (status=None, limit=50))]
+            fn jobs / jobs_async(&self, status: Option<String>, limit: usize) -> Vec<Job> =
+                self.list_jobs(status, limit);
+        }
 
-    /// Packs the project, uploads what the server lacks and submits `command` (a list of dbt
-    /// arguments, or a string split as a shell would). Returns at once with the job.
-    #[pyo3(signature = (
-        command, project_dir=None, *, manifest=None, dbt_project=None, extra_packages=None,
-        seeds_path=None
-    ))]
-    #[allow(clippy::too_many_arguments)]
-    fn submit(
-        &self,
-        py: Python<'_>,
-        command: Command,
-        project_dir: Option<PathBuf>,
-        manifest: Option<PathBuf>,
-        dbt_project: Option<PathBuf>,
-        extra_packages: Option<PathBuf>,
-        seeds_path: Option<PathBuf>,
-    ) -> PyResult<Job> {
-        let files = self.files(
-            project_dir,
-            manifest,
-            dbt_project,
-            extra_packages,
-            seeds_path,
-        );
-        sync(py, self.submit_job(command.into_args()?, files))
-    }
+        #[new]
+        #[pyo3(signature = (
+            server_url=None, credentials=None, *, project_dir=None, manifest=None,
+            dbt_project=None, extra_packages=None, seeds_path=None, location=None, config_dir=None
+        ))]
+        #[allow(clippy::too_many_arguments)]
+        fn new(
+            py: Python<'_>,
+            server_url: Option<String>,
+            credentials: Option<PathBuf>,
+            project_dir: Option<PathBuf>,
+            manifest: Option<PathBuf>,
+            dbt_project: Option<PathBuf>,
+            extra_packages: Option<PathBuf>,
+            seeds_path: Option<PathBuf>,
+            location: Option<String>,
+            config_dir: Option<PathBuf>,
+        ) -> PyResult<Self> {
+            let flags = Overrides {
+                server_url,
+                project_dir,
+                manifest,
+                dbt_project,
+                extra_packages,
+                seeds_path,
+                location,
+                creds_path: credentials,
+                elementary: None,
+            };
+            let dir = match config_dir {
+                Some(d) => d,
+                None => std::env::current_dir().unwrap_or_else(|_| ".".into()),
+            };
+            let settings = Settings::load(&flags, &dir).map_err(to_py)?;
+            // A fixed URL connects now, without a network call, so a bad URL or credentials file
+            // is an error here; a Cloud Run discovery waits for the first use.
+            let connection = if connect::discovers(&settings) {
+                None
+            } else {
+                Some(block_on(py, None, connect::connect(settings.clone()))?)
+            };
+            let server = Server {
+                settings,
+                connection: tokio::sync::OnceCell::new_with(connection),
+            };
+            Ok(Client {
+                server: Arc::new(server),
+            })
+        }
 
-    /// `submit`, awaitable.
-    #[pyo3(signature = (
-        command, project_dir=None, *, manifest=None, dbt_project=None, extra_packages=None,
-        seeds_path=None
-    ))]
-    #[allow(clippy::too_many_arguments)]
-    fn submit_async<'py>(
-        &self,
-        py: Python<'py>,
-        command: Command,
-        project_dir: Option<PathBuf>,
-        manifest: Option<PathBuf>,
-        dbt_project: Option<PathBuf>,
-        extra_packages: Option<PathBuf>,
-        seeds_path: Option<PathBuf>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let files = self.files(
-            project_dir,
-            manifest,
-            dbt_project,
-            extra_packages,
-            seeds_path,
-        );
-        awaitable(py, self.submit_job(command.into_args()?, files))
-    }
+        /// The base URL of the server (found on Cloud Run now if it was not yet).
+        #[getter]
+        fn server_url(&self, py: Python<'_>) -> PyResult<String> {
+            Ok(self.connection(py)?.client.base_url().to_string())
+        }
 
-    /// The job with this id (raises `NotFound` for an unknown one).
-    fn job(&self, py: Python<'_>, id: &str) -> PyResult<Job> {
-        sync(py, self.get_job(parse_id(id)?))
-    }
+        /// The settings in force: `{key: value}`.
+        fn settings(&self, py: Python<'_>) -> PyResult<BTreeMap<&'static str, String>> {
+            Ok(self
+                .connection(py)?
+                .settings
+                .entries()
+                .into_iter()
+                .map(|(k, v, _)| (k, v.to_string()))
+                .collect())
+        }
 
-    /// `job`, awaitable.
-    fn job_async<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.get_job(parse_id(id)?))
-    }
-
-    /// The newest jobs first, at most `limit` (1 to 1000), optionally only those with `status`
-    /// (`queued`, `running`, `succeeded`, `failed`, `cancelled`).
-    #[pyo3(signature = (status=None, limit=50))]
-    fn jobs(&self, py: Python<'_>, status: Option<String>, limit: usize) -> PyResult<Vec<Job>> {
-        sync(py, self.list_jobs(status, limit))
-    }
-
-    /// `jobs`, awaitable.
-    #[pyo3(signature = (status=None, limit=50))]
-    fn jobs_async<'py>(
-        &self,
-        py: Python<'py>,
-        status: Option<String>,
-        limit: usize,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.list_jobs(status, limit))
-    }
-
-    fn __repr__(&self) -> String {
-        match self.server.connection.get() {
-            Some(c) => format!("Client({:?})", c.client.base_url()),
-            None => format!(
-                "Client(location={:?})",
-                self.server.settings.location().unwrap_or_default()
-            ),
+        fn __repr__(&self) -> String {
+            match self.server.connection.get() {
+                Some(c) => format!("Client({:?})", c.client.base_url()),
+                None => format!(
+                    "Client(location={:?})",
+                    self.server.settings.location().unwrap_or_default()
+                ),
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 
 use crate::errors::JobFailed;
 use crate::logs::{AsyncLogIterator, LogIterator, Records};
-use crate::{awaitable, block_on, sync, to_py};
+use crate::{block_on, to_py};
 
 /// A job on the server. `status`, `exit_code` and the times are as last seen: `refresh()`,
 /// `wait()`, `cancel()` and the end of a followed log update them.
@@ -48,6 +48,15 @@ impl FailedNode {
 impl Artifact {
     fn __repr__(&self) -> String {
         format!("Artifact({:?}, size={})", self.name, self.size)
+    }
+}
+
+impl From<dbt_remote_core::state::ArtifactInfo> for Artifact {
+    fn from(a: dbt_remote_core::state::ArtifactInfo) -> Self {
+        Artifact {
+            name: a.name.to_string(),
+            size: a.size,
+        }
     }
 }
 
@@ -110,17 +119,35 @@ impl Ended {
     }
 }
 
-/// The inner futures of the operations: each one runs for the blocking method and its
-/// `_async` twin alike. They update the job's state with what the server answers.
+/// What the inner futures of the operations are made of (each runs for the blocking method and
+/// its `_async` twin alike; the table of twins below writes most of them). Those that get the
+/// job's state from the server record it.
 impl Job {
-    fn handle(&self) -> (Client, dbt_remote_core::JobId, Arc<Mutex<JobState>>) {
-        (self.client.clone(), self.id(), self.state.clone())
+    /// An operation of the server on this job (its client and id), as a future of its own.
+    fn on_server<T, F>(&self, operation: impl FnOnce(Client, dbt_remote_core::JobId) -> F) -> F
+    where
+        F: Future<Output = dbt_remote_core::Result<T>> + Send + 'static,
+    {
+        operation(self.client.clone(), self.id())
     }
 
-    fn do_refresh(&self) -> impl Future<Output = dbt_remote_core::Result<()>> + Send + 'static {
-        let (client, id, state) = self.handle();
+    /// The log of the job, from after record `after` (live until the job ends with `follow`).
+    fn records(&self, follow: bool, after: u64) -> Records {
+        Records::new(self.client.clone(), self.state.clone(), follow, after)
+    }
+
+    /// An operation whose answer is the job's new state (`refresh`, `cancel`): records it.
+    fn recording<F>(
+        &self,
+        operation: impl FnOnce(Client, dbt_remote_core::JobId) -> F,
+    ) -> impl Future<Output = dbt_remote_core::Result<()>> + Send + 'static
+    where
+        F: Future<Output = dbt_remote_core::Result<JobState>> + Send + 'static,
+    {
+        let state = self.state.clone();
+        let answer = self.on_server(operation);
         async move {
-            *state.lock().unwrap() = client.job(id).await?;
+            *state.lock().unwrap() = answer.await?;
             Ok(())
         }
     }
@@ -130,8 +157,8 @@ impl Job {
         &self,
         poll: Duration,
     ) -> impl Future<Output = dbt_remote_core::Result<Ended>> + Send + 'static {
-        let (client, id, state) = self.handle();
-        async move {
+        let state = self.state.clone();
+        self.on_server(move |client, id| async move {
             let job = client.wait(id, poll).await?;
             *state.lock().unwrap() = job.clone();
             let failed = if job.status == JobStatus::Succeeded {
@@ -141,220 +168,149 @@ impl Job {
                 client.failed_nodes(id).await.unwrap_or_default()
             };
             Ok(Ended { job, failed })
-        }
-    }
-
-    fn do_cancel(&self) -> impl Future<Output = dbt_remote_core::Result<()>> + Send + 'static {
-        let (client, id, state) = self.handle();
-        async move {
-            *state.lock().unwrap() = client.cancel(id).await?;
-            Ok(())
-        }
-    }
-
-    fn do_artifacts(
-        &self,
-    ) -> impl Future<Output = dbt_remote_core::Result<Vec<Artifact>>> + Send + 'static {
-        let (client, id, _) = self.handle();
-        async move {
-            let list = client.artifacts(id).await?;
-            Ok(list
-                .artifacts
-                .into_iter()
-                .map(|a| Artifact {
-                    name: a.name.to_string(),
-                    size: a.size,
-                })
-                .collect())
-        }
-    }
-
-    fn do_download_artifacts(
-        &self,
-        dir: PathBuf,
-    ) -> impl Future<Output = dbt_remote_core::Result<Vec<PathBuf>>> + Send + 'static {
-        let (client, id, _) = self.handle();
-        async move { client.download_artifacts(id, &dir).await }
-    }
-
-    fn do_failed_nodes(
-        &self,
-    ) -> impl Future<Output = dbt_remote_core::Result<Vec<FailedNode>>> + Send + 'static {
-        let (client, id, _) = self.handle();
-        async move {
-            let nodes = client.failed_nodes(id).await?;
-            Ok(nodes.into_iter().map(FailedNode::from).collect())
-        }
+        })
     }
 }
 
-#[pymethods]
-impl Job {
-    #[getter(id)]
-    fn py_id(&self) -> String {
-        self.id().to_string()
-    }
+pymethods_with_twins! {
+    impl Job {
+        twins {
+            /// Reads the job's state from the server again.
+            fn refresh / refresh_async(&self) -> () =
+                self.recording(|client, id| async move { client.job(id).await });
 
-    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`, as last seen.
-    #[getter]
-    fn status(&self) -> String {
-        self.state().status.to_string()
-    }
+            /// Asks the server to cancel the job (a queued job ends at once; dbt is interrupted in
+            /// a running one). Idempotent; an ended job stays as it is.
+            fn cancel / cancel_async(&self) -> () =
+                self.recording(|client, id| async move { client.cancel(id).await });
 
-    /// dbt's exit code once dbt has run (0 success, 1 dbt failure, 2 dbt error).
-    #[getter]
-    fn exit_code(&self) -> Option<i32> {
-        self.state().exit_code
-    }
+            /// The artifacts the job stored (once it has ended).
+            fn artifacts / artifacts_async(&self) -> Vec<Artifact> =
+                self.on_server(|client, id| async move {
+                    let list = client.artifacts(id).await?;
+                    Ok(list.artifacts.into_iter().map(Artifact::from).collect::<Vec<_>>())
+                });
 
-    #[getter]
-    fn failure_reason(&self) -> Option<String> {
-        self.state().failure_reason
-    }
+            /// Downloads every artifact into `dir` and returns the paths written.
+            fn download_artifacts / download_artifacts_async(&self, dir: PathBuf) -> Vec<PathBuf> =
+                self.on_server(|client, id| async move {
+                    client.download_artifacts(id, &dir).await
+                });
 
-    /// How the job ended, as `dbt-remote` prints it (`job … succeeded`, `job … failed: dbt
-    /// exited with code 1`, …); `None` until it has ended (as last seen).
-    #[getter]
-    fn outcome(&self) -> Option<String> {
-        let state = self.state();
-        state
-            .status
-            .is_final()
-            .then(|| JobOutcome::of(&state).to_string())
-    }
+            /// The nodes that errored or failed, from the job's `run_results.json`.
+            fn failed_nodes / failed_nodes_async(&self) -> Vec<FailedNode> =
+                self.on_server(|client, id| async move {
+                    let nodes = client.failed_nodes(id).await?;
+                    Ok(nodes.into_iter().map(FailedNode::from).collect::<Vec<_>>())
+                });
+        }
 
-    /// dbt's arguments, subcommand first.
-    #[getter]
-    fn args(&self) -> Vec<String> {
-        self.state().args
-    }
+        #[getter(id)]
+        fn py_id(&self) -> String {
+            self.id().to_string()
+        }
 
-    /// ISO 8601 times (UTC); `None` until they happen.
-    #[getter]
-    fn created_at(&self) -> String {
-        self.state().created_at.to_rfc3339()
-    }
+        /// `queued`, `running`, `succeeded`, `failed` or `cancelled`, as last seen.
+        #[getter]
+        fn status(&self) -> String {
+            self.state().status.to_string()
+        }
 
-    #[getter]
-    fn started_at(&self) -> Option<String> {
-        self.state().started_at.map(|t| t.to_rfc3339())
-    }
+        /// dbt's exit code once dbt has run (0 success, 1 dbt failure, 2 dbt error).
+        #[getter]
+        fn exit_code(&self) -> Option<i32> {
+            self.state().exit_code
+        }
 
-    #[getter]
-    fn finished_at(&self) -> Option<String> {
-        self.state().finished_at.map(|t| t.to_rfc3339())
-    }
+        #[getter]
+        fn failure_reason(&self) -> Option<String> {
+            self.state().failure_reason
+        }
 
-    /// Whether the status is final (`succeeded`, `failed` or `cancelled`).
-    #[getter]
-    fn done(&self) -> bool {
-        self.state().status.is_final()
-    }
+        /// How the job ended, as `dbt-remote` prints it (`job … succeeded`, `job … failed: dbt
+        /// exited with code 1`, …); `None` until it has ended (as last seen).
+        #[getter]
+        fn outcome(&self) -> Option<String> {
+            let state = self.state();
+            state
+                .status
+                .is_final()
+                .then(|| JobOutcome::of(&state).to_string())
+        }
 
-    /// Reads the job's state from the server again.
-    fn refresh(&self, py: Python<'_>) -> PyResult<()> {
-        sync(py, self.do_refresh())
-    }
+        /// dbt's arguments, subcommand first.
+        #[getter]
+        fn args(&self) -> Vec<String> {
+            self.state().args
+        }
 
-    /// `refresh`, awaitable.
-    fn refresh_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.do_refresh())
-    }
+        /// ISO 8601 times (UTC); `None` until they happen.
+        #[getter]
+        fn created_at(&self) -> String {
+            self.state().created_at.to_rfc3339()
+        }
 
-    /// The job's log records: with `follow`, live until the job ends (reconnecting without
-    /// loss); without, those written so far. `after` skips records up to that sequence number.
-    #[pyo3(signature = (follow=true, after=0))]
-    fn logs(&self, follow: bool, after: u64) -> LogIterator {
-        LogIterator(Records::new(
-            self.client.clone(),
-            self.state.clone(),
-            follow,
-            after,
-        ))
-    }
+        #[getter]
+        fn started_at(&self) -> Option<String> {
+            self.state().started_at.map(|t| t.to_rfc3339())
+        }
 
-    /// `logs`, as an async iterator (`async for record in job.logs_async(): ...`).
-    #[pyo3(signature = (follow=true, after=0))]
-    fn logs_async(&self, follow: bool, after: u64) -> AsyncLogIterator {
-        AsyncLogIterator(Records::new(
-            self.client.clone(),
-            self.state.clone(),
-            follow,
-            after,
-        ))
-    }
+        #[getter]
+        fn finished_at(&self) -> Option<String> {
+            self.state().finished_at.map(|t| t.to_rfc3339())
+        }
 
-    /// Blocks until the job ends (releasing the GIL; Ctrl-C interrupts). Raises `JobFailed`
-    /// (with dbt's exit code and the failing nodes) unless it succeeded, `WaitTimeout` after
-    /// `timeout` seconds (the job goes on).
-    #[pyo3(signature = (timeout=None, poll_interval=1.0))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>, poll_interval: f64) -> PyResult<()> {
-        let timeout = timeout.map(seconds).transpose()?;
-        let fut = self.do_wait(seconds(poll_interval)?);
-        block_on(py, timeout, fut)?.into_result()
-    }
+        /// Whether the status is final (`succeeded`, `failed` or `cancelled`).
+        #[getter]
+        fn done(&self) -> bool {
+            self.state().status.is_final()
+        }
 
-    /// `wait`, awaitable (`await job.wait_async()`): for Airflow triggers and asyncio code.
-    #[pyo3(signature = (poll_interval=1.0))]
-    fn wait_async<'py>(&self, py: Python<'py>, poll_interval: f64) -> PyResult<Bound<'py, PyAny>> {
-        let fut = self.do_wait(seconds(poll_interval)?);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            fut.await.map_err(to_py)?.into_result()
-        })
-    }
+        /// The job's log records: with `follow`, live until the job ends (reconnecting without
+        /// loss); without, those written so far. `after` skips records up to that sequence
+        /// number.
+        #[pyo3(signature = (follow=true, after=0))]
+        fn logs(&self, follow: bool, after: u64) -> LogIterator {
+            LogIterator(self.records(follow, after))
+        }
 
-    /// Asks the server to cancel the job (a queued job ends at once; dbt is interrupted in a
-    /// running one). Idempotent; an ended job stays as it is.
-    fn cancel(&self, py: Python<'_>) -> PyResult<()> {
-        sync(py, self.do_cancel())
-    }
+        /// `logs`, as an async iterator (`async for record in job.logs_async(): ...`).
+        #[pyo3(signature = (follow=true, after=0))]
+        fn logs_async(&self, follow: bool, after: u64) -> AsyncLogIterator {
+            AsyncLogIterator(self.records(follow, after))
+        }
 
-    /// `cancel`, awaitable.
-    fn cancel_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.do_cancel())
-    }
+        /// Blocks until the job ends (releasing the GIL; Ctrl-C interrupts). Raises `JobFailed`
+        /// (with dbt's exit code and the failing nodes) unless it succeeded, `WaitTimeout` after
+        /// `timeout` seconds (the job goes on).
+        #[pyo3(signature = (timeout=None, poll_interval=1.0))]
+        fn wait(&self, py: Python<'_>, timeout: Option<f64>, poll_interval: f64) -> PyResult<()> {
+            let timeout = timeout.map(seconds).transpose()?;
+            let fut = self.do_wait(seconds(poll_interval)?);
+            block_on(py, timeout, fut)?.into_result()
+        }
 
-    /// The artifacts the job stored (once it has ended).
-    fn artifacts(&self, py: Python<'_>) -> PyResult<Vec<Artifact>> {
-        sync(py, self.do_artifacts())
-    }
+        /// `wait`, awaitable (`await job.wait_async()`): for Airflow triggers and asyncio code.
+        #[pyo3(signature = (poll_interval=1.0))]
+        fn wait_async<'py>(
+            &self,
+            py: Python<'py>,
+            poll_interval: f64,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let fut = self.do_wait(seconds(poll_interval)?);
+            pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                fut.await.map_err(to_py)?.into_result()
+            })
+        }
 
-    /// `artifacts`, awaitable.
-    fn artifacts_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.do_artifacts())
-    }
-
-    /// Downloads every artifact into `dir` and returns the paths written.
-    fn download_artifacts(&self, py: Python<'_>, dir: PathBuf) -> PyResult<Vec<PathBuf>> {
-        sync(py, self.do_download_artifacts(dir))
-    }
-
-    /// `download_artifacts`, awaitable.
-    fn download_artifacts_async<'py>(
-        &self,
-        py: Python<'py>,
-        dir: PathBuf,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.do_download_artifacts(dir))
-    }
-
-    /// The nodes that errored or failed, from the job's `run_results.json`.
-    fn failed_nodes(&self, py: Python<'_>) -> PyResult<Vec<FailedNode>> {
-        sync(py, self.do_failed_nodes())
-    }
-
-    /// `failed_nodes`, awaitable.
-    fn failed_nodes_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.do_failed_nodes())
-    }
-
-    fn __repr__(&self) -> String {
-        let s = self.state();
-        format!(
-            "Job(id={:?}, status={:?})",
-            s.id.to_string(),
-            s.status.to_string()
-        )
+        fn __repr__(&self) -> String {
+            let s = self.state();
+            format!(
+                "Job(id={:?}, status={:?})",
+                s.id.to_string(),
+                s.status.to_string()
+            )
+        }
     }
 }
 

@@ -4,11 +4,63 @@
 //! (`python/dbt_remote`) re-exports them and adds the Airflow operator.
 //!
 //! Every operation is one inner future, run by [`sync`] for the blocking method and by
-//! [`awaitable`] for its `_async` twin.
+//! [`awaitable`] for its `_async` twin; [`pymethods_with_twins!`] makes both methods from it.
 //!
 //! One tokio runtime serves the process (pyo3-async-runtimes' own, so blocking and async calls
 //! share it). Blocking calls release the GIL and wake every 100 ms to let Python handle
 //! signals, so Ctrl-C (KeyboardInterrupt) interrupts them.
+
+/// The `#[pymethods]` of a class whose operations come as twins. Each
+/// `fn name / name_async(&self, arg: T, …) -> Out = inner_future;` in `twins { … }` makes the
+/// blocking method `name`, which runs the future with [`sync`], and its `_async` twin, which
+/// returns it as an awaitable ([`awaitable`]): the same arguments and `#[pyo3(…)]` options;
+/// the doc comment is `name`'s, the twin's says "`name`, awaitable.". The class's other
+/// methods follow `twins { … }`, as written.
+macro_rules! pymethods_with_twins {
+    (
+        impl $class:ident {
+            twins {
+                $(
+                    $(#[doc = $doc:literal])*
+                    $(#[pyo3 $options:tt])?
+                    fn $name:ident / $name_async:ident(&$self:ident $(, $arg:ident: $ty:ty)* $(,)?)
+                        -> $out:ty = $future:expr;
+                )*
+            }
+            $($method:tt)*
+        }
+    ) => {
+        #[::pyo3::pymethods]
+        impl $class {
+            $(
+                $(#[doc = $doc])*
+                $(#[pyo3 $options])?
+                // A keyword parameter of Python is an argument here.
+                #[allow(clippy::too_many_arguments)]
+                fn $name(
+                    &$self,
+                    py: ::pyo3::Python<'_>
+                    $(, $arg: $ty)*
+                ) -> ::pyo3::PyResult<$out> {
+                    $crate::sync(py, $future)
+                }
+
+                #[doc = concat!("`", stringify!($name), "`, awaitable.")]
+                $(#[pyo3 $options])?
+                #[allow(clippy::too_many_arguments)]
+                fn $name_async<'py>(
+                    &$self,
+                    py: ::pyo3::Python<'py>
+                    $(, $arg: $ty)*
+                ) -> ::pyo3::PyResult<::pyo3::Bound<'py, ::pyo3::PyAny>> {
+                    $crate::awaitable(py, $future)
+                }
+            )*
+
+            $($method)*
+        }
+    };
+}
 
 mod client;
 mod errors;

@@ -12,16 +12,7 @@ from pathlib import Path
 import pytest
 
 import dbt_remote
-from dbt_remote import (
-    AuthError,
-    Client,
-    DbtRemoteError,
-    InvalidInput,
-    JobFailed,
-    NotFound,
-    ServerError,
-    WaitTimeout,
-)
+from dbt_remote import Client, DbtRemoteError, InvalidInput, JobFailed, NotFound, ServerError, WaitTimeout
 
 SLOW = ["run", "--select", "slow_model", "--vars", "{slow_seconds: 60}"]
 
@@ -194,7 +185,16 @@ def test_split_command_splits_like_a_shell():
 
 
 def test_exceptions_share_one_base():
-    for cls in (AuthError, InvalidInput, JobFailed, NotFound, ServerError, WaitTimeout):
+    from dbt_remote import _native
+
+    names = dbt_remote.errors.__all__
+    # Every exception of the native module is one of dbt_remote.errors, and of dbt_remote.
+    classes = [getattr(_native, n) for n in _native.__all__]
+    exceptions = [c.__name__ for c in classes if isinstance(c, type) and issubclass(c, BaseException)]
+    assert sorted(exceptions) == sorted(names)
+    for name in names:
+        cls = getattr(dbt_remote.errors, name)
+        assert getattr(dbt_remote, name) is cls and name in dbt_remote.__all__
         assert issubclass(cls, DbtRemoteError)
 
 

@@ -8,42 +8,10 @@ cancel and fetch artifacts. A thin shell over the Rust core (``dbt_remote._nativ
     >>> job.wait()  # raises JobFailed when dbt failed
 """
 
-from dbt_remote._native import (
-    Artifact,
-    AsyncLogIterator,
-    Client,
-    FailedNode,
-    Job,
-    LogIterator,
-    LogRecord,
-    __version__,
-    split_command,
-)
-from dbt_remote.errors import (
-    AuthError,
-    DbtRemoteError,
-    InvalidInput,
-    JobFailed,
-    NotFound,
-    ServerError,
-    WaitTimeout,
-)
+from dbt_remote import errors  # noqa: F401 (`import dbt_remote` loads dbt_remote.errors)
+from dbt_remote._native import *  # noqa: F403
 
-__all__ = [
-    "Artifact",
-    "AsyncLogIterator",
-    "AuthError",
-    "Client",
-    "DbtRemoteError",
-    "FailedNode",
-    "InvalidInput",
-    "Job",
-    "JobFailed",
-    "LogIterator",
-    "LogRecord",
-    "NotFound",
-    "ServerError",
-    "WaitTimeout",
-    "__version__",
-    "split_command",
-]
+# The names of the native module: every class and exception (the exceptions are those of
+# dbt_remote.errors, the same classes), split_command and __version__. (Imported as is,
+# mypy reads the list from the stub.)
+from dbt_remote._native import __all__ as __all__
