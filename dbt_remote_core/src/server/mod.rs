@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
+#[cfg(feature = "gcp")]
 use crate::env;
 use crate::launcher::{JobCommand, JobLauncher, ProcessLauncher, ProcessLauncherConfig};
 use crate::schedule::LocalSchedules;
@@ -36,6 +37,8 @@ use crate::{Error, Result};
 mod settings;
 
 pub use settings::*;
+#[cfg(not(feature = "gcp"))]
+use settings::NO_GCP;
 
 /// `with_<name>(value)` setters of single [`ServerSettings`] fields on [`ServerBuilder`].
 macro_rules! settings_setters {
@@ -61,7 +64,7 @@ impl ServerBuilder {
     }
 
     /// The defaults, overridden by every variable of [`crate::env`] that is set. Takes (and
-    /// removes) the static token of [`env::AUTH_TOKEN`], see [`take_auth_token_from_env`].
+    /// removes) the static token of [`crate::env::AUTH_TOKEN`], see [`take_auth_token_from_env`].
     pub fn from_env() -> Result<Self> {
         Ok(ServerBuilder {
             settings: ServerSettings::from_env()?,
@@ -255,24 +258,6 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn job_settings_go_through_the_environment_unchanged() {
-        let settings = JobSettings {
-            state: StateKind::Local,
-            state_dir: "/s".into(),
-            work_dir: Some("/w".into()),
-            dbt_path: "/venv/bin/dbt".into(),
-            python: None,
-            profiles_dir: Some("/p".into()),
-            keep_work_dirs: true,
-        };
-        let env = settings.to_env();
-        let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
-        assert_eq!(get(env::STATE_DIR), Some("/s".into()));
-        assert_eq!(get(env::PYTHON), None);
-        assert_eq!(get(env::KEEP_WORK_DIRS), Some("true".into()));
-    }
 
     #[tokio::test]
     async fn builds_that_cannot_work_are_refused_with_the_reason() {

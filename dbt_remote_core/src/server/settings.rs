@@ -28,7 +28,7 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_CANCEL_GRACE_SECONDS: u64 = 30;
 
 #[cfg(not(feature = "gcp"))]
-const NO_GCP: &str =
+pub(super) const NO_GCP: &str =
     "this dbt-server was built without the `gcp` feature (cargo build --release --features gcp)";
 
 /// Where jobs live.
@@ -379,4 +379,27 @@ pub fn take_auth_token_from_env() -> Option<String> {
     let token = var(env::AUTH_TOKEN);
     std::env::remove_var(env::AUTH_TOKEN);
     token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_settings_go_through_the_environment_unchanged() {
+        let settings = JobSettings {
+            state: StateKind::Local,
+            state_dir: "/s".into(),
+            work_dir: Some("/w".into()),
+            dbt_path: "/venv/bin/dbt".into(),
+            python: None,
+            profiles_dir: Some("/p".into()),
+            keep_work_dirs: true,
+        };
+        let env = settings.to_env();
+        let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
+        assert_eq!(get(env::STATE_DIR), Some("/s".into()));
+        assert_eq!(get(env::PYTHON), None);
+        assert_eq!(get(env::KEEP_WORK_DIRS), Some("true".into()));
+    }
 }
