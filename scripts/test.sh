@@ -2,8 +2,8 @@
 # The README's second command: installs what the tests need (the dbt venv, the Firestore and
 # Cloud Storage emulators, a test venv with maturin, pytest, mypy and Apache Airflow) and runs
 # every test: unit, conformance (also on the emulators), API and end-to-end tests with real dbt,
-# doctests, then the Python package's tests (scripts/test-python.sh). Before the tests: clippy
-# with warnings as errors, and a check of every target with default features.
+# doctests, then the Python package's tests (scripts/test-python.sh). Before the tests: rustfmt,
+# clippy with warnings as errors, and a check of every target with default features.
 # Benchmarks are built (not run): run them with `cargo bench` (see docs/testing.md).
 set -euo pipefail
 
@@ -20,6 +20,8 @@ done <<< "$emulators"
 # The GCP store's tests fail instead of being skipped if an emulator is missing.
 export DBT_REMOTE_REQUIRE_EMULATORS=1
 
+echo "test: rustfmt" >&2
+cargo fmt --all --check
 echo "test: clippy on every target, all features (warnings are errors)" >&2
 cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 echo "test: every target with default features (no gcp)" >&2

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime};
 
-use dbt_remote_test_support::server::{dbt_path, example_project, repo_root, RealServer};
 use dbt_remote_core::Client;
+use dbt_remote_test_support::server::{dbt_path, example_project, repo_root, RealServer};
 
 fn cli() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_dbt-remote"))

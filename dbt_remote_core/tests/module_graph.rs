@@ -48,7 +48,11 @@ fn code(text: &str) -> String {
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
         let trimmed = line.trim_start();
-        if trimmed == "#[cfg(test)]" && lines.peek().is_some_and(|l| l.trim_start().starts_with("mod ")) {
+        if trimmed == "#[cfg(test)]"
+            && lines
+                .peek()
+                .is_some_and(|l| l.trim_start().starts_with("mod "))
+        {
             // A test module: skip to the line that closes it (same indentation).
             let indent = line.len() - trimmed.len();
             for l in lines.by_ref() {
@@ -77,7 +81,11 @@ fn crate_paths(code: &str) -> Vec<String> {
     while let Some(at) = code[from..].find("crate::") {
         let start = from + at;
         from = start + "crate::".len();
-        if start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_' || bytes[start - 1] == b'$') {
+        if start > 0
+            && (bytes[start - 1].is_ascii_alphanumeric()
+                || bytes[start - 1] == b'_'
+                || bytes[start - 1] == b'$')
+        {
             continue;
         }
         let rest = &code[from..];
@@ -119,7 +127,10 @@ fn first_segment(path: &str) -> String {
 fn graph(src: &Path) -> Graph {
     let files = sources(src);
     let modules: BTreeSet<String> = files.iter().filter_map(|f| module_of(src, f)).collect();
-    let mut graph: Graph = modules.iter().map(|m| (m.clone(), BTreeSet::new())).collect();
+    let mut graph: Graph = modules
+        .iter()
+        .map(|m| (m.clone(), BTreeSet::new()))
+        .collect();
     for file in &files {
         let Some(from) = module_of(src, file) else {
             continue;
@@ -183,7 +194,10 @@ fn no_crate_has_a_cycle_between_its_top_level_modules() {
     let mut cycles = Vec::new();
     for krate in CRATES {
         let g = graph(&root.join(krate));
-        assert!(g.len() > 1 || *krate != "dbt_remote_core/src", "no modules read in {krate}");
+        assert!(
+            g.len() > 1 || *krate != "dbt_remote_core/src",
+            "no modules read in {krate}"
+        );
         if let Some(cycle) = find_cycle(&g) {
             cycles.push(format!("{krate}: {}", cycle.join(" -> ")));
         }

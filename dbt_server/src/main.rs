@@ -124,5 +124,7 @@ async fn run_job(args: RunJobArgs) -> Result<ExitCode, BoxError> {
     });
     let job = runner::run_job(store, args.job_id, &settings.runner_config(), cancel).await?;
     tracing::info!(job = %job.id, status = %job.status, exit_code = ?job.exit_code, "job ended");
-    Ok(ExitCode::from(JobOutcome::of_record(&job).run_job_exit_code()))
+    Ok(ExitCode::from(
+        JobOutcome::of_record(&job).run_job_exit_code(),
+    ))
 }

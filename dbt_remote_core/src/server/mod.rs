@@ -36,9 +36,9 @@ use crate::{Error, Result};
 
 mod settings;
 
-pub use settings::*;
 #[cfg(not(feature = "gcp"))]
 use settings::NO_GCP;
+pub use settings::*;
 
 /// `with_<name>(value)` setters of single [`ServerSettings`] fields on [`ServerBuilder`].
 macro_rules! settings_setters {
