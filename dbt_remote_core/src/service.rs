@@ -140,6 +140,7 @@ impl JobService {
     /// Log records after `after`.
     pub async fn logs(&self, id: JobId, after: u64, limit: Option<usize>) -> Result<LogPage> {
         // Status first: records read after a final status are the last ones.
+        let after = log_cursor(after)?;
         let job = self.store.get_job(id).await?;
         let limit = page_limit(limit, MAX_PAGE)?;
         let records = self.store.read_logs(id, after, limit).await?;
@@ -159,6 +160,7 @@ impl JobService {
         id: JobId,
         after: u64,
     ) -> Result<impl futures::Stream<Item = Result<FollowEvent>> + Send + 'static> {
+        let after = log_cursor(after)?;
         self.store.get_job(id).await?;
         Ok(follow_logs(self.store.clone(), id, after, self.log_poll))
     }
@@ -270,6 +272,18 @@ pub fn not_uploaded(missing: &[RelPath]) -> String {
         missing.len(),
         paths.join(", ")
     )
+}
+
+/// A log position from a client: a sequence number, which the API documents as a signed
+/// 64-bit integer (JSON clients cannot hold more).
+pub fn log_cursor(after: u64) -> Result<u64> {
+    if after > i64::MAX as u64 {
+        return Err(Error::invalid(format!(
+            "log position {after} is past the largest sequence number ({})",
+            i64::MAX
+        )));
+    }
+    Ok(after)
 }
 
 fn page_limit(limit: Option<usize>, default: usize) -> Result<usize> {

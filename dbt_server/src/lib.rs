@@ -12,6 +12,7 @@ use std::future::Future;
 use dbt_remote_core::JobService;
 use warp::Filter;
 
+mod allow;
 mod auth;
 mod compat;
 mod reply;
@@ -28,10 +29,15 @@ pub fn app(
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let native = routes::routes(service.clone(), &config);
     let legacy = compat::routes(service, &config);
-    auth::gate(config.auth.clone())
+    let answered = auth::gate(config.auth.clone())
         .and(native.or(legacy).unify())
         .recover(reply::recover)
-        .unify()
+        .unify();
+    warp::path::full()
+        .and(answered)
+        .map(|path: warp::path::FullPath, answer| {
+            allow::with_allow(path.as_str(), warp::Reply::into_response(answer))
+        })
         .with(warp::log::custom(|info| {
             tracing::info!(
                 target: "dbt_server::http",

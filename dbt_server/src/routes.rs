@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use dbt_remote_core::api::{self, BlobQuery, ErrorBody, SubmitJob, SSE_EVENT_END, SSE_EVENT_LOG};
 use dbt_remote_core::auth::Verifier;
-use dbt_remote_core::service::{not_uploaded, ListJobs};
+use dbt_remote_core::service::{log_cursor, not_uploaded, ListJobs};
 use dbt_remote_core::state::FollowEvent;
 use dbt_remote_core::{BlobHash, Error, JobService, RelPath};
 use futures::{Stream, StreamExt};
@@ -104,9 +104,18 @@ pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Respo
         .and(body())
         .then(missing_blobs)
         .map(native);
+    // `/api/v1/blobs/missing` is its own route, not a blob (the literal path wins, as in
+    // OpenAPI): PUT there is a 405.
     let put_blob = api()
         .and(path("blobs"))
         .and(param::<String>())
+        .and_then(|hash: String| async move {
+            if hash == "missing" {
+                Err(warp::reject::not_found())
+            } else {
+                Ok(hash)
+            }
+        })
         .and(end())
         .and(put())
         .and(svc.clone())
@@ -281,14 +290,14 @@ async fn stream(
     q: Result<StreamQuery, Error>,
     last: Option<String>,
 ) -> Answer {
-    let q = q?;
+    let after = q?.after.map(log_cursor).transpose()?;
     // A reconnecting EventSource sends Last-Event-ID: it wins over the query.
     let last = last
         .map(|l| l.trim().parse::<u64>())
         .transpose()
         .map_err(|_| Error::invalid("Last-Event-ID must be a log sequence number"))?;
     let events = svc
-        .follow(job_id(&id)?, last.or(q.after).unwrap_or(0))
+        .follow(job_id(&id)?, last.or(after).unwrap_or(0))
         .await?;
     let stream = warp::sse::keep_alive().stream(sse(events));
     Ok(warp::sse::reply(stream).into_response())
