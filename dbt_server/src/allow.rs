@@ -109,7 +109,10 @@ mod tests {
             Some("POST")
         );
         assert_eq!(
-            allowed(&format!("/api/v1/jobs/{id}/artifacts/target/run_results.json")).as_deref(),
+            allowed(&format!(
+                "/api/v1/jobs/{id}/artifacts/target/run_results.json"
+            ))
+            .as_deref(),
             Some("GET")
         );
         assert_eq!(allowed("/api/v1/blobs/missing").as_deref(), Some("POST"));
