@@ -1,9 +1,10 @@
 //! The chaos soak: jobs submitted to the real `dbt-server` binary (local state dir, a fast
 //! fake dbt) while the server and its job processes (`dbt-server run-job`, found in /proc)
 //! are killed with SIGKILL at random moments and the server is restarted on the same state
-//! dir and port. At the end every job is final, nothing submitted is lost, and a follower
-//! that reconnects got every log record of its job exactly once, in order, as stored, without
-//! `Client::follow` ever giving up.
+//! dir and port, running a retention pass (grace 0) at each start. At the end every job is
+//! final, nothing submitted is lost, a follower that reconnects got every log record of its
+//! job exactly once, in order, as stored, without `Client::follow` ever giving up, and no job
+//! lost a file it needed to retention.
 //!
 //! Short by default (CI); longer on demand:
 //! `DBT_REMOTE_CHAOS_JOBS=200 DBT_REMOTE_CHAOS_SECONDS=600 cargo test -p dbt_server --test chaos`.
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dbt_remote_core::client::StreamEvent;
+use dbt_remote_core::package::ProjectFile;
 use dbt_remote_core::{Client, JobId, JobStatus, LocalStore, LogRecord, StateStore, StateStoreExt};
 use futures::StreamExt;
 use nix::sys::signal::{kill, Signal};
@@ -107,6 +109,8 @@ impl Chaos {
             .arg("--dbt")
             .arg(&self.dbt)
             .args(["--max-concurrent-jobs", "2", "--cancel-grace-seconds", "2"])
+            // A retention pass at every start, keeping only the blobs jobs name.
+            .args(["--retention-grace-minutes", "0"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -213,10 +217,27 @@ async fn follow(client: Client, id: JobId, deadline: Instant) -> Followed {
     seen
 }
 
-/// Submits a job, retrying while the server is down; the job's id.
-async fn submit(client: &Client) -> JobId {
+/// A file only job `i` has, and one that every job has.
+fn files(i: usize) -> Vec<ProjectFile> {
+    let file = |path: &str, content: String| {
+        let content = bytes::Bytes::from(content);
+        ProjectFile {
+            path: dbt_remote_core::RelPath::new(path).unwrap(),
+            sha256: dbt_remote_core::BlobHash::of(&content),
+            content,
+        }
+    };
+    vec![
+        file("dbt_project.yml", "name: chaos\n".into()),
+        file("models/own.sql", format!("select {i}")),
+    ]
+}
+
+/// Submits job `i`, retrying while the server is down (or after a retention pass deleted a
+/// blob between the upload and the submit); the job's id.
+async fn submit(client: &Client, i: usize) -> JobId {
     loop {
-        match client.submit(vec!["build".into()], &[]).await {
+        match client.submit(vec!["build".into()], &files(i)).await {
             Ok((job, _)) => return job.id,
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -245,8 +266,8 @@ async fn jobs_survive_killed_servers_and_runners() {
     let submitter = tokio::spawn({
         let (client, submitted) = (client.clone(), submitted.clone());
         async move {
-            for gap in gaps {
-                let id = submit(&client).await;
+            for (i, gap) in gaps.into_iter().enumerate() {
+                let id = submit(&client, i).await;
                 let follower = tokio::spawn(follow(client.clone(), id, deadline));
                 submitted.lock().unwrap().push((id, follower));
                 tokio::time::sleep(gap).await;
@@ -301,6 +322,11 @@ async fn jobs_survive_killed_servers_and_runners() {
         assert_eq!(seen.records, stored, "job {id} (seed {seed})");
         let record = store.get_job(id).await.unwrap();
         assert_eq!(record.status, end.status, "job {id} (seed {seed})");
+        let reason = record.failure_reason.unwrap_or_default();
+        assert!(
+            !reason.contains("missing"),
+            "job {id}: {reason} (seed {seed})"
+        );
     }
     eprintln!("chaos soak: {reconnects} follower restarts");
     assert!(
