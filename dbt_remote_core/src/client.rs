@@ -19,7 +19,8 @@ use crate::log::LogRecord;
 use crate::package::{pack_job, with_state, JobFiles, ProjectFile};
 use crate::{Error, Result};
 
-/// How many times in a row [`Client::follow`] reconnects a dropped stream before giving up.
+/// How many times in a row [`Client::follow`] fails to get a stream (refused, dropped before a
+/// record, cut) before giving up; a new connection starts the count again.
 const MAX_RECONNECTS: u32 = 10;
 
 /// A client of one dbt-server.
@@ -491,6 +492,9 @@ impl Follow {
             .header("last-event-id", self.after.to_string());
         match self.client.send(request).await {
             Ok(response) => {
+                // Connected: the server is back, so the failures in a row start again (a job
+                // that stays queued through many restarts sends no record to reset them).
+                self.failures = 0;
                 let base = self.client.base.clone();
                 let stream = response.bytes_stream().eventsource().map(move |e| {
                     e.map_err(|e| Error::unreachable(&base, format!("log stream: {e}")))

@@ -22,6 +22,17 @@ pub const MAX_CONCURRENT_JOBS: &str = "DBT_REMOTE_MAX_CONCURRENT_JOBS";
 pub const MAX_UPLOAD_BYTES: &str = "DBT_REMOTE_MAX_UPLOAD_BYTES";
 /// Seconds a cancelled job has to stop before it is killed. Default 30.
 pub const CANCEL_GRACE_SECONDS: &str = "DBT_REMOTE_CANCEL_GRACE_SECONDS";
+/// Days a finished job (record, log, artifacts, work dir, runner files) is kept; `0`: kept
+/// forever. Default 30.
+pub const RETAIN_DAYS: &str = "DBT_REMOTE_RETAIN_DAYS";
+/// How many finished jobs are kept, the newest. Default: no count limit.
+pub const RETAIN_JOBS: &str = "DBT_REMOTE_RETAIN_JOBS";
+/// Minutes a new blob that no job names yet is kept (a client may be between upload and
+/// submit), and a just-finished job past `DBT_REMOTE_RETAIN_JOBS`. Default 60.
+pub const RETENTION_GRACE_MINUTES: &str = "DBT_REMOTE_RETENTION_GRACE_MINUTES";
+/// Minutes between two retention passes (one also runs at start); `0`: no retention at all.
+/// Default 60.
+pub const GC_INTERVAL_MINUTES: &str = "DBT_REMOTE_GC_INTERVAL_MINUTES";
 /// Keep each job's work dir after it ends (`1`/`true`). Default: removed.
 pub const KEEP_WORK_DIRS: &str = "DBT_REMOTE_KEEP_WORK_DIRS";
 /// Set by the process launcher for the job process: the lock file the runner holds while it

@@ -45,6 +45,7 @@ pub mod outcome;
 pub mod package;
 pub mod paths;
 mod process;
+pub mod retention;
 pub mod runner;
 pub mod schedule;
 pub mod server;

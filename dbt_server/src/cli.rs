@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dbt_remote_core::server::{self as wiring, AuthSettings, JobSettings, ServerSettings};
-use dbt_remote_core::{env, JobId};
+use dbt_remote_core::{env, retention, JobId};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -125,6 +125,20 @@ pub struct ServeArgs {
     /// Accept Google ID tokens of these emails only (comma-separated) [default: any].
     #[arg(long, env = env::AUTH_ALLOWED_EMAILS, value_name = "EMAILS", value_delimiter = ',')]
     auth_allowed_emails: Vec<String>,
+    /// Days a finished job (record, log, artifacts, work dir, runner files) is kept; 0 keeps
+    /// jobs forever.
+    #[arg(long, env = env::RETAIN_DAYS, value_name = "DAYS", default_value_t = retention::DEFAULT_RETAIN_DAYS)]
+    retain_days: u64,
+    /// Keep only this many finished jobs, the newest [default: no count limit].
+    #[arg(long, env = env::RETAIN_JOBS, value_name = "N")]
+    retain_jobs: Option<usize>,
+    /// Minutes an uploaded file that no job names yet is kept (a client may be between upload
+    /// and submit), and a just-finished job past --retain-jobs.
+    #[arg(long, env = env::RETENTION_GRACE_MINUTES, value_name = "MINUTES", default_value_t = retention::DEFAULT_GRACE_MINUTES)]
+    retention_grace_minutes: u64,
+    /// Minutes between two retention passes (one also runs at start); 0 turns retention off.
+    #[arg(long, env = env::GC_INTERVAL_MINUTES, value_name = "MINUTES", default_value_t = retention::DEFAULT_GC_INTERVAL_MINUTES)]
+    gc_interval_minutes: u64,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -184,6 +198,10 @@ impl ServeArgs {
                 allowed_emails: self.auth_allowed_emails,
             },
             job_program: None,
+            retain_days: self.retain_days,
+            retain_jobs: self.retain_jobs,
+            retention_grace: Duration::from_secs(self.retention_grace_minutes.saturating_mul(60)),
+            gc_interval: Duration::from_secs(self.gc_interval_minutes.saturating_mul(60)),
         }
     }
 }

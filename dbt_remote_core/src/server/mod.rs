@@ -231,7 +231,8 @@ impl Server {
         SocketAddr::new(self.settings.host, self.settings.port)
     }
 
-    /// Starts the scheduler (it fires due schedules every second) in a task.
+    /// Starts the scheduler (it fires due schedules every second) and, unless
+    /// [`ServerSettings::gc_interval`] is zero, the retention passes, in tasks.
     pub fn start_scheduler(&self) -> Scheduler {
         let stop = CancellationToken::new();
         tokio::spawn(run_scheduler(
@@ -239,6 +240,15 @@ impl Server {
             Duration::from_secs(1),
             stop.clone(),
         ));
+        if !self.settings.gc_interval.is_zero() {
+            tokio::spawn(crate::retention::run_periodically(
+                self.service.store().clone(),
+                self.service.schedules().clone(),
+                self.settings.retention_policy(),
+                self.settings.gc_interval,
+                stop.clone(),
+            ));
+        }
         Scheduler { stop }
     }
 }

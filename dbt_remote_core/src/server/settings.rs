@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::auth::GOOGLE_JWKS_URL;
 use crate::env;
+use crate::retention::{self, RetentionPolicy};
 use crate::runner::RunnerConfig;
 use crate::state::{LocalStore, StateStore};
 use crate::{Error, Result};
@@ -310,6 +311,14 @@ pub struct ServerSettings {
     /// The job entry point the process launcher runs (`<program> run-job <id>`). Default: this
     /// executable.
     pub job_program: Option<PathBuf>,
+    /// Days a finished job is kept; `0`: kept forever (see [`crate::retention`]).
+    pub retain_days: u64,
+    /// How many finished jobs are kept, the newest; `None`: no count limit.
+    pub retain_jobs: Option<usize>,
+    /// How long a new unreferenced blob, or a just-finished job past `retain_jobs`, is kept.
+    pub retention_grace: Duration,
+    /// Time between two retention passes (one runs at start); zero: no retention.
+    pub gc_interval: Duration,
 }
 
 impl ServerSettings {
@@ -350,7 +359,29 @@ impl ServerSettings {
         s.auth.allowed_emails = var(env::AUTH_ALLOWED_EMAILS)
             .map(|v| v.split(',').map(str::to_string).collect())
             .unwrap_or_default();
+        if let Some(v) = var_parse(env::RETAIN_DAYS)? {
+            s.retain_days = v;
+        }
+        s.retain_jobs = var_parse(env::RETAIN_JOBS)?;
+        if let Some(v) = var_parse::<u64>(env::RETENTION_GRACE_MINUTES)? {
+            s.retention_grace = Duration::from_secs(v * 60);
+        }
+        if let Some(v) = var_parse::<u64>(env::GC_INTERVAL_MINUTES)? {
+            s.gc_interval = Duration::from_secs(v * 60);
+        }
         Ok(s)
+    }
+
+    /// What the retention passes delete (call on built settings, whose paths are absolute).
+    pub fn retention_policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            max_age: (self.retain_days > 0)
+                .then(|| Duration::from_secs(self.retain_days.saturating_mul(24 * 3600))),
+            max_jobs: self.retain_jobs,
+            grace: self.retention_grace,
+            work_root: self.job.work_dir.clone(),
+            runs_dir: Some(self.job.state_dir.join("runs")),
+        }
     }
 }
 
@@ -368,6 +399,10 @@ impl Default for ServerSettings {
             accept_client_profiles: false,
             auth: AuthSettings::default(),
             job_program: None,
+            retain_days: retention::DEFAULT_RETAIN_DAYS,
+            retain_jobs: None,
+            retention_grace: Duration::from_secs(retention::DEFAULT_GRACE_MINUTES * 60),
+            gc_interval: Duration::from_secs(retention::DEFAULT_GC_INTERVAL_MINUTES * 60),
         }
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chrono::SecondsFormat;
 use serde_json::json;
 
-use super::{ArtifactInfo, JobPage, JobQuery, StateStore};
+use super::{ArtifactInfo, BlobInfo, JobPage, JobQuery, StateStore};
 use crate::blob::BlobHash;
 use crate::job::{JobId, JobRecord};
 use crate::log::{LogEntry, LogLevel, LogRecord};
@@ -103,6 +103,15 @@ impl StateStore for EchoLogs {
     }
     async fn get_artifact(&self, id: JobId, name: &RelPath) -> Result<Bytes> {
         self.inner.get_artifact(id, name).await
+    }
+    async fn delete_job(&self, id: JobId) -> Result<bool> {
+        self.inner.delete_job(id).await
+    }
+    async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
+        self.inner.list_blobs().await
+    }
+    async fn delete_blob(&self, hash: &BlobHash) -> Result<bool> {
+        self.inner.delete_blob(hash).await
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ArtifactInfo, JobPage, JobQuery, StateStore};
+use super::{ArtifactInfo, BlobInfo, JobPage, JobQuery, StateStore};
 use crate::blob::BlobHash;
 use crate::job::{JobId, JobRecord};
 use crate::log::{LogEntry, LogRecord};
@@ -410,4 +410,77 @@ impl StateStore for LocalStore {
         })
         .await
     }
+
+    async fn delete_job(&self, id: JobId) -> Result<bool> {
+        self.blocking(move |s| {
+            let dir = s.job_dir(id);
+            let had_record = dir.join("job.json").is_file();
+            // One rename takes the record, log and artifacts out of jobs/ at once; what is
+            // left in tmp/ by a failed removal is no job's.
+            let trash = s
+                .root
+                .join("tmp")
+                .join(format!(".deleted-{}", uuid::Uuid::now_v7().simple()));
+            match fs::rename(&dir, &trash) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(be(e)),
+            }
+            fs::remove_dir_all(&trash).map_err(be)?;
+            Ok(had_record)
+        })
+        .await
+    }
+
+    async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
+        self.blocking(|s| list_blob_files(&s.root.join("blobs")))
+            .await
+    }
+
+    async fn delete_blob(&self, hash: &BlobHash) -> Result<bool> {
+        let hash = hash.clone();
+        self.blocking(move |s| match fs::remove_file(s.blob_path(&hash)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(be(e)),
+        })
+        .await
+    }
+}
+
+/// The blobs under `blobs/<2 hex>/<62 hex>`, with their files' modification times; other
+/// files are not blobs and are skipped.
+fn list_blob_files(root: &Path) -> Result<Vec<BlobInfo>> {
+    let mut blobs = Vec::new();
+    for shard in fs::read_dir(root).map_err(be)? {
+        let shard = shard.map_err(be)?;
+        let Some(head) = shard.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let files = match fs::read_dir(shard.path()) {
+            Ok(files) => files,
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => continue,
+            Err(e) => return Err(be(e)),
+        };
+        for file in files {
+            let file = file.map_err(be)?;
+            let Some(tail) = file.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Ok(hash) = format!("{head}{tail}").parse::<BlobHash>() else {
+                continue;
+            };
+            let modified = match file.metadata().and_then(|m| m.modified()) {
+                Ok(t) => t,
+                // Deleted since the directory was read.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(be(e)),
+            };
+            blobs.push(BlobInfo {
+                hash,
+                stored_at: modified.into(),
+            });
+        }
+    }
+    Ok(blobs)
 }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ArtifactInfo, JobPage, JobQuery, StateStore};
+use super::{ArtifactInfo, BlobInfo, JobPage, JobQuery, StateStore};
 use crate::blob::BlobHash;
 use crate::job::{JobId, JobRecord};
 use crate::log::{LogEntry, LogRecord};
@@ -23,6 +23,8 @@ pub struct MemoryStore {
 struct Inner {
     jobs: BTreeMap<JobId, Job>,
     blobs: HashMap<BlobHash, Bytes>,
+    /// When each blob was last put.
+    blob_times: HashMap<BlobHash, chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug)]
@@ -102,11 +104,9 @@ impl StateStore for MemoryStore {
 
     async fn put_blob(&self, hash: &BlobHash, content: Bytes) -> Result<()> {
         super::check_blob(hash, &content)?;
-        self.inner
-            .lock()
-            .unwrap()
-            .blobs
-            .insert(hash.clone(), content);
+        let mut inner = self.inner.lock().unwrap();
+        inner.blob_times.insert(hash.clone(), chrono::Utc::now());
+        inner.blobs.insert(hash.clone(), content);
         Ok(())
     }
 
@@ -175,5 +175,27 @@ impl StateStore for MemoryStore {
                 .cloned()
                 .ok_or_else(|| Error::not_found(format!("artifact {name} of job {id}")))
         })
+    }
+
+    async fn delete_job(&self, id: JobId) -> Result<bool> {
+        Ok(self.inner.lock().unwrap().jobs.remove(&id).is_some())
+    }
+
+    async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner
+            .blobs
+            .keys()
+            .map(|hash| BlobInfo {
+                hash: hash.clone(),
+                stored_at: inner.blob_times.get(hash).copied().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn delete_blob(&self, hash: &BlobHash) -> Result<bool> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.blob_times.remove(hash);
+        Ok(inner.blobs.remove(hash).is_some())
     }
 }

@@ -60,7 +60,7 @@ pub struct ArtifactInfo {
 ///   [`update_job`](Self::update_job) is a compare-and-set: it replaces the record only if the
 ///   stored version equals the given record's `version`, stores it with `version + 1` and returns
 ///   it; otherwise [`Error::Precondition`] and nothing changes. Two concurrent updates of the same
-///   version: exactly one wins. Records are never deleted by the store.
+///   version: exactly one wins. Records are deleted only by [`delete_job`](Self::delete_job).
 /// - **Listing** is newest first (job ids are UUID v7, so by id), paged by
 ///   [`JobQuery::before`]; a record being updated concurrently appears once, in some version.
 /// - **Blobs** are content-addressed by SHA-256. [`put_blob`](Self::put_blob) checks the hash
@@ -74,6 +74,13 @@ pub struct ArtifactInfo {
 /// - **Artifacts** are files a job produced, by relative name; a put replaces the previous one
 ///   atomically.
 /// - Logs and artifacts of an unknown job fail with [`Error::NotFound`].
+/// - **Deleting** (what [`retention`](crate::retention) calls): [`delete_job`](Self::delete_job)
+///   removes the record, its log and its artifacts; the record goes first, so a job is never
+///   listed without its record, and a delete that fails half-way is finished by the next one.
+///   It is idempotent and says whether there was a record. It does not look at the status: the
+///   caller deletes only final jobs. [`list_blobs`](Self::list_blobs) lists every blob with the
+///   time it was stored (a blob stored while the list is made may or may not appear);
+///   [`delete_blob`](Self::delete_blob) is idempotent and says whether there was one.
 #[async_trait]
 pub trait StateStore: fmt::Debug + Send + Sync + 'static {
     /// Stores a new job record (create-only); returns it as stored.
@@ -104,6 +111,21 @@ pub trait StateStore: fmt::Debug + Send + Sync + 'static {
     async fn list_artifacts(&self, id: JobId) -> Result<Vec<ArtifactInfo>>;
     /// One artifact's content.
     async fn get_artifact(&self, id: JobId, name: &RelPath) -> Result<Bytes>;
+
+    /// Deletes the job's record, log and artifacts; `false` when it had no record.
+    async fn delete_job(&self, id: JobId) -> Result<bool>;
+    /// Every stored blob and when it was stored.
+    async fn list_blobs(&self) -> Result<Vec<BlobInfo>>;
+    /// Deletes a blob; `false` when there was none.
+    async fn delete_blob(&self, hash: &BlobHash) -> Result<bool>;
+}
+
+/// A stored blob, as [`StateStore::list_blobs`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub hash: BlobHash,
+    /// When the blob was stored (its file's or object's modification time).
+    pub stored_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// What a [`StateStoreExt::modify_job`] closure decides.

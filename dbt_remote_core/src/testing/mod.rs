@@ -42,6 +42,8 @@ pub async fn run_store_suite(store: Arc<dyn StateStore>) {
     concurrent_appends_lose_nothing(store.clone()).await;
     artifacts_round_trip(&*store).await;
     unknown_jobs_are_not_found(&*store).await;
+    delete_job_removes_the_record_log_and_artifacts(&*store).await;
+    blobs_are_listed_with_their_time_and_deleted(&*store).await;
 }
 
 pub async fn create_is_create_only(store: &dyn StateStore) {
@@ -345,3 +347,72 @@ mod schedule;
 
 pub use launcher::{fake_dbt, final_job, run_launcher_suite};
 pub use schedule::{run_schedule_suite, sample_schedule};
+
+pub async fn delete_job_removes_the_record_log_and_artifacts(store: &dyn StateStore) {
+    let other = store.create_job(&sample_job()).await.unwrap();
+    let job = store.create_job(&sample_job()).await.unwrap();
+    let entries: Vec<LogEntry> = (0..3).map(entry).collect();
+    store.append_logs(job.id, &entries).await.unwrap();
+    let name = RelPath::new("target/run_results.json").unwrap();
+    store
+        .put_artifact(job.id, &name, Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert!(store.delete_job(job.id).await.unwrap(), "there was a job");
+    let errs = [
+        store.get_job(job.id).await.unwrap_err(),
+        store.read_logs(job.id, 0, 10).await.unwrap_err(),
+        store.list_artifacts(job.id).await.unwrap_err(),
+        store.get_artifact(job.id, &name).await.unwrap_err(),
+    ];
+    for err in errs {
+        assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    }
+    let ids: Vec<_> = all_jobs(store).await.iter().map(|j| j.id).collect();
+    assert!(!ids.contains(&job.id) && ids.contains(&other.id));
+    assert!(
+        !store.delete_job(job.id).await.unwrap(),
+        "a second delete finds nothing"
+    );
+    assert_eq!(store.get_job(other.id).await.unwrap(), other, "others stay");
+    // The id can be used again, with an empty log.
+    store.create_job(&job).await.unwrap();
+    assert!(store.read_logs(job.id, 0, 10).await.unwrap().is_empty());
+    assert!(store.list_artifacts(job.id).await.unwrap().is_empty());
+    assert!(store.delete_job(job.id).await.unwrap());
+}
+
+pub async fn blobs_are_listed_with_their_time_and_deleted(store: &dyn StateStore) {
+    let content = Bytes::from(format!("blob {}", uuid::Uuid::now_v7()));
+    let hash = BlobHash::of(&content);
+    let before = chrono::Utc::now() - chrono::Duration::seconds(2);
+    store.put_blob(&hash, content).await.unwrap();
+    let after = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let listed = store.list_blobs().await.unwrap();
+    let info = listed
+        .iter()
+        .find(|b| b.hash == hash)
+        .expect("a stored blob is listed");
+    assert!(
+        (before..=after).contains(&info.stored_at),
+        "stored at {} (between {before} and {after})",
+        info.stored_at
+    );
+    assert!(store.delete_blob(&hash).await.unwrap(), "there was a blob");
+    let missing = store
+        .missing_blobs(std::slice::from_ref(&hash))
+        .await
+        .unwrap();
+    assert_eq!(missing.as_slice(), std::slice::from_ref(&hash));
+    assert!(store.get_blob(&hash).await.is_err());
+    assert!(!store
+        .list_blobs()
+        .await
+        .unwrap()
+        .iter()
+        .any(|b| b.hash == hash));
+    assert!(
+        !store.delete_blob(&hash).await.unwrap(),
+        "a second delete finds nothing"
+    );
+}

@@ -545,4 +545,70 @@ impl Records {
         }
         Ok(records)
     }
+
+    /// Deletes the job's record and log head in one commit (the job is gone at once), then its
+    /// log records; `false` when it had no record. A delete cut short leaves log records that
+    /// no read reaches, which the next delete of the job removes.
+    pub(super) async fn delete_job(&self, id: JobId) -> Result<bool> {
+        let had_record = self.get_one(self.job_doc(id)).await?.is_some();
+        let writes = vec![delete(self.job_doc(id)), delete(self.head_doc(id))];
+        self.commit(writes).await.map_err(|s| rpc("Commit", s))?;
+        loop {
+            let names = self.log_doc_names(id, MAX_DELETES_PER_COMMIT).await?;
+            if names.is_empty() {
+                return Ok(had_record);
+            }
+            let writes = names.into_iter().map(delete).collect();
+            self.commit(writes).await.map_err(|s| rpc("Commit", s))?;
+        }
+    }
+
+    /// The names of up to `limit` log record documents of the job (whether or not it still
+    /// has a record).
+    async fn log_doc_names(&self, id: JobId, limit: usize) -> Result<Vec<String>> {
+        use structured_query::{CollectionSelector, FieldReference, Projection};
+        let structured = StructuredQuery {
+            select: Some(Projection {
+                fields: vec![FieldReference {
+                    field_path: "__name__".to_owned(),
+                }],
+            }),
+            from: vec![CollectionSelector {
+                collection_id: "logs".to_owned(),
+                all_descendants: false,
+            }],
+            limit: Some(i32::try_from(limit).unwrap_or(i32::MAX)),
+            ..Default::default()
+        };
+        let mut stream = self
+            .db
+            .client()
+            .get()
+            .run_query(RunQueryRequest {
+                parent: self.job_doc(id),
+                query_type: Some(run_query_request::QueryType::StructuredQuery(structured)),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| rpc("RunQuery", s))?
+            .into_inner();
+        let mut names = Vec::new();
+        while let Some(response) = stream.try_next().await.map_err(|s| rpc("RunQuery", s))? {
+            if let Some(doc) = response.document {
+                names.push(doc.name);
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// Firestore takes at most 500 writes in one commit.
+const MAX_DELETES_PER_COMMIT: usize = 500;
+
+/// A write that deletes the document `name` (a no-op if there is none).
+fn delete(name: String) -> Write {
+    Write {
+        operation: Some(write::Operation::Delete(name)),
+        ..Default::default()
+    }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use gcloud_storage::client::{Client, ClientConfig};
+use gcloud_storage::http::objects::delete::DeleteObjectRequest;
 use gcloud_storage::http::objects::download::Range;
 use gcloud_storage::http::objects::get::GetObjectRequest;
 use gcloud_storage::http::objects::list::ListObjectsRequest;
@@ -218,5 +219,70 @@ impl Objects {
                 None => return Ok(objects),
             }
         }
+    }
+
+    /// The prefix of every blob's object name.
+    pub(super) fn blob_prefix(&self) -> String {
+        format!("{}blobs/", self.prefix)
+    }
+
+    /// Every object whose name starts with `prefix`: name and last update time.
+    pub(super) async fn list_updated(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
+        let mut objects = Vec::new();
+        let mut page_token = None;
+        loop {
+            let request = ListObjectsRequest {
+                bucket: self.bucket.clone(),
+                prefix: Some(prefix.to_owned()),
+                page_token: page_token.take(),
+                ..Default::default()
+            };
+            let page = self
+                .client
+                .list_objects(&request)
+                .await
+                .map_err(|e| self.error("listing", &format!("{prefix}*"), e))?;
+            objects.extend(page.items.unwrap_or_default().into_iter().map(|o| {
+                let nanos = o
+                    .updated
+                    .or(o.time_created)
+                    .map(|t| t.unix_timestamp_nanos());
+                let at = nanos
+                    .and_then(|n| i64::try_from(n).ok())
+                    .map(chrono::DateTime::from_timestamp_nanos)
+                    // No time given: treat it as new, so that it is kept.
+                    .unwrap_or_else(chrono::Utc::now);
+                (o.name, at)
+            }));
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(token) => page_token = Some(token),
+                None => return Ok(objects),
+            }
+        }
+    }
+
+    /// Deletes the object `name`; `false` when there was none.
+    pub(super) async fn delete(&self, name: &str) -> Result<bool> {
+        let request = DeleteObjectRequest {
+            bucket: self.bucket.clone(),
+            object: name.to_owned(),
+            ..Default::default()
+        };
+        match self.client.delete_object(&request).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(self.error("deleting", name, e)),
+        }
+    }
+
+    /// Deletes every object whose name starts with `prefix`.
+    pub(super) async fn delete_all(&self, prefix: &str) -> Result<()> {
+        for (name, _) in self.list(prefix).await? {
+            self.delete(&name).await?;
+        }
+        Ok(())
     }
 }

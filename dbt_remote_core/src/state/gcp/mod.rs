@@ -29,7 +29,7 @@ use std::fmt;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ArtifactInfo, JobPage, JobQuery, StateStore};
+use super::{ArtifactInfo, BlobInfo, JobPage, JobQuery, StateStore};
 use crate::blob::BlobHash;
 use crate::env;
 use crate::job::{JobId, JobRecord};
@@ -311,6 +311,31 @@ impl StateStore for GcpStore {
             .get(&self.objects.artifact_name(id, name))
             .await?
             .ok_or_else(|| Error::not_found(format!("artifact {name} of job {id}")))
+    }
+
+    async fn delete_job(&self, id: JobId) -> Result<bool> {
+        let had_record = self.records.delete_job(id).await?;
+        self.objects
+            .delete_all(&self.objects.artifact_prefix(id))
+            .await?;
+        Ok(had_record)
+    }
+
+    async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
+        let prefix = self.objects.blob_prefix();
+        let objects = self.objects.list_updated(&prefix).await?;
+        Ok(objects
+            .into_iter()
+            // An object that is not named by a hash was not written by the store.
+            .filter_map(|(name, stored_at)| {
+                let hash = name.strip_prefix(&prefix)?.parse().ok()?;
+                Some(BlobInfo { hash, stored_at })
+            })
+            .collect())
+    }
+
+    async fn delete_blob(&self, hash: &BlobHash) -> Result<bool> {
+        self.objects.delete(&self.objects.blob_name(hash)).await
     }
 }
 
