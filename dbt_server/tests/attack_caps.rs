@@ -348,8 +348,8 @@ fn peak_rss(pid: u32) -> u64 {
 }
 
 /// Records in the log of [`a_huge_log_is_streamed_whole_in_bounded_memory`]: 100,000 of 200
-/// bytes (a 25 MB answer), or `DBT_REMOTE_TEST_HUGE_LOG` (e.g. 1000000, about two minutes
-/// in a debug build).
+/// bytes (a 24 MB answer), or `DBT_REMOTE_TEST_HUGE_LOG` (e.g. 1000000, a few minutes in a
+/// debug build).
 fn huge_log_records() -> u64 {
     std::env::var("DBT_REMOTE_TEST_HUGE_LOG")
         .ok()
