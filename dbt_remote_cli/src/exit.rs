@@ -49,9 +49,10 @@ impl From<ExitStatus> for ExitCode {
 impl From<&Error> for ExitStatus {
     fn from(e: &Error) -> Self {
         match e {
-            Error::InvalidInput(_) | Error::TooLarge { .. } | Error::NotFound { .. } => {
-                ExitStatus::Usage
-            }
+            Error::InvalidInput(_)
+            | Error::TooLarge { .. }
+            | Error::TooMany { .. }
+            | Error::NotFound { .. } => ExitStatus::Usage,
             Error::Server {
                 status: 400..=499, ..
             } => ExitStatus::Usage,

@@ -20,6 +20,17 @@ pub const PROFILES_DIR: &str = "DBT_PROFILES_DIR";
 pub const MAX_CONCURRENT_JOBS: &str = "DBT_REMOTE_MAX_CONCURRENT_JOBS";
 /// Largest accepted upload (one blob or one request body), in bytes. Default 64 MiB.
 pub const MAX_UPLOAD_BYTES: &str = "DBT_REMOTE_MAX_UPLOAD_BYTES";
+/// Most files one job may have (paths in its spec; docs/security/caps.md). Default 50000.
+pub const MAX_JOB_FILES: &str = "DBT_REMOTE_MAX_JOB_FILES";
+/// Most bytes one job's files may add up to, each path counting its blob's size (a blob listed
+/// under many paths counts each time). Default 1 GiB.
+pub const MAX_JOB_BYTES: &str = "DBT_REMOTE_MAX_JOB_BYTES";
+/// Most schedules the server keeps. Default 1000.
+pub const MAX_SCHEDULES: &str = "DBT_REMOTE_MAX_SCHEDULES";
+/// Most entries in the zip of a 0.4.6 form. Default 10000.
+pub const MAX_ZIP_ENTRIES: &str = "DBT_REMOTE_MAX_ZIP_ENTRIES";
+/// Most bytes the entries of a 0.4.6 form's zip may unzip to. Default 64 MiB.
+pub const MAX_UNZIPPED_BYTES: &str = "DBT_REMOTE_MAX_UNZIPPED_BYTES";
 /// Seconds a cancelled job has to stop before it is killed. Default 30.
 pub const CANCEL_GRACE_SECONDS: &str = "DBT_REMOTE_CANCEL_GRACE_SECONDS";
 /// Days a finished job (record, log, artifacts, work dir, runner files) is kept; `0`: kept

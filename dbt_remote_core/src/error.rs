@@ -27,6 +27,13 @@ pub enum Error {
     /// The caller's input is larger than the configured limit.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge { what: String, size: u64, limit: u64 },
+    /// The caller asks for more things (files, entries, schedules) than the configured limit.
+    #[error("{count} {what}, over the limit of {limit}")]
+    TooMany {
+        what: String,
+        count: u64,
+        limit: u64,
+    },
     /// The request carries no acceptable credentials.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
@@ -104,7 +111,7 @@ impl Error {
             Error::AlreadyExists { .. } => "already_exists",
             Error::Precondition { .. } => "precondition_failed",
             Error::InvalidInput(_) => "invalid_input",
-            Error::TooLarge { .. } => "too_large",
+            Error::TooLarge { .. } | Error::TooMany { .. } => "too_large",
             Error::Unauthenticated(_) => "unauthenticated",
             Error::Server { code, .. } => code,
             Error::Unreachable { .. } => "unreachable",

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::job::{JobId, JobMode, JobRecord, JobStatus};
 use crate::lifecycle::JobLifecycle;
+use crate::limits::JobLimits;
 use crate::log::{LogEntry, LogLevel};
 use crate::paths::RelPath;
 use crate::state::{StateStore, StateStoreExt};
@@ -58,6 +59,8 @@ pub struct RunnerConfig {
     pub interrupt_grace: Duration,
     /// How often the runner checks the store for a cancel request.
     pub cancel_poll: Duration,
+    /// What a job may materialise, checked with the real sizes as the files are written.
+    pub limits: JobLimits,
 }
 
 impl RunnerConfig {
@@ -70,6 +73,7 @@ impl RunnerConfig {
             keep_work_dir: false,
             interrupt_grace: Duration::from_secs(20),
             cancel_poll: Duration::from_secs(2),
+            limits: JobLimits::default(),
         }
     }
 
@@ -216,8 +220,12 @@ impl Runner<'_> {
         }
     }
 
-    /// Writes the job's files into a fresh work dir.
+    /// Writes the job's files into a fresh work dir, refusing to write past
+    /// [`RunnerConfig::limits`] (counted with the real size of each blob).
     async fn materialise(&self, job: &JobRecord) -> Result<()> {
+        let limits = &self.config.limits;
+        limits.check_files(job.spec.files.len())?;
+        let mut written = limits.bytes();
         let io = |what: &str, path: &Path, e: std::io::Error| {
             Error::backend("work dir", format!("{what} {}: {e}", path.display()))
         };
@@ -241,6 +249,7 @@ impl Runner<'_> {
                     )),
                     e => e,
                 })?;
+            written.charge(content.len() as u64)?;
             let path = file.path.join_to(self.work_dir);
             if let Some(parent) = path.parent() {
                 tokio::fs::create_dir_all(parent)

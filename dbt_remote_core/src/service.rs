@@ -7,18 +7,23 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::api::{ArtifactList, Job, JobList, LogPage, MissingBlobs, SubmitJob};
 use crate::blob::BlobHash;
-use crate::job::{JobId, JobRecord, JobSpec, JobStatus};
+use crate::job::{FileEntry, JobId, JobRecord, JobSpec, JobStatus};
 use crate::launcher::JobLauncher;
+use crate::limits::Limits;
 use crate::log::LogEntry;
 use crate::paths::RelPath;
 use crate::schedule::{MemorySchedules, Schedule, ScheduleSpec, ScheduleStore};
 use crate::state::{follow_logs, FollowEvent, JobQuery, StateStore};
 use crate::{Error, Result};
+
+/// Blob sizes looked up at once when a job's size is checked.
+const SIZE_LOOKUPS: usize = 16;
 
 /// Largest page of jobs or log records one call returns.
 pub const MAX_PAGE: usize = 1000;
@@ -40,6 +45,7 @@ pub struct JobService {
     store: Arc<dyn StateStore>,
     launcher: Arc<dyn JobLauncher>,
     schedules: Arc<dyn ScheduleStore>,
+    limits: Limits,
     /// How often a log follower looks for new records.
     pub log_poll: Duration,
 }
@@ -50,8 +56,19 @@ impl JobService {
             store,
             launcher,
             schedules: Arc::new(MemorySchedules::new()),
+            limits: Limits::new(),
             log_poll: Duration::from_millis(100),
         }
+    }
+
+    /// Refuses what is past `limits` (by default [`Limits::new`]).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Keeps schedules in `schedules` (by default in memory).
@@ -73,6 +90,7 @@ impl JobService {
     /// [`missing_files`](Self::missing_files)).
     pub async fn submit(&self, request: SubmitJob) -> Result<Job> {
         let spec = request.into_spec()?;
+        self.limits.job.check_files(spec.files.len())?;
         let missing = self.missing_files(&spec).await?;
         if !missing.is_empty() {
             return Err(Error::invalid(not_uploaded(&missing)));
@@ -92,10 +110,47 @@ impl JobService {
             .collect())
     }
 
+    /// Fails unless the job's files are within [`Limits::job`]: their count, and the bytes
+    /// they would materialise (each path counts its blob's stored size, so one blob listed
+    /// under many paths counts each time). Stores nothing.
+    pub async fn check_job_size(&self, spec: &JobSpec) -> Result<()> {
+        let limits = &self.limits.job;
+        limits.check_files(spec.files.len())?;
+        // Each blob's size once, a few lookups at a time (a remote store answers each slowly).
+        let mut seen = std::collections::HashSet::new();
+        let lookups: Vec<_> = spec
+            .files
+            .iter()
+            .filter(|f| seen.insert(f.sha256.clone()))
+            .map(|f| self.stored_size(f))
+            .collect();
+        let sizes: std::collections::HashMap<BlobHash, u64> = futures::stream::iter(lookups)
+            .buffer_unordered(SIZE_LOOKUPS)
+            .try_collect()
+            .await?;
+        let mut bytes = limits.bytes();
+        spec.files
+            .iter()
+            .try_for_each(|f| bytes.charge(sizes.get(&f.sha256).copied().unwrap_or(0)))
+    }
+
+    /// A file's hash and the stored size of its blob; a 400 naming the file when it was not
+    /// uploaded.
+    async fn stored_size(&self, file: &FileEntry) -> Result<(BlobHash, u64)> {
+        match self.store.blob_size(&file.sha256).await {
+            Ok(size) => Ok((file.sha256.clone(), size)),
+            Err(Error::NotFound { .. }) => Err(Error::invalid(not_uploaded(std::slice::from_ref(
+                &file.path,
+            )))),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Stores a checked spec (whose files are all stored) with `notes` as its first log
-    /// records, and launches it.
+    /// records, and launches it. Refused past [`Limits::job`] before anything is stored.
     pub async fn submit_spec(&self, spec: JobSpec, notes: &[LogEntry]) -> Result<Job> {
         spec.validate()?;
+        self.check_job_size(&spec).await?;
         let job = self.store.create_job(&JobRecord::new(spec)).await?;
         if !notes.is_empty() {
             self.store.append_logs(job.id, notes).await?;
@@ -181,12 +236,22 @@ impl JobService {
     }
 
     /// Stores a new schedule (its files must be stored already). Fails with
-    /// [`Error::AlreadyExists`] when the name is taken.
+    /// [`Error::AlreadyExists`] when the name is taken, and past [`Limits::max_schedules`]
+    /// or [`Limits::job`].
     pub async fn create_schedule(&self, spec: ScheduleSpec) -> Result<Schedule> {
         spec.job.validate()?;
+        self.check_room_for_schedule().await?;
+        self.check_job_size(&spec.job).await?;
         let schedule = Schedule::new(spec)?;
         self.schedules.create_schedule(&schedule).await?;
         Ok(schedule)
+    }
+
+    /// Fails when there are [`Limits::max_schedules`] schedules already. (Concurrent creates
+    /// may each see room for one: the cap may be passed by as many.)
+    pub async fn check_room_for_schedule(&self) -> Result<()> {
+        let existing = self.schedules.list_schedules().await?.len();
+        self.limits.check_new_schedule(existing)
     }
 
     /// Every schedule, by name.

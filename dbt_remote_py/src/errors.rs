@@ -181,7 +181,9 @@ pub(crate) fn to_py(e: Error) -> PyErr {
     let message = error_chain(&e);
     match e {
         Error::NotFound { .. } => NOT_FOUND.new_err(message),
-        Error::InvalidInput(_) | Error::TooLarge { .. } => INVALID_INPUT.new_err(message),
+        Error::InvalidInput(_) | Error::TooLarge { .. } | Error::TooMany { .. } => {
+            INVALID_INPUT.new_err(message)
+        }
         Error::Unauthenticated(_) => AuthError::new_err(message),
         Error::Server { status, .. } => ServerError::new_err((message, Some(status))),
         Error::Unreachable { .. } | Error::Backend { .. } => {

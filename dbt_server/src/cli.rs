@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dbt_remote_core::server::{self as wiring, AuthSettings, JobSettings, ServerSettings};
-use dbt_remote_core::{env, retention, JobId};
+use dbt_remote_core::{env, limits, retention, JobId};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,6 +77,14 @@ pub struct StateArgs {
     /// Keep each job's work dir after it ends, for debugging.
     #[arg(long, env = env::KEEP_WORK_DIRS, action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     keep_work_dirs: bool,
+    /// Most files one job may have; more are refused (413) at submit and by the runner.
+    #[arg(long, env = env::MAX_JOB_FILES, default_value_t = limits::DEFAULT_MAX_JOB_FILES)]
+    max_job_files: usize,
+    /// Most bytes one job's files may add up to, each path counting its file's size (a file
+    /// listed under many paths counts each time); more are refused (413) at submit and by the
+    /// runner as it writes.
+    #[arg(long, env = env::MAX_JOB_BYTES, default_value_t = limits::DEFAULT_MAX_JOB_BYTES)]
+    max_job_bytes: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -107,6 +115,15 @@ pub struct ServeArgs {
     /// server's own profiles.
     #[arg(long, env = env::ACCEPT_CLIENT_PROFILES, action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     accept_client_profiles: bool,
+    /// Most schedules the server keeps; creating one more is refused (413).
+    #[arg(long, env = env::MAX_SCHEDULES, default_value_t = limits::DEFAULT_MAX_SCHEDULES)]
+    max_schedules: usize,
+    /// Most entries in the zip of a 0.4.6 form (413 past it).
+    #[arg(long, env = env::MAX_ZIP_ENTRIES, default_value_t = limits::DEFAULT_MAX_ZIP_ENTRIES)]
+    max_zip_entries: usize,
+    /// Most bytes the entries of a 0.4.6 form's zip may unzip to (413 past it).
+    #[arg(long, env = env::MAX_UNZIPPED_BYTES, default_value_t = limits::DEFAULT_MAX_UNZIPPED_BYTES)]
+    max_unzipped_bytes: u64,
     /// Require this static token on every route but /health, /check and /version: its
     /// SHA-256 in hex (`printf %s "$TOKEN" | sha256sum`). Clients send `Authorization: Bearer
     /// <token>`. DBT_REMOTE_AUTH_TOKEN may give the token itself instead.
@@ -169,6 +186,10 @@ impl StateArgs {
             python: self.python.clone(),
             profiles_dir: self.profiles_dir.clone(),
             keep_work_dirs: self.keep_work_dirs,
+            limits: limits::JobLimits {
+                max_files: self.max_job_files,
+                max_bytes: self.max_job_bytes,
+            },
         }
     }
 }
@@ -189,6 +210,11 @@ impl ServeArgs {
             cancel_grace: Duration::from_secs(self.cancel_grace_seconds),
             public_url: self.public_url,
             accept_client_profiles: self.accept_client_profiles,
+            max_schedules: self.max_schedules,
+            zip: limits::ZipLimits {
+                max_entries: self.max_zip_entries,
+                max_unzipped_bytes: self.max_unzipped_bytes,
+            },
             auth: AuthSettings {
                 token_sha256: self.auth_token_sha256,
                 token,

@@ -11,7 +11,7 @@ use serde_json::json;
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
-use warp::reply::Response;
+use warp::reply::{Reply, Response};
 use warp::Filter;
 
 use crate::reply::{json_reply, legacy};
@@ -38,7 +38,12 @@ impl Links {
     }
 }
 
-/// Reads a multipart/form-data body into a form.
+/// Most fields a 0.4.6 form may have (the 0.4.6 CLI sends at most 9). Each field is bounded by
+/// the body, which is bounded by `--max-upload-bytes`.
+const MAX_FORM_FIELDS: usize = 32;
+
+/// Reads a multipart/form-data body (already read whole, within the upload limit) into a
+/// form: at most [`MAX_FORM_FIELDS`] fields, each given once.
 async fn read_form(
     body: Result<Bytes, Error>,
     content_type: Option<String>,
@@ -52,7 +57,16 @@ async fn read_form(
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut form = LegacyForm::default();
     let malformed = |e: multer::Error| Error::invalid(format!("malformed multipart form: {e}"));
+    let mut fields = 0;
     while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+        fields += 1;
+        if fields > MAX_FORM_FIELDS {
+            return Err(Error::TooMany {
+                what: "fields in the form".into(),
+                count: fields as u64,
+                limit: MAX_FORM_FIELDS as u64,
+            });
+        }
         let name = field.name().unwrap_or_default().to_string();
         let value = field.bytes().await.map_err(malformed)?;
         form.set(&name, value)?;
@@ -67,7 +81,7 @@ pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Respo
 
     let policy = LegacyPolicy {
         accept_client_profiles: config.accept_client_profiles,
-        max_unzipped_bytes: config.max_upload_bytes,
+        zip: service.limits().zip,
     };
     let service = LegacyService::new(service, policy);
     let svc = warp::any().map(move || service.clone());
@@ -182,8 +196,32 @@ async fn status(id: String, svc: LegacyService) -> Answer {
     Ok(json_reply(&json!({ "run_status": status }), StatusCode::OK))
 }
 
+/// Every line, streamed: the body is sent as the log is read, a page at a time.
 async fn logs(id: String, svc: LegacyService) -> Answer {
-    Ok(json_reply(&svc.logs(job_id(&id)?).await?, StatusCode::OK))
+    let body = svc.logs(job_id(&id)?).await?;
+    let reply = warp::reply::stream(sync_stream(body));
+    Ok(warp::reply::with_header(reply, "content-type", "application/json").into_response())
+}
+
+/// `stream` driven in a task, as warp wants a `Sync` body: a channel of two chunks, so the
+/// reader waits for the client (bounded memory), and stops when the client leaves.
+fn sync_stream(
+    stream: impl futures::Stream<Item = Result<Bytes, Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<Bytes, Error>> + Send + Sync + 'static {
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(chunk) = stream.next().await {
+            if let Err(e) = &chunk {
+                tracing::error!("0.4.6 log body failed: {e}");
+            }
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 async fn last_logs(id: String, svc: LegacyService) -> Answer {

@@ -121,7 +121,7 @@ fn error_status(e: &Error) -> StatusCode {
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::AlreadyExists { .. } | Error::Precondition { .. } => StatusCode::CONFLICT,
         Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
-        Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::TooLarge { .. } | Error::TooMany { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -1,13 +1,13 @@
 //! The `POST /dbt` and `POST /schedule` forms of the 0.4.6 protocol, checked and turned into a
 //! native [`JobSpec`] (a [`JobMode::Manifest`] job) with the content of its files.
 
-use std::io::Read;
-
 use bytes::Bytes;
 use serde_yaml_ng::Value;
 
+use super::unzip::unzip;
 use crate::blob::BlobHash;
 use crate::job::{split_command, FileEntry, JobMode, JobSpec, MANIFEST_FILE, PROFILES_FILE};
+use crate::limits::ZipLimits;
 use crate::paths::RelPath;
 use crate::{Error, Result};
 
@@ -30,26 +30,38 @@ pub struct LegacyForm {
 }
 
 impl LegacyForm {
-    /// Stores one form field. Text fields must be UTF-8; unknown fields (`server_url` among
-    /// them) are ignored.
+    /// Stores one form field. Text fields must be UTF-8; a known field given twice is
+    /// refused; unknown fields (`server_url` among them) are ignored.
     pub fn set(&mut self, name: &str, value: Bytes) -> Result<()> {
         let text = |value: Bytes| {
             String::from_utf8(value.to_vec())
                 .map_err(|_| Error::invalid(format!("form field {name} is not UTF-8 text")))
         };
         match name {
-            "user_command" => self.user_command = Some(text(value)?),
-            "dbt_native_params_overrides" => self.overrides = Some(text(value)?),
-            "schedule" => self.schedule = Some(text(value)?),
-            "schedule_name" => self.schedule_name = Some(text(value)?).filter(|s| !s.is_empty()),
-            "dbt_project" => self.dbt_project = Some(value),
-            "profiles" => self.profiles = Some(value),
-            "packages" => self.packages = Some(value),
-            "zipped_artifacts" => self.zipped_artifacts = Some(value),
-            _ => {}
+            "user_command" => set_once(&mut self.user_command, name, text(value)?),
+            "dbt_native_params_overrides" => set_once(&mut self.overrides, name, text(value)?),
+            "schedule" => set_once(&mut self.schedule, name, text(value)?),
+            "schedule_name" => {
+                set_once(&mut self.schedule_name, name, text(value)?)?;
+                self.schedule_name = self.schedule_name.take().filter(|s| !s.is_empty());
+                Ok(())
+            }
+            "dbt_project" => set_once(&mut self.dbt_project, name, value),
+            "profiles" => set_once(&mut self.profiles, name, value),
+            "packages" => set_once(&mut self.packages, name, value),
+            "zipped_artifacts" => set_once(&mut self.zipped_artifacts, name, value),
+            _ => Ok(()),
         }
-        Ok(())
     }
+}
+
+/// Sets `field` to `value` unless it was set before.
+fn set_once<T>(field: &mut Option<T>, name: &str, value: T) -> Result<()> {
+    if field.is_some() {
+        return Err(Error::invalid(format!("form field {name} is given twice")));
+    }
+    *field = Some(value);
+    Ok(())
 }
 
 /// How the server treats 0.4.6 requests.
@@ -58,8 +70,8 @@ pub struct LegacyPolicy {
     /// Use the `profiles` the client sends; otherwise they are dropped and the server's own
     /// profiles are used.
     pub accept_client_profiles: bool,
-    /// Largest total size of the unzipped artifacts.
-    pub max_unzipped_bytes: u64,
+    /// What the `zipped_artifacts` zip may hold.
+    pub zip: ZipLimits,
 }
 
 /// A job read from a form: its spec, the content of its files, and notes for its log.
@@ -99,7 +111,7 @@ pub fn legacy_job(form: &LegacyForm, policy: &LegacyPolicy) -> Result<LegacyJob>
         files.push((PROFILES_FILE.into(), profiles.clone()));
     }
     let zip = required(&form.zipped_artifacts, "zipped_artifacts")?;
-    files.extend(unzip(zip, policy.max_unzipped_bytes)?);
+    files.extend(unzip(zip, &policy.zip)?);
     if !files.iter().any(|(path, _)| path == MANIFEST_FILE) {
         return Err(Error::invalid(format!(
             "zipped_artifacts has no {MANIFEST_FILE} at its root"
@@ -262,55 +274,6 @@ fn is_unset(value: &Value) -> bool {
     }
 }
 
-/// The files of a zip, refusing anything that is not a plain file at a relative path inside
-/// the work dir, and stopping past `limit` bytes unzipped.
-fn unzip(content: &Bytes, limit: u64) -> Result<Vec<(String, Bytes)>> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(content.clone()))
-        .map_err(|e| Error::invalid(format!("zipped_artifacts is not a valid zip file: {e}")))?;
-    let mut files = Vec::with_capacity(archive.len());
-    let mut total = 0u64;
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(|e| {
-            Error::invalid(format!("zipped_artifacts: entry {i} cannot be read: {e}"))
-        })?;
-        let name = entry.name().to_string();
-        if entry.is_dir() {
-            continue;
-        }
-        if entry.is_symlink() {
-            return Err(Error::invalid(format!(
-                "zipped_artifacts: {name:?} is a symbolic link; only files are accepted"
-            )));
-        }
-        let path = RelPath::new(name.as_str())
-            .map_err(|e| Error::invalid(format!("zipped_artifacts: {e}")))?;
-        let too_large = |size| Error::TooLarge {
-            what: "unzipped artifacts".into(),
-            size,
-            limit,
-        };
-        if total + entry.size() > limit {
-            return Err(too_large(total + entry.size()));
-        }
-        let mut data = Vec::with_capacity(entry.size() as usize);
-        // The declared size may lie: read at most one byte past what is left.
-        (&mut entry)
-            .take(limit - total + 1)
-            .read_to_end(&mut data)
-            .map_err(|e| {
-                Error::invalid(format!(
-                    "zipped_artifacts: {name:?} cannot be unzipped: {e}"
-                ))
-            })?;
-        total += data.len() as u64;
-        if total > limit {
-            return Err(too_large(total));
-        }
-        files.push((path.to_string(), Bytes::from(data)));
-    }
-    Ok(files)
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -405,7 +368,10 @@ mod tests {
 
     const POLICY: LegacyPolicy = LegacyPolicy {
         accept_client_profiles: false,
-        max_unzipped_bytes: 1 << 20,
+        zip: ZipLimits {
+            max_entries: 100,
+            max_unzipped_bytes: 1 << 20,
+        },
     };
 
     #[test]

@@ -14,12 +14,14 @@ use crate::job::{JobId, JobRecord, JobStatus};
 use crate::log::{LogEntry, LogLevel, LogRecord};
 use crate::schedule::{Schedule, ScheduleSpec};
 use crate::service::JobService;
-use crate::state::StateStoreExt;
 use crate::{Error, Result};
 
 mod form;
+mod log_body;
+mod unzip;
 
 pub use form::{legacy_job, LegacyForm, LegacyJob, LegacyPolicy};
+pub use log_body::{legacy_logs_body, LOG_BODY_PAGE};
 
 /// What `GET /version` answers: the protocol version the 0.4.6 CLI insists on (dbt-remote's
 /// own version is in `GET /health`).
@@ -52,6 +54,7 @@ impl LegacyService {
     /// Stores and launches the job of a `POST /dbt` form.
     pub async fn submit(&self, form: &LegacyForm) -> Result<Job> {
         let job = legacy_job(form, &self.policy)?;
+        self.check_job_size(&job)?;
         self.store_files(&job).await?;
         let notes: Vec<LogEntry> = job
             .notes
@@ -76,6 +79,8 @@ impl LegacyService {
         };
         // Checked before any file is stored.
         Schedule::new(spec.clone())?;
+        self.check_job_size(&job)?;
+        self.service.check_room_for_schedule().await?;
         self.store_files(&job).await?;
         self.service.create_schedule(spec).await
     }
@@ -95,6 +100,16 @@ impl LegacyService {
         self.service.run_schedule_now(id).await
     }
 
+    /// The service's job caps, checked on the form's files before any is stored.
+    fn check_job_size(&self, job: &LegacyJob) -> Result<()> {
+        let limits = &self.service.limits().job;
+        limits.check_files(job.spec.files.len())?;
+        let mut bytes = limits.bytes();
+        job.blobs
+            .iter()
+            .try_for_each(|blob| bytes.charge(blob.len() as u64))
+    }
+
     async fn store_files(&self, job: &LegacyJob) -> Result<()> {
         for (file, content) in job.spec.files.iter().zip(&job.blobs) {
             self.service
@@ -112,13 +127,17 @@ impl LegacyService {
         ))
     }
 
-    /// Every line of a job's log.
-    pub async fn logs(&self, id: JobId) -> Result<LegacyLogs> {
+    /// Every line of a job's log, as the JSON body of a [`LegacyLogs`] in chunks of
+    /// [`LOG_BODY_PAGE`] records (read as they are sent: memory stays bounded however long
+    /// the log). [`Error::NotFound`] for an unknown job, before any chunk.
+    pub async fn logs(
+        &self,
+        id: JobId,
+    ) -> Result<impl futures::Stream<Item = Result<bytes::Bytes>> + Send + 'static> {
         let store = self.service.store();
         // Status first: records read after a final status are the last ones.
         let job = store.get_job(id).await?;
-        let records = store.read_all_logs(id, 0).await?;
-        Ok(legacy_answer(id, job.status, &records))
+        Ok(legacy_logs_body(store.clone(), id, job.status))
     }
 
     /// The lines no earlier `last_logs` call returned for this job (a read cursor kept in the

@@ -29,6 +29,7 @@ use crate::auth::Verifier;
 #[cfg(feature = "gcp")]
 use crate::env;
 use crate::launcher::{JobCommand, JobLauncher, ProcessLauncher, ProcessLauncherConfig};
+use crate::limits::Limits;
 use crate::schedule::LocalSchedules;
 use crate::service::{run_scheduler, JobService};
 use crate::state::StateStore;
@@ -111,7 +112,14 @@ impl ServerBuilder {
         let store = settings.job.open_store().await?;
         let launcher = launcher(&settings, store.clone()).await?;
         let schedules = LocalSchedules::new(settings.job.state_dir.join("schedules"))?;
-        let service = JobService::new(store, launcher).with_schedules(Arc::new(schedules));
+        let limits = Limits {
+            job: settings.job.limits,
+            zip: settings.zip,
+            max_schedules: settings.max_schedules,
+        };
+        let service = JobService::new(store, launcher)
+            .with_schedules(Arc::new(schedules))
+            .with_limits(limits);
         service.recover().await?;
         Ok(Server {
             settings,

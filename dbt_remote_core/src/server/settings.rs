@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::auth::GOOGLE_JWKS_URL;
 use crate::env;
+use crate::limits::{JobLimits, ZipLimits, DEFAULT_MAX_SCHEDULES};
 use crate::retention::{self, RetentionPolicy};
 use crate::runner::RunnerConfig;
 use crate::state::{LocalStore, StateStore};
@@ -105,6 +106,8 @@ pub struct JobSettings {
     /// dbt's profiles dir, owned by the server.
     pub profiles_dir: Option<PathBuf>,
     pub keep_work_dirs: bool,
+    /// What one job may materialise; the runner checks it again as it writes.
+    pub limits: JobLimits,
 }
 
 impl Default for JobSettings {
@@ -117,6 +120,7 @@ impl Default for JobSettings {
             python: None,
             profiles_dir: None,
             keep_work_dirs: false,
+            limits: JobLimits::default(),
         }
     }
 }
@@ -171,6 +175,12 @@ impl JobSettings {
         s.python = var_path(env::PYTHON);
         s.profiles_dir = var_path(env::PROFILES_DIR);
         s.keep_work_dirs = var_bool(env::KEEP_WORK_DIRS)?.unwrap_or(false);
+        if let Some(v) = var_parse(env::MAX_JOB_FILES)? {
+            s.limits.max_files = v;
+        }
+        if let Some(v) = var_parse(env::MAX_JOB_BYTES)? {
+            s.limits.max_bytes = v;
+        }
         Ok(s)
     }
 
@@ -191,6 +201,14 @@ impl JobSettings {
             (
                 env::KEEP_WORK_DIRS,
                 Some(if self.keep_work_dirs { "true" } else { "false" }.into()),
+            ),
+            (
+                env::MAX_JOB_FILES,
+                Some(self.limits.max_files.to_string().into()),
+            ),
+            (
+                env::MAX_JOB_BYTES,
+                Some(self.limits.max_bytes.to_string().into()),
             ),
         ]
     }
@@ -223,6 +241,7 @@ impl JobSettings {
             python: self.python.as_deref().map(program).transpose()?,
             profiles_dir: self.profiles_dir.as_deref().map(abs).transpose()?,
             keep_work_dirs: self.keep_work_dirs,
+            limits: self.limits,
         })
     }
 
@@ -261,6 +280,7 @@ impl JobSettings {
         config.python_path = self.python.clone();
         config.profiles_dir = self.profiles_dir.clone();
         config.keep_work_dir = self.keep_work_dirs;
+        config.limits = self.limits;
         config
     }
 }
@@ -307,6 +327,10 @@ pub struct ServerSettings {
     /// The server's base URL as clients reach it (`http://` or `https://`).
     pub public_url: Option<String>,
     pub accept_client_profiles: bool,
+    /// Most schedules at once.
+    pub max_schedules: usize,
+    /// What the zip of a 0.4.6 form may hold.
+    pub zip: ZipLimits,
     pub auth: AuthSettings,
     /// The job entry point the process launcher runs (`<program> run-job <id>`). Default: this
     /// executable.
@@ -349,6 +373,15 @@ impl ServerSettings {
         }
         s.public_url = var(env::PUBLIC_URL);
         s.accept_client_profiles = var_bool(env::ACCEPT_CLIENT_PROFILES)?.unwrap_or(false);
+        if let Some(v) = var_parse(env::MAX_SCHEDULES)? {
+            s.max_schedules = v;
+        }
+        if let Some(v) = var_parse(env::MAX_ZIP_ENTRIES)? {
+            s.zip.max_entries = v;
+        }
+        if let Some(v) = var_parse(env::MAX_UNZIPPED_BYTES)? {
+            s.zip.max_unzipped_bytes = v;
+        }
         s.auth.token_sha256 = var(env::AUTH_TOKEN_SHA256);
         s.auth.token = take_auth_token_from_env();
         s.auth.google = var_bool(env::AUTH_GOOGLE)?.unwrap_or(false);
@@ -397,6 +430,8 @@ impl Default for ServerSettings {
             cancel_grace: Duration::from_secs(DEFAULT_CANCEL_GRACE_SECONDS),
             public_url: None,
             accept_client_profiles: false,
+            max_schedules: DEFAULT_MAX_SCHEDULES,
+            zip: ZipLimits::default(),
             auth: AuthSettings::default(),
             job_program: None,
             retain_days: retention::DEFAULT_RETAIN_DAYS,
@@ -430,11 +465,17 @@ mod tests {
             python: None,
             profiles_dir: Some("/p".into()),
             keep_work_dirs: true,
+            limits: JobLimits {
+                max_files: 7,
+                max_bytes: 9,
+            },
         };
         let env = settings.to_env();
         let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
         assert_eq!(get(env::STATE_DIR), Some("/s".into()));
         assert_eq!(get(env::PYTHON), None);
         assert_eq!(get(env::KEEP_WORK_DIRS), Some("true".into()));
+        assert_eq!(get(env::MAX_JOB_FILES), Some("7".into()));
+        assert_eq!(get(env::MAX_JOB_BYTES), Some("9".into()));
     }
 }

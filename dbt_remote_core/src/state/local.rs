@@ -252,6 +252,18 @@ impl StateStore for LocalStore {
         .await
     }
 
+    async fn blob_size(&self, hash: &BlobHash) -> Result<u64> {
+        let hash = hash.clone();
+        self.blocking(move |s| match fs::metadata(s.blob_path(&hash)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::not_found(format!("blob {hash}")))
+            }
+            Err(e) => Err(be(e)),
+        })
+        .await
+    }
+
     async fn append_logs(&self, id: JobId, entries: &[LogEntry]) -> Result<u64> {
         self.blocking({
             let entries = entries.to_vec();

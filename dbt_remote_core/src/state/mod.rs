@@ -98,6 +98,11 @@ pub trait StateStore: fmt::Debug + Send + Sync + 'static {
     async fn missing_blobs(&self, hashes: &[BlobHash]) -> Result<Vec<BlobHash>>;
     /// A blob's content.
     async fn get_blob(&self, hash: &BlobHash) -> Result<Bytes>;
+    /// A stored blob's size in bytes ([`Error::NotFound`] when it is not stored). The default
+    /// reads the blob; stores that know sizes without reading override it.
+    async fn blob_size(&self, hash: &BlobHash) -> Result<u64> {
+        Ok(self.get_blob(hash).await?.len() as u64)
+    }
 
     /// Appends log entries; returns the sequence number of the last one (of the log, if
     /// `entries` is empty).

@@ -38,6 +38,7 @@ pub async fn run_store_suite(store: Arc<dyn StateStore>) {
     final_status_is_never_overwritten(&*store).await;
     list_is_newest_first_and_paged(&*store).await;
     blobs_are_content_addressed(&*store).await;
+    blob_sizes_are_known(&*store).await;
     logs_are_sequenced_and_read_without_change(&*store).await;
     concurrent_appends_lose_nothing(store.clone()).await;
     artifacts_round_trip(&*store).await;
@@ -154,6 +155,15 @@ pub async fn list_is_newest_first_and_paged(store: &dyn StateStore) {
         assert_eq!(running_ids.contains(id), i % 2 == 0, "status filter");
     }
     assert!(running.jobs.iter().all(|j| j.status == JobStatus::Running));
+}
+
+pub async fn blob_sizes_are_known(store: &dyn StateStore) {
+    let content = Bytes::from_static(b"select 2 as size_check\n");
+    let hash = BlobHash::of(&content);
+    let err = store.blob_size(&hash).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    store.put_blob(&hash, content.clone()).await.unwrap();
+    assert_eq!(store.blob_size(&hash).await.unwrap(), content.len() as u64);
 }
 
 pub async fn blobs_are_content_addressed(store: &dyn StateStore) {

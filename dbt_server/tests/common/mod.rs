@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dbt_remote_core::testing::RecordingLauncher;
-use dbt_remote_core::{JobService, MemoryStore, StateStore};
+use dbt_remote_core::{JobService, Limits, MemoryStore, StateStore};
 use dbt_server::Config;
 
 /// dbt-server served in this process on 127.0.0.1, over a memory store and a launcher that
@@ -29,9 +29,27 @@ impl InProcess {
         max_upload_bytes: u64,
         configure: impl FnOnce(&mut Config),
     ) -> InProcess {
+        Self::start_limited(max_upload_bytes, configure, Limits::new()).await
+    }
+
+    /// Starts with the service's caps changed by `limit`.
+    pub async fn start_with_limits(
+        max_upload_bytes: u64,
+        limit: impl FnOnce(&mut Limits),
+    ) -> InProcess {
+        let mut limits = Limits::new();
+        limit(&mut limits);
+        Self::start_limited(max_upload_bytes, |_| {}, limits).await
+    }
+
+    async fn start_limited(
+        max_upload_bytes: u64,
+        configure: impl FnOnce(&mut Config),
+        limits: Limits,
+    ) -> InProcess {
         let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
         let launcher = Arc::new(RecordingLauncher::new(store.clone()));
-        let mut service = JobService::new(store.clone(), launcher.clone());
+        let mut service = JobService::new(store.clone(), launcher.clone()).with_limits(limits);
         service.log_poll = Duration::from_millis(20);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

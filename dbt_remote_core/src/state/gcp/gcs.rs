@@ -170,6 +170,20 @@ impl Objects {
         }
     }
 
+    /// The object's size; `None` if there is no such object.
+    pub(super) async fn size(&self, name: &str) -> Result<Option<u64>> {
+        let request = GetObjectRequest {
+            bucket: self.bucket.clone(),
+            object: name.to_owned(),
+            ..Default::default()
+        };
+        match self.client.get_object(&request).await {
+            Ok(object) => Ok(Some(object.size.max(0) as u64)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.error("looking up", name, e)),
+        }
+    }
+
     /// Whether each of `names` exists, in order.
     pub(super) async fn exist(&self, names: &[String]) -> Result<Vec<bool>> {
         let lookups: Vec<_> = names.iter().map(|name| self.exists(name)).collect();

@@ -275,6 +275,13 @@ impl StateStore for GcpStore {
             .ok_or_else(|| Error::not_found(format!("blob {hash}")))
     }
 
+    async fn blob_size(&self, hash: &BlobHash) -> Result<u64> {
+        self.objects
+            .size(&self.objects.blob_name(hash))
+            .await?
+            .ok_or_else(|| Error::not_found(format!("blob {hash}")))
+    }
+
     async fn append_logs(&self, id: JobId, entries: &[LogEntry]) -> Result<u64> {
         self.records.append_logs(id, entries).await
     }
