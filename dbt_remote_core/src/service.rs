@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::api::{ArtifactList, Job, JobList, LogPage, MissingBlobs, SubmitJob};
 use crate::blob::BlobHash;
-use crate::job::{JobId, JobRecord, JobSpec, JobStatus};
+use crate::containment::{check_project_file, is_checked_file};
+use crate::job::{FileEntry, JobId, JobRecord, JobSpec, JobStatus};
 use crate::launcher::JobLauncher;
 use crate::log::LogEntry;
 use crate::paths::RelPath;
@@ -96,6 +97,13 @@ impl JobService {
     /// records, and launches it.
     pub async fn submit_spec(&self, spec: JobSpec, notes: &[LogEntry]) -> Result<Job> {
         spec.validate()?;
+        // Paths in the project's dbt_project.yml and packages files stay inside the work dir.
+        let packages = spec.installs_packages();
+        let checked = |f: &&FileEntry| is_checked_file(f.path.as_str(), packages);
+        for file in spec.files.iter().filter(checked) {
+            let content = self.store.get_blob(&file.sha256).await?;
+            check_project_file(file.path.as_str(), &content)?;
+        }
         let job = self.store.create_job(&JobRecord::new(spec)).await?;
         if !notes.is_empty() {
             self.store.append_logs(job.id, notes).await?;

@@ -77,6 +77,11 @@ pub struct StateArgs {
     /// Keep each job's work dir after it ends, for debugging.
     #[arg(long, env = env::KEEP_WORK_DIRS, action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     keep_work_dirs: bool,
+    /// Variables of the server's environment that jobs also get, comma-separated (for
+    /// `env_var()` in the server's profiles) [default: none beyond PATH, HOME, LANG, LC_*, TZ,
+    /// TMPDIR, USER, LOGNAME, GOOGLE_APPLICATION_CREDENTIALS and DBT_* but not DBT_REMOTE_*].
+    #[arg(long, env = env::JOB_ENV, value_name = "NAMES", value_delimiter = ',')]
+    job_env: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,6 +160,12 @@ impl StateArgs {
             python: self.python.clone(),
             profiles_dir: self.profiles_dir.clone(),
             keep_work_dirs: self.keep_work_dirs,
+            job_env: self
+                .job_env
+                .iter()
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
         }
     }
 }
