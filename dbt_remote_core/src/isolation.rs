@@ -19,8 +19,9 @@ use std::ffi::OsString;
 
 use crate::env;
 
-/// Variables that job processes and dbt get from the server's environment, when set.
-/// (`GOOGLE_APPLICATION_CREDENTIALS`: dbt-bigquery's application default credentials.)
+/// Variables that job processes and dbt get from the server's environment, when set: the
+/// process basics, the TLS trust and proxy settings dbt's connections need, and
+/// `GOOGLE_APPLICATION_CREDENTIALS` (dbt-bigquery's application default credentials).
 pub const BASE_VARS: &[&str] = &[
     "PATH",
     "HOME",
@@ -29,6 +30,16 @@ pub const BASE_VARS: &[&str] = &[
     "LANG",
     "TZ",
     "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
     "GOOGLE_APPLICATION_CREDENTIALS",
 ];
 

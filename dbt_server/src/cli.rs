@@ -79,7 +79,8 @@ pub struct StateArgs {
     keep_work_dirs: bool,
     /// Variables of the server's environment that jobs also get, comma-separated (for
     /// `env_var()` in the server's profiles) [default: none beyond PATH, HOME, LANG, LC_*, TZ,
-    /// TMPDIR, USER, LOGNAME, GOOGLE_APPLICATION_CREDENTIALS and DBT_* but not DBT_REMOTE_*].
+    /// TMPDIR, USER, TLS and proxy settings, GOOGLE_APPLICATION_CREDENTIALS and DBT_* but not
+    /// DBT_REMOTE_*; see docs/configuration.md].
     #[arg(long, env = env::JOB_ENV, value_name = "NAMES", value_delimiter = ',')]
     job_env: Vec<String>,
 }
