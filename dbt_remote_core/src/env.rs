@@ -46,6 +46,11 @@ pub const RETENTION_GRACE_MINUTES: &str = "DBT_REMOTE_RETENTION_GRACE_MINUTES";
 pub const GC_INTERVAL_MINUTES: &str = "DBT_REMOTE_GC_INTERVAL_MINUTES";
 /// Keep each job's work dir after it ends (`1`/`true`). Default: removed.
 pub const KEEP_WORK_DIRS: &str = "DBT_REMOTE_KEEP_WORK_DIRS";
+/// Comma-separated names of variables of the server's environment that job processes and dbt
+/// also get (for `env_var()` in the server's profiles). Default: none beyond the allow-list of
+/// [`crate::isolation::passes_by_default`] (`PATH`, `HOME`, `LC_*`, TLS and proxy settings,
+/// `DBT_*` but not `DBT_REMOTE_*`, …).
+pub const JOB_ENV: &str = "DBT_REMOTE_JOB_ENV";
 /// Set by the process launcher for the job process: the lock file the runner holds while it
 /// lives, by which a restarted server tells a live runner from a dead one.
 pub const RUNNER_LOCK: &str = "DBT_REMOTE_RUNNER_LOCK";

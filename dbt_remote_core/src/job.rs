@@ -70,18 +70,6 @@ pub const DBT_COMMANDS: &[&str] = &[
     "clean",
 ];
 
-/// Flags a job may not pass: the server owns where dbt finds its project, profiles and logs,
-/// and how it formats them.
-const SERVER_OWNED_FLAGS: &[&str] = &[
-    "--profiles-dir",
-    "--project-dir",
-    "--log-path",
-    "--target-path",
-    "--log-format",
-    "--use-colors",
-    "--no-use-colors",
-];
-
 /// Longest accepted argument list, in total bytes.
 pub const MAX_ARGS_BYTES: usize = 64 * 1024;
 
@@ -149,6 +137,12 @@ impl JobSpec {
         })
     }
 
+    /// Whether the job may run `dbt deps`: a project job (the runner installs its packages
+    /// first), or any job whose command is `deps`.
+    pub fn installs_packages(&self) -> bool {
+        self.mode == JobMode::Project || self.command() == Some("deps")
+    }
+
     /// Checks the spec; the error says what to change.
     pub fn validate(&self) -> Result<()> {
         let Some(first) = self.args.first() else {
@@ -174,15 +168,8 @@ impl JobSpec {
                 "dbt argument {arg:?} contains a NUL byte"
             )));
         }
-        if let Some(flag) = self.args.iter().find(|a| {
-            SERVER_OWNED_FLAGS
-                .iter()
-                .any(|f| a == f || a.starts_with(&format!("{f}=")))
-        }) {
-            return Err(Error::invalid(format!(
-                "{flag} is set by the server and cannot be passed to a job"
-            )));
-        }
+        // Server-owned flags, flags that act outside the project, paths outside the work dir.
+        crate::containment::check_args(&self.args)?;
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = self.files.iter().find(|f| !seen.insert(f.path.as_str())) {
             return Err(Error::invalid(format!("file {} is listed twice", dup.path)));
@@ -368,6 +355,8 @@ mod tests {
             &["build", "--profiles-dir", "/etc"],
             &["build", "--project-dir=/"],
             &["build", "a\0b"],
+            &["build", "--state", "../prod"],
+            &["clean", "--no-clean-project-files-only"],
         ] {
             let err = spec(args).validate().unwrap_err();
             assert!(matches!(err, Error::InvalidInput(_)), "{args:?}: {err:?}");

@@ -15,7 +15,9 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{JobId, JobMode, JobRecord, JobStatus};
+use crate::containment::PACKAGE_FILES;
+use crate::isolation;
+use crate::job::{JobId, JobMode, JobRecord, JobStatus, PROFILES_FILE};
 use crate::lifecycle::JobLifecycle;
 use crate::limits::JobLimits;
 use crate::log::{LogEntry, LogLevel};
@@ -32,8 +34,13 @@ pub const ARTIFACTS: &[&str] = &[
     "sources.json",
 ];
 
-/// Files whose presence makes the runner call `dbt deps` first.
-const PACKAGE_FILES: &[&str] = &["packages.yml", "dependencies.yml"];
+/// dbt's target and log folders, relative to the work dir (dbt's working directory and
+/// project root), forced whatever `dbt_project.yml` says.
+const TARGET_DIR: &str = "target";
+const LOG_DIR: &str = "logs";
+
+/// Commands that take no `--target-path` flag (they get `DBT_TARGET_PATH` only).
+const NO_TARGET_FLAG: &[&str] = &["deps", "debug"];
 
 /// The Python entry point of manifest jobs ([`JobMode::Manifest`]), run with `python -c`.
 const RUN_MANIFEST: &str = include_str!("runner/run_manifest.py");
@@ -57,6 +64,9 @@ pub struct RunnerConfig {
     pub keep_work_dir: bool,
     /// Time dbt has to stop after an interrupt before it is killed.
     pub interrupt_grace: Duration,
+    /// Variables of this process's environment that dbt also gets, beyond those that pass by
+    /// default ([`isolation::dbt_env`]).
+    pub job_env: Vec<String>,
     /// How often the runner checks the store for a cancel request.
     pub cancel_poll: Duration,
     /// What a job may materialise, checked with the real sizes as the files are written.
@@ -72,6 +82,7 @@ impl RunnerConfig {
             work_root: work_root.into(),
             keep_work_dir: false,
             interrupt_grace: Duration::from_secs(20),
+            job_env: vec![],
             cancel_poll: Duration::from_secs(2),
             limits: JobLimits::default(),
         }
@@ -221,13 +232,20 @@ impl Runner<'_> {
     }
 
     /// Writes the job's files into a fresh work dir, refusing to write past
-    /// [`RunnerConfig::limits`] (counted with the real size of each blob).
+    /// [`RunnerConfig::limits`] (counted with the real size of each blob). A `profiles.yml` at
+    /// its root is left out unless the job uses client profiles, so dbt can never pick it up.
+    /// Errors name paths relative to the work dir: they reach the client.
     async fn materialise(&self, job: &JobRecord) -> Result<()> {
         let limits = &self.config.limits;
         limits.check_files(job.spec.files.len())?;
         let mut written = limits.bytes();
         let io = |what: &str, path: &Path, e: std::io::Error| {
-            Error::backend("work dir", format!("{what} {}: {e}", path.display()))
+            let shown = path.strip_prefix(self.work_dir).unwrap_or(Path::new(""));
+            tracing::error!(job = %self.id, "{what} {}: {e}", path.display());
+            Error::backend(
+                "work dir",
+                format!("{what} ./{}: {}", shown.display(), e.kind()),
+            )
         };
         if self.work_dir.exists() {
             tokio::fs::remove_dir_all(self.work_dir)
@@ -238,6 +256,9 @@ impl Runner<'_> {
             .await
             .map_err(|e| io("creating", self.work_dir, e))?;
         for file in &job.spec.files {
+            if file.path.as_str() == PROFILES_FILE && !job.spec.client_profiles {
+                continue;
+            }
             let content = self
                 .store
                 .get_blob(&file.sha256)
@@ -280,15 +301,19 @@ impl Runner<'_> {
             cmd.args(["-c", RUN_MANIFEST]);
         }
         cmd.args(["--log-format", "json", "--no-use-colors"])
-            .args(args)
+            .args(contained_args(args))
             .current_dir(self.work_dir)
+            .env_clear()
+            .envs(isolation::dbt_env(&self.config.job_env))
             .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+            .env("DBT_TARGET_PATH", TARGET_DIR)
+            .env("DBT_LOG_PATH", LOG_DIR)
             .env_remove("DBT_PROJECT_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if let Some(dir) = profiles.or(self.config.profiles_dir.as_deref()) {
+        if let Some(dir) = self.profiles_dir(profiles) {
             cmd.env(crate::env::PROFILES_DIR, dir);
         }
         // A process started in the background may inherit SIGINT ignored, and then dbt would
@@ -301,9 +326,13 @@ impl Runner<'_> {
             });
         }
         let mut child = cmd.spawn().map_err(|e| {
+            tracing::error!(job = %self.id, "could not start {}: {e}", program.display());
             Error::backend(
                 "dbt",
-                format!("could not start dbt at {:?}: {e}", program.display()),
+                format!(
+                    "could not start dbt ({}): check the server's --dbt",
+                    e.kind()
+                ),
             )
         })?;
         let (tx, rx) = mpsc::channel::<LogEntry>(4096);
@@ -344,8 +373,17 @@ impl Runner<'_> {
         Ok(exit_outcome(status))
     }
 
+    /// dbt's profiles dir: the job's own (`profiles`), else the server's, else `~/.dbt`, never
+    /// dbt's fallback to the project dir (a `profiles.yml` the client sent).
+    fn profiles_dir(&self, profiles: Option<&Path>) -> Option<PathBuf> {
+        if let Some(dir) = profiles.or(self.config.profiles_dir.as_deref()) {
+            return Some(dir.to_path_buf());
+        }
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".dbt"))
+    }
+
     async fn store_artifacts(&self) -> Result<()> {
-        let target = self.work_dir.join("target");
+        let target = self.work_dir.join(TARGET_DIR);
         for name in ARTIFACTS {
             let path = target.join(name);
             if let Ok(content) = tokio::fs::read(&path).await {
@@ -357,6 +395,28 @@ impl Runner<'_> {
         }
         Ok(())
     }
+}
+
+/// The job's arguments with dbt's log path (and, for commands that take it, target path)
+/// forced into the work dir, right after the subcommand's words.
+fn contained_args(args: &[String]) -> Vec<String> {
+    let words = crate::job::JobSpec {
+        args: args.to_vec(),
+        ..Default::default()
+    }
+    .command()
+    .map_or(1, |c| c.split(' ').count())
+    .min(args.len());
+    let mut out = args[..words].to_vec();
+    out.extend(["--log-path".to_string(), LOG_DIR.to_string()]);
+    if !args
+        .first()
+        .is_some_and(|c| NO_TARGET_FLAG.contains(&c.as_str()))
+    {
+        out.extend(["--target-path".to_string(), TARGET_DIR.to_string()]);
+    }
+    out.extend_from_slice(&args[words..]);
+    out
 }
 
 fn exit_outcome(status: ExitStatus) -> Outcome {

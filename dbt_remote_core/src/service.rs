@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::api::{ArtifactList, Job, JobList, LogPage, MissingBlobs, SubmitJob};
 use crate::blob::BlobHash;
+use crate::containment::{check_project_file, is_checked_file};
 use crate::job::{FileEntry, JobId, JobRecord, JobSpec, JobStatus};
 use crate::launcher::JobLauncher;
 use crate::limits::Limits;
@@ -151,6 +152,13 @@ impl JobService {
     pub async fn submit_spec(&self, spec: JobSpec, notes: &[LogEntry]) -> Result<Job> {
         spec.validate()?;
         self.check_job_size(&spec).await?;
+        // Paths in the project's dbt_project.yml and packages files stay inside the work dir.
+        let packages = spec.installs_packages();
+        let checked = |f: &&FileEntry| is_checked_file(f.path.as_str(), packages);
+        for file in spec.files.iter().filter(checked) {
+            let content = self.store.get_blob(&file.sha256).await?;
+            check_project_file(file.path.as_str(), &content)?;
+        }
         let job = self.store.create_job(&JobRecord::new(spec)).await?;
         if !notes.is_empty() {
             self.store.append_logs(job.id, notes).await?;

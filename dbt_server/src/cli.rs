@@ -85,6 +85,12 @@ pub struct StateArgs {
     /// runner as it writes.
     #[arg(long, env = env::MAX_JOB_BYTES, default_value_t = limits::DEFAULT_MAX_JOB_BYTES)]
     max_job_bytes: u64,
+    /// Variables of the server's environment that jobs also get, comma-separated (for
+    /// `env_var()` in the server's profiles) [default: none beyond PATH, HOME, LANG, LC_*, TZ,
+    /// TMPDIR, USER, TLS and proxy settings, GOOGLE_APPLICATION_CREDENTIALS and DBT_* but not
+    /// DBT_REMOTE_*; see docs/configuration.md].
+    #[arg(long, env = env::JOB_ENV, value_name = "NAMES", value_delimiter = ',')]
+    job_env: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -190,6 +196,12 @@ impl StateArgs {
                 max_files: self.max_job_files,
                 max_bytes: self.max_job_bytes,
             },
+            job_env: self
+                .job_env
+                .iter()
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
         }
     }
 }

@@ -20,6 +20,9 @@ use cli::{Cli, Command, RunJobArgs};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> ExitCode {
+    // First, while no other thread runs: the initial environment leaves /proc/<pid>/environ
+    // and the process becomes non-dumpable (dbt_remote_core::isolation).
+    let unprotected = dbt_remote_core::isolation::protect_this_process();
     let cli = Cli::parse();
     // Read, then removed from the environment that job processes and dbt inherit (no other
     // thread runs yet).
@@ -31,6 +34,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for problem in unprotected {
+        tracing::warn!("{problem}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

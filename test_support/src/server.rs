@@ -67,6 +67,32 @@ impl RealServer {
         extra: &[&str],
         env: &[(&str, impl AsRef<std::ffi::OsStr>)],
     ) -> RealServer {
+        let profiles = repo_root().join("examples/profiles");
+        RealServer::spawn(binary, dir, extra, env, Some(&profiles))
+    }
+
+    /// Like [`start_with_env`](Self::start_with_env), without `--profiles-dir`: dbt's profiles
+    /// are then the server user's `~/.dbt` (set `HOME` in `env`).
+    pub fn start_without_profiles_dir(
+        binary: &Path,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, impl AsRef<std::ffi::OsStr>)],
+    ) -> RealServer {
+        RealServer::spawn(binary, dir, extra, env, None)
+    }
+
+    fn spawn(
+        binary: &Path,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, impl AsRef<std::ffi::OsStr>)],
+        profiles_dir: Option<&Path>,
+    ) -> RealServer {
+        let profiles: Vec<&std::ffi::OsStr> = match profiles_dir {
+            Some(p) => vec!["--profiles-dir".as_ref(), p.as_os_str()],
+            None => vec![],
+        };
         let mut child = Command::new(binary)
             .args(if extra.contains(&"--port") {
                 &[][..]
@@ -77,8 +103,8 @@ impl RealServer {
             .arg(dir.join("state"))
             .arg("--dbt")
             .arg(dbt_path())
-            .arg("--profiles-dir")
-            .arg(repo_root().join("examples/profiles"))
+            .args(profiles)
+            .env_remove("DBT_PROFILES_DIR")
             .args(["--cancel-grace-seconds", "10"])
             .args(extra)
             .env("RUST_LOG", "info")

@@ -15,6 +15,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::Notify;
 
 use super::JobLauncher;
+use crate::isolation;
 use crate::job::{JobId, JobRecord, JobStatus};
 use crate::lifecycle::JobLifecycle;
 use crate::process::{signal, signal_group};
@@ -22,12 +23,26 @@ use crate::state::StateStore;
 use crate::{Error, Result};
 
 /// The job entry point: `program args… <job id>`, e.g. `dbt-server run-job <id>`, with `env`
-/// set for it (a `None` value removes the variable) on top of the server's environment.
+/// set for it (a `None` value removes the variable) on top of an allow-list of the server's
+/// environment ([`isolation::job_process_env`], plus the variables that `env` names in
+/// [`env::JOB_ENV`](crate::env::JOB_ENV)): the server's other variables never reach a job.
 #[derive(Debug, Clone)]
 pub struct JobCommand {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub env: Vec<(&'static str, Option<OsString>)>,
+}
+
+impl JobCommand {
+    /// The names that `env` lists in [`env::JOB_ENV`](crate::env::JOB_ENV).
+    fn job_env(&self) -> Vec<String> {
+        self.env
+            .iter()
+            .find(|(name, _)| *name == crate::env::JOB_ENV)
+            .and_then(|(_, value)| value.as_ref())
+            .map(|v| isolation::parse_names(&v.to_string_lossy()))
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -135,12 +150,15 @@ impl Shared {
         }
         let out_path = self.config.runs_dir.join(format!("{id}.log"));
         let out = File::create(&out_path).map_err(|e| {
-            Error::backend("process launcher", format!("{}: {e}", out_path.display()))
+            tracing::error!(job = %id, "{}: {e}", out_path.display());
+            Error::backend("process launcher", format!("the runner log: {}", e.kind()))
         })?;
         let err = out
             .try_clone()
             .map_err(|e| Error::backend("process launcher", e))?;
         let mut cmd = std::process::Command::new(&self.config.command.program);
+        cmd.env_clear()
+            .envs(isolation::job_process_env(&self.config.command.job_env()));
         for (name, value) in &self.config.command.env {
             match value {
                 Some(value) => cmd.env(name, value),
@@ -154,13 +172,19 @@ impl Shared {
             .stdout(out)
             .stderr(err)
             .process_group(0);
+        // SAFETY: one prctl between fork and exec (async-signal-safe).
+        unsafe {
+            cmd.pre_exec(|| {
+                isolation::drop_ptrace_capability();
+                Ok(())
+            });
+        }
         let mut child = tokio::process::Command::from(cmd).spawn().map_err(|e| {
+            let program = self.config.command.program.display();
+            tracing::error!(job = %id, "could not start {program}: {e}");
             Error::backend(
                 "process launcher",
-                format!(
-                    "could not start {}: {e}",
-                    self.config.command.program.display()
-                ),
+                format!("could not start the job process ({})", e.kind()),
             )
         })?;
         let pid = child.id().unwrap_or(0);

@@ -108,6 +108,10 @@ pub struct JobSettings {
     pub keep_work_dirs: bool,
     /// What one job may materialise; the runner checks it again as it writes.
     pub limits: JobLimits,
+    /// Variables of the server's environment that job processes and dbt also get (the
+    /// server's profiles read them with `env_var()`), beyond those that pass by default
+    /// ([`crate::isolation::passes_by_default`]).
+    pub job_env: Vec<String>,
 }
 
 impl Default for JobSettings {
@@ -121,6 +125,7 @@ impl Default for JobSettings {
             profiles_dir: None,
             keep_work_dirs: false,
             limits: JobLimits::default(),
+            job_env: vec![],
         }
     }
 }
@@ -181,6 +186,9 @@ impl JobSettings {
         if let Some(v) = var_parse(env::MAX_JOB_BYTES)? {
             s.limits.max_bytes = v;
         }
+        s.job_env = var(env::JOB_ENV)
+            .map(|v| crate::isolation::parse_names(&v))
+            .unwrap_or_default();
         Ok(s)
     }
 
@@ -210,6 +218,10 @@ impl JobSettings {
                 env::MAX_JOB_BYTES,
                 Some(self.limits.max_bytes.to_string().into()),
             ),
+            (
+                env::JOB_ENV,
+                (!self.job_env.is_empty()).then(|| self.job_env.join(",").into()),
+            ),
         ]
     }
 
@@ -233,6 +245,7 @@ impl JobSettings {
                 Ok(p.to_path_buf())
             }
         };
+        refuse_nesting(&state_dir, &work_dir)?;
         Ok(JobSettings {
             state: self.state,
             state_dir,
@@ -242,6 +255,7 @@ impl JobSettings {
             profiles_dir: self.profiles_dir.as_deref().map(abs).transpose()?,
             keep_work_dirs: self.keep_work_dirs,
             limits: self.limits,
+            job_env: self.job_env.clone(),
         })
     }
 
@@ -281,8 +295,56 @@ impl JobSettings {
         config.profiles_dir = self.profiles_dir.clone();
         config.keep_work_dir = self.keep_work_dirs;
         config.limits = self.limits;
+        config.job_env = self.job_env.clone();
         config
     }
+}
+
+/// Refuses a work root and a state dir of which one is inside the other: a job could then
+/// read or write the server's state (other jobs' files, blobs, locks) from its work dir, or
+/// a job's files could land in the state.
+fn refuse_nesting(state_dir: &Path, work_dir: &Path) -> Result<()> {
+    let (state, work) = (resolved(state_dir), resolved(work_dir));
+    if state.starts_with(&work) || work.starts_with(&state) {
+        return Err(Error::invalid(format!(
+            "--work-dir {} and --state-dir {} must not be inside one another: jobs would reach \
+             the server's state from their work dirs; choose two separate folders",
+            work_dir.display(),
+            state_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `path` without `.` and `..` components, with symlinks resolved for the part that exists.
+fn resolved(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    let mut existing = out.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return out,
+        }
+    }
+    let mut real = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_path_buf());
+    real.extend(rest.iter().rev());
+    real
 }
 
 /// Who may call the server.
@@ -469,6 +531,7 @@ mod tests {
                 max_files: 7,
                 max_bytes: 9,
             },
+            job_env: vec!["SNOWFLAKE_PASSWORD".into(), "PGPASS".into()],
         };
         let env = settings.to_env();
         let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
@@ -477,5 +540,36 @@ mod tests {
         assert_eq!(get(env::KEEP_WORK_DIRS), Some("true".into()));
         assert_eq!(get(env::MAX_JOB_FILES), Some("7".into()));
         assert_eq!(get(env::MAX_JOB_BYTES), Some("9".into()));
+        assert_eq!(get(env::JOB_ENV), Some("SNOWFLAKE_PASSWORD,PGPASS".into()));
+    }
+
+    #[test]
+    fn a_work_root_and_a_state_dir_that_nest_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (state, work) in [
+            (d.join("s"), d.join("s/work")),
+            (d.join("w/state"), d.join("w")),
+            (d.join("s"), d.join("x/../s")),
+        ] {
+            let settings = JobSettings {
+                state_dir: state,
+                work_dir: Some(work),
+                ..Default::default()
+            };
+            let err = settings.absolute().unwrap_err();
+            assert!(err.to_string().contains("must not be inside"), "{err}");
+        }
+        let apart = JobSettings {
+            state_dir: d.join("state"),
+            work_dir: Some(d.join("work")),
+            ..Default::default()
+        };
+        apart.absolute().unwrap();
+        let default = JobSettings {
+            state_dir: d.join("a/state"),
+            ..Default::default()
+        };
+        assert_eq!(default.absolute().unwrap().work_dir, Some(d.join("a/work")));
     }
 }
