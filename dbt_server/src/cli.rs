@@ -77,6 +77,19 @@ pub struct StateArgs {
     /// Keep each job's work dir after it ends, for debugging.
     #[arg(long, env = env::KEEP_WORK_DIRS, action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     keep_work_dirs: bool,
+    /// Seconds a write waits for a file lock of the state dir held by another writer before
+    /// it is refused (503).
+    #[arg(long, env = env::LOCK_TIMEOUT_SECONDS, default_value_t = 10)]
+    lock_timeout_seconds: u64,
+    /// Longest message of one log record, in bytes; longer ones are cut with a marker.
+    #[arg(long, env = env::MAX_LOG_RECORD_BYTES, default_value_t = dbt_remote_core::state::DEFAULT_MAX_LOG_RECORD_BYTES)]
+    max_log_record_bytes: usize,
+    /// Most log records of one job; past it one "log truncated" record, the rest dropped.
+    #[arg(long, env = env::MAX_LOG_RECORDS, default_value_t = wiring::DEFAULT_MAX_LOG_RECORDS)]
+    max_log_records: u64,
+    /// Most bytes of log messages of one job (same rule as --max-log-records).
+    #[arg(long, env = env::MAX_LOG_BYTES, default_value_t = wiring::DEFAULT_MAX_LOG_BYTES)]
+    max_log_bytes: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,6 +168,12 @@ impl StateArgs {
             python: self.python.clone(),
             profiles_dir: self.profiles_dir.clone(),
             keep_work_dirs: self.keep_work_dirs,
+            limits: wiring::StoreLimits {
+                lock_timeout: Duration::from_secs(self.lock_timeout_seconds),
+                max_log_record_bytes: self.max_log_record_bytes,
+                max_log_records: self.max_log_records,
+                max_log_bytes: self.max_log_bytes,
+            },
         }
     }
 }

@@ -31,6 +31,66 @@ pub const DEFAULT_CANCEL_GRACE_SECONDS: u64 = 30;
 pub(super) const NO_GCP: &str =
     "this dbt-server was built without the `gcp` feature (cargo build --release --features gcp)";
 
+pub use crate::runner::{DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_LOG_RECORDS};
+
+/// What the store and the runner bound: how long a file lock is waited for, and how big a
+/// job's log may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Longest wait for a file lock of the local store ([`crate::env::LOCK_TIMEOUT_SECONDS`]).
+    pub lock_timeout: Duration,
+    /// Longest message of one log record ([`crate::env::MAX_LOG_RECORD_BYTES`]).
+    pub max_log_record_bytes: usize,
+    /// Most records of one job's log ([`crate::env::MAX_LOG_RECORDS`]).
+    pub max_log_records: u64,
+    /// Most bytes of messages in one job's log ([`crate::env::MAX_LOG_BYTES`]).
+    pub max_log_bytes: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            lock_timeout: crate::state::DEFAULT_LOCK_TIMEOUT,
+            max_log_record_bytes: crate::state::DEFAULT_MAX_LOG_RECORD_BYTES,
+            max_log_records: DEFAULT_MAX_LOG_RECORDS,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+        }
+    }
+}
+
+impl StoreLimits {
+    /// The defaults, overridden by the variables that are set.
+    fn from_env() -> Result<Self> {
+        let mut l = StoreLimits::default();
+        if let Some(v) = var_parse(env::LOCK_TIMEOUT_SECONDS)? {
+            l.lock_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = var_parse(env::MAX_LOG_RECORD_BYTES)? {
+            l.max_log_record_bytes = v;
+        }
+        if let Some(v) = var_parse(env::MAX_LOG_RECORDS)? {
+            l.max_log_records = v;
+        }
+        if let Some(v) = var_parse(env::MAX_LOG_BYTES)? {
+            l.max_log_bytes = v;
+        }
+        Ok(l)
+    }
+
+    fn to_env(self) -> [(&'static str, Option<OsString>); 4] {
+        let v = |n: u64| Some(OsString::from(n.to_string()));
+        [
+            (env::LOCK_TIMEOUT_SECONDS, v(self.lock_timeout.as_secs())),
+            (
+                env::MAX_LOG_RECORD_BYTES,
+                v(self.max_log_record_bytes as u64),
+            ),
+            (env::MAX_LOG_RECORDS, v(self.max_log_records)),
+            (env::MAX_LOG_BYTES, v(self.max_log_bytes)),
+        ]
+    }
+}
+
 /// Where jobs live.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StateKind {
@@ -104,6 +164,8 @@ pub struct JobSettings {
     /// dbt's profiles dir, owned by the server.
     pub profiles_dir: Option<PathBuf>,
     pub keep_work_dirs: bool,
+    /// Lock timeout and log caps.
+    pub limits: StoreLimits,
 }
 
 impl Default for JobSettings {
@@ -116,6 +178,7 @@ impl Default for JobSettings {
             python: None,
             profiles_dir: None,
             keep_work_dirs: false,
+            limits: StoreLimits::default(),
         }
     }
 }
@@ -170,6 +233,7 @@ impl JobSettings {
         s.python = var_path(env::PYTHON);
         s.profiles_dir = var_path(env::PROFILES_DIR);
         s.keep_work_dirs = var_bool(env::KEEP_WORK_DIRS)?.unwrap_or(false);
+        s.limits = StoreLimits::from_env()?;
         Ok(s)
     }
 
@@ -177,7 +241,7 @@ impl JobSettings {
     /// each variable with its value, or `None` for one to remove.
     pub fn to_env(&self) -> Vec<(&'static str, Option<OsString>)> {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.clone().into_os_string());
-        vec![
+        let mut vars = vec![
             (env::STATE, Some(self.state.as_str().into())),
             (
                 env::STATE_DIR,
@@ -191,7 +255,9 @@ impl JobSettings {
                 env::KEEP_WORK_DIRS,
                 Some(if self.keep_work_dirs { "true" } else { "false" }.into()),
             ),
-        ]
+        ];
+        vars.extend(self.limits.to_env());
+        vars
     }
 
     /// The same settings with absolute paths (and the work dir's default filled in), so that
@@ -222,6 +288,7 @@ impl JobSettings {
             python: self.python.as_deref().map(program).transpose()?,
             profiles_dir: self.profiles_dir.as_deref().map(abs).transpose()?,
             keep_work_dirs: self.keep_work_dirs,
+            limits: self.limits,
         })
     }
 
@@ -229,10 +296,18 @@ impl JobSettings {
     /// environment, which the job processes inherit).
     pub async fn open_store(&self) -> Result<Arc<dyn StateStore>> {
         match self.state {
-            StateKind::Local => Ok(Arc::new(LocalStore::new(&self.state_dir)?)),
+            StateKind::Local => Ok(Arc::new(
+                LocalStore::new(&self.state_dir)?
+                    .with_lock_timeout(self.limits.lock_timeout)
+                    .with_max_log_record_bytes(self.limits.max_log_record_bytes),
+            )),
             #[cfg(feature = "gcp")]
             StateKind::Gcp => Ok(Arc::new(
-                crate::state::GcpStore::builder().from_env().build().await?,
+                crate::state::GcpStore::builder()
+                    .from_env()
+                    .with_max_log_record_bytes(self.limits.max_log_record_bytes)
+                    .build()
+                    .await?,
             )),
             #[cfg(not(feature = "gcp"))]
             StateKind::Gcp => Err(Error::invalid(format!("--state gcp: {NO_GCP}"))),
@@ -260,6 +335,8 @@ impl JobSettings {
         config.python_path = self.python.clone();
         config.profiles_dir = self.profiles_dir.clone();
         config.keep_work_dir = self.keep_work_dirs;
+        config.max_log_records = self.limits.max_log_records;
+        config.max_log_bytes = self.limits.max_log_bytes;
         config
     }
 }
@@ -395,11 +472,16 @@ mod tests {
             python: None,
             profiles_dir: Some("/p".into()),
             keep_work_dirs: true,
+            limits: StoreLimits {
+                max_log_records: 7,
+                ..Default::default()
+            },
         };
         let env = settings.to_env();
         let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
         assert_eq!(get(env::STATE_DIR), Some("/s".into()));
         assert_eq!(get(env::PYTHON), None);
         assert_eq!(get(env::KEEP_WORK_DIRS), Some("true".into()));
+        assert_eq!(get(env::MAX_LOG_RECORDS), Some("7".into()));
     }
 }
