@@ -251,10 +251,10 @@ impl Runner<'_> {
                 .get_blob(&file.sha256)
                 .await
                 .map_err(|e| match e {
-                    Error::NotFound { .. } => Error::invalid(format!(
-                        "input file {} ({}) is missing",
-                        file.path, file.sha256
-                    )),
+                    // The store's words say whether the blob is absent or damaged.
+                    Error::NotFound { what } => {
+                        Error::invalid(format!("input file {} is missing: {what}", file.path))
+                    }
                     e => e,
                 })?;
             let path = file.path.join_to(self.work_dir);
