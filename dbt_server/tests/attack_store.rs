@@ -521,3 +521,57 @@ async fn past_the_log_cap_one_record_says_truncated_and_dbt_code_is_kept() {
         .count();
     assert!(from_dbt <= 2, "{from_dbt} records of dbt kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_end_cannot_be_written_ends_once_space_is_freed() {
+    let Some(disk) = SmallDisk::mount() else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs CAP_SYS_ADMIN)");
+        return;
+    };
+    // dbt's work dir is elsewhere: only the state store runs out of space.
+    let work = tempfile::tempdir().unwrap();
+    let work_dir = work.path().to_str().unwrap();
+    let server = RealServer::start_in(server_binary(), &disk.path, &["--work-dir", work_dir]);
+    let client = Client::new(&server.url).unwrap();
+    let (job, _) = client
+        .submit(vec!["parse".into()], &jaffle())
+        .await
+        .unwrap();
+    common::eventually(Duration::from_secs(20), "dbt starts", || async {
+        let records = client.logs(job.id, 0, None).await.ok()?.records;
+        let started = |r: &dbt_remote_core::LogRecord| r.entry.message.contains("running dbt");
+        records.iter().any(started).then_some(())
+    })
+    .await;
+    let filler = disk.fill();
+    // The runner removes the work dir once dbt has ended, just before it writes the end,
+    // which it cannot: it keeps trying.
+    let work_dir = work.path().join(job.id.to_string());
+    common::eventually(Duration::from_secs(60), "dbt ends", || async {
+        (!work_dir.exists()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stuck = client.job(job.id).await.unwrap();
+    assert_eq!(stuck.status, JobStatus::Running, "{stuck:?}");
+
+    std::fs::remove_file(filler).unwrap();
+    let freed = Instant::now();
+    let done = common::eventually(Duration::from_secs(15), "the job ends", || async {
+        let job = client.job(job.id).await.ok()?;
+        job.status.is_final().then_some(job)
+    })
+    .await;
+    assert!(
+        freed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        freed.elapsed()
+    );
+    let reason = done.failure_reason.unwrap_or_default();
+    assert!(
+        done.status == JobStatus::Succeeded || reason.contains("insufficient storage"),
+        "{:?} {reason}",
+        done.status
+    );
+    assert_eq!(temp_files(&disk.path.join("state")), Vec::<String>::new());
+}
