@@ -33,8 +33,11 @@ impl LocalSchedules {
     }
 }
 
+/// An I/O error with its path; its kind is kept, so a full disk is
+/// [`Error::InsufficientStorage`].
 fn io_error(path: &std::path::Path, e: std::io::Error) -> Error {
-    Error::backend("schedules", format!("{}: {e}", path.display()))
+    let e = std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    Error::backend("schedules", e)
 }
 
 #[async_trait]
