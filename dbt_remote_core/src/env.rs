@@ -51,6 +51,17 @@ pub const KEEP_WORK_DIRS: &str = "DBT_REMOTE_KEEP_WORK_DIRS";
 /// [`crate::isolation::passes_by_default`] (`PATH`, `HOME`, `LC_*`, TLS and proxy settings,
 /// `DBT_*` but not `DBT_REMOTE_*`, …).
 pub const JOB_ENV: &str = "DBT_REMOTE_JOB_ENV";
+/// Seconds a local-store write waits for a file lock held by another writer before it is
+/// refused with 503. Default 10.
+pub const LOCK_TIMEOUT_SECONDS: &str = "DBT_REMOTE_LOCK_TIMEOUT_SECONDS";
+/// Longest message of one log record, in bytes; longer ones are cut with a marker. Default
+/// 65536.
+pub const MAX_LOG_RECORD_BYTES: &str = "DBT_REMOTE_MAX_LOG_RECORD_BYTES";
+/// Most log records of one job; past it the runner writes one "log truncated" record and
+/// drops the rest. Default 500000.
+pub const MAX_LOG_RECORDS: &str = "DBT_REMOTE_MAX_LOG_RECORDS";
+/// Most bytes of log messages of one job (same rule as [`MAX_LOG_RECORDS`]). Default 256 MiB.
+pub const MAX_LOG_BYTES: &str = "DBT_REMOTE_MAX_LOG_BYTES";
 /// Set by the process launcher for the job process: the lock file the runner holds while it
 /// lives, by which a restarted server tells a live runner from a dead one.
 pub const RUNNER_LOCK: &str = "DBT_REMOTE_RUNNER_LOCK";

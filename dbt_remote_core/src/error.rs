@@ -52,6 +52,13 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// The server's storage is full (a write failed with ENOSPC or EDQUOT); nothing was
+    /// written. Retrying once space is freed works.
+    #[error("insufficient storage: {what}")]
+    InsufficientStorage { what: String },
+    /// A resource is busy (e.g. a file lock held longer than the lock timeout); retry later.
+    #[error("temporarily unavailable: {what}")]
+    Unavailable { what: String },
     /// A storage, process or network backend failed.
     #[error("{backend}: {source}")]
     Backend {
@@ -84,14 +91,33 @@ impl Error {
         Error::InvalidInput(message.to_string())
     }
 
+    /// A backend failure. An I/O error that says the disk is full becomes
+    /// [`Error::InsufficientStorage`], whichever backend it came from.
     pub fn backend(
         backend: &'static str,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
-        Error::Backend {
-            backend,
-            source: source.into(),
+        let source = source.into();
+        match source.downcast_ref::<std::io::Error>() {
+            Some(io) if is_storage_full(io) => Error::InsufficientStorage {
+                what: format!("{backend}: no space left on the server's storage"),
+            },
+            _ => Error::Backend { backend, source },
         }
+    }
+
+    pub fn unavailable(what: impl fmt::Display) -> Self {
+        Error::Unavailable {
+            what: what.to_string(),
+        }
+    }
+
+    /// Whether retrying the same operation later may succeed (storage full, lock busy).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::InsufficientStorage { .. } | Error::Unavailable { .. }
+        )
     }
 
     pub fn unreachable(
@@ -115,7 +141,37 @@ impl Error {
             Error::Unauthenticated(_) => "unauthenticated",
             Error::Server { code, .. } => code,
             Error::Unreachable { .. } => "unreachable",
+            Error::InsufficientStorage { .. } => "insufficient_storage",
+            Error::Unavailable { .. } => "unavailable",
             Error::Backend { .. } => "internal",
         }
+    }
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full: ENOSPC or EDQUOT.
+pub(crate) fn is_storage_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+        || matches!(e.raw_os_error(), Some(c) if c == nix::libc::ENOSPC || c == nix::libc::EDQUOT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_insufficient_storage_from_any_backend() {
+        for errno in [nix::libc::ENOSPC, nix::libc::EDQUOT] {
+            let e = Error::backend("x", std::io::Error::from_raw_os_error(errno));
+            assert!(matches!(e, Error::InsufficientStorage { .. }), "{e:?}");
+            assert!(e.is_transient());
+        }
+        let wrapped = std::io::Error::new(std::io::ErrorKind::StorageFull, "writing y: full");
+        assert!(matches!(
+            Error::backend("x", wrapped),
+            Error::InsufficientStorage { .. }
+        ));
+        let other = Error::backend("x", std::io::Error::from_raw_os_error(nix::libc::EIO));
+        assert!(matches!(other, Error::Backend { .. }), "{other:?}");
     }
 }

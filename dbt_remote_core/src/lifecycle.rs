@@ -6,12 +6,40 @@
 //! concurrent writers (a runner finishing, a server cancelling) never lose an update, and a final
 //! status is never overwritten.
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 
 use crate::job::{JobId, JobRecord, JobStatus};
 use crate::log::{LogEntry, LogLevel};
 use crate::state::{JobQuery, Modify, StateStore, StateStoreExt};
 use crate::Result;
+
+/// How long [`JobLifecycle::finish_orphan`] keeps retrying a store that is full or busy.
+pub const ORPHAN_RETRY_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `op` until it succeeds or fails with an error that is not
+/// [transient](crate::Error::is_transient) (a full disk, a busy lock), pausing between tries
+/// (100 ms, doubling up to 5 s). Gives up with the last error after `limit` (`None`: never).
+pub async fn retry_transient<T, F, Fut>(what: &str, limit: Option<Duration>, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && limit.is_none_or(|l| start.elapsed() < l) => {
+                tracing::warn!("{what}: {e}; retrying in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
 
 /// The transitions of a job, over every [`StateStore`].
 #[async_trait]
@@ -48,6 +76,23 @@ pub trait JobLifecycle: StateStore {
         .await
     }
 
+    /// Like [`finish_job`](Self::finish_job), retrying for as long as the store is full or
+    /// busy: the job is finished as soon as the store takes the write (what the runner calls,
+    /// so that a job never stays `running` for good).
+    async fn finish_job_eventually(
+        &self,
+        id: JobId,
+        status: JobStatus,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+    ) -> Result<JobRecord> {
+        let what = format!("finishing job {id}");
+        retry_transient(&what, None, || {
+            self.finish_job(id, status, exit_code, reason.clone())
+        })
+        .await
+    }
+
     /// Ends a job `cancelled` on request, with a note in its log.
     async fn finish_cancelled(&self, id: JobId) -> Result<JobRecord> {
         let _ = self
@@ -56,7 +101,7 @@ pub trait JobLifecycle: StateStore {
                 LogEntry::remote(LogLevel::Warn, "dbt-remote: job cancelled"),
             )
             .await;
-        self.finish_job(
+        self.finish_job_eventually(
             id,
             JobStatus::Cancelled,
             None,
@@ -88,9 +133,12 @@ pub trait JobLifecycle: StateStore {
     }
 
     /// Finishes a job whose runner has gone without finishing it: `cancelled` if a cancel was
-    /// requested, else `failed` with `reason`.
+    /// requested, else `failed` with `reason`. A full or busy store is retried for
+    /// [`ORPHAN_RETRY_LIMIT`].
     async fn finish_orphan(&self, id: JobId, reason: String) -> Result<JobRecord> {
-        let job = self.get_job(id).await?;
+        let what = format!("finishing job {id}");
+        let limit = Some(ORPHAN_RETRY_LIMIT);
+        let job = retry_transient(&what, limit, || self.get_job(id)).await?;
         if job.status.is_final() {
             return Ok(job);
         }
@@ -105,7 +153,10 @@ pub trait JobLifecycle: StateStore {
                 LogEntry::remote(LogLevel::Error, format!("dbt-remote: {reason}")),
             )
             .await;
-        self.finish_job(id, status, None, Some(reason)).await
+        retry_transient(&what, limit, || {
+            self.finish_job(id, status, None, Some(reason.clone()))
+        })
+        .await
     }
 
     /// Ids of every job in `status`, oldest first (what a launcher takes over at start).

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::containment::PACKAGE_FILES;
 use crate::isolation;
 use crate::job::{JobId, JobMode, JobRecord, JobStatus, PROFILES_FILE};
-use crate::lifecycle::JobLifecycle;
+use crate::lifecycle::{retry_transient, JobLifecycle};
 use crate::limits::JobLimits;
 use crate::log::{LogEntry, LogLevel};
 use crate::paths::RelPath;
@@ -44,6 +44,11 @@ const NO_TARGET_FLAG: &[&str] = &["deps", "debug"];
 
 /// The Python entry point of manifest jobs ([`JobMode::Manifest`]), run with `python -c`.
 const RUN_MANIFEST: &str = include_str!("runner/run_manifest.py");
+
+/// Default most log records of one job's dbt output.
+pub const DEFAULT_MAX_LOG_RECORDS: u64 = 500_000;
+/// Default most bytes of log messages of one job's dbt output (256 MiB).
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Most log entries written to the store in one append.
 const MAX_BATCH: usize = 500;
@@ -71,6 +76,11 @@ pub struct RunnerConfig {
     pub cancel_poll: Duration,
     /// What a job may materialise, checked with the real sizes as the files are written.
     pub limits: JobLimits,
+    /// Most records of dbt's output kept in the job's log; past it, one "log truncated"
+    /// record and the rest dropped (dbt runs on and its exit code is kept).
+    pub max_log_records: u64,
+    /// Most bytes of messages of dbt's output kept in the job's log (same rule).
+    pub max_log_bytes: u64,
 }
 
 impl RunnerConfig {
@@ -85,6 +95,8 @@ impl RunnerConfig {
             job_env: vec![],
             cancel_poll: Duration::from_secs(2),
             limits: JobLimits::default(),
+            max_log_records: DEFAULT_MAX_LOG_RECORDS,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
         }
     }
 
@@ -157,14 +169,18 @@ pub async fn run_job(
             (JobStatus::Failed, None, Some(reason))
         }
     };
-    // A cancel that arrived while dbt was finishing still wins over its result.
-    if store.get_job(id).await?.cancel_requested || cancel.is_cancelled() {
+    // A cancel that arrived while dbt was finishing still wins over its result. A full or
+    // busy store is waited for: the job is finished as soon as it can be.
+    let current = retry_transient("reading the job", None, || store.get_job(id)).await?;
+    if current.cancel_requested || cancel.is_cancelled() {
         return store.finish_cancelled(id).await;
     }
     // Every record is written before the final status: followers stop reading at it.
     let note = LogEntry::remote(LogLevel::Info, format!("dbt-remote: job {status}"));
     let _ = store.log(id, note).await;
-    store.finish_job(id, status, exit_code, reason).await
+    store
+        .finish_job_eventually(id, status, exit_code, reason)
+        .await
 }
 
 enum Outcome {
@@ -264,10 +280,10 @@ impl Runner<'_> {
                 .get_blob(&file.sha256)
                 .await
                 .map_err(|e| match e {
-                    Error::NotFound { .. } => Error::invalid(format!(
-                        "input file {} ({}) is missing",
-                        file.path, file.sha256
-                    )),
+                    // The store's words say whether the blob is absent or damaged.
+                    Error::NotFound { what } => {
+                        Error::invalid(format!("input file {} is missing: {what}", file.path))
+                    }
                     e => e,
                 })?;
             written.charge(content.len() as u64)?;
@@ -342,7 +358,8 @@ impl Runner<'_> {
             tx.clone(),
         ));
         let stderr = tokio::spawn(pump(child.stderr.take().unwrap(), LogLevel::Warn, tx));
-        let writer = tokio::spawn(write_logs(self.store.clone(), self.id, rx));
+        let cap = LogCap::new(self.config.max_log_records, self.config.max_log_bytes);
+        let writer = tokio::spawn(write_logs(self.store.clone(), self.id, rx, cap));
 
         let mut interrupted = false;
         let mut poll = tokio::time::interval(self.config.cancel_poll);
@@ -462,16 +479,93 @@ async fn pump(out: impl AsyncRead + Unpin, level: LogLevel, tx: mpsc::Sender<Log
     }
 }
 
-/// Appends entries as they come, batching whatever is already waiting.
+/// Appends entries as they come, batching whatever is already waiting, until the job's log
+/// reaches `cap`; then one "log truncated" record, and the rest is read and dropped (so dbt
+/// is never blocked on its output).
 async fn write_logs(
     store: Arc<dyn StateStore>,
     id: JobId,
     mut rx: mpsc::Receiver<LogEntry>,
+    mut cap: LogCap,
 ) -> Result<()> {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        store.append_logs(id, &batch).await?;
+        let kept = cap.admit(&mut batch);
+        if !batch.is_empty() {
+            store.append_logs(id, &batch).await?;
+        }
+        if !kept {
+            store.log(id, cap.truncated_note()).await?;
+            while rx.recv().await.is_some() {}
+        }
         batch.clear();
     }
     Ok(())
+}
+
+/// What is left of a job's log cap: records and message bytes.
+#[derive(Debug, Clone, Copy)]
+struct LogCap {
+    records: u64,
+    bytes: u64,
+    max_records: u64,
+    max_bytes: u64,
+}
+
+impl LogCap {
+    fn new(max_records: u64, max_bytes: u64) -> Self {
+        LogCap {
+            records: max_records,
+            bytes: max_bytes,
+            max_records,
+            max_bytes,
+        }
+    }
+
+    /// Keeps the entries of `batch` that fit; `false` (and `batch` cut) once one did not.
+    fn admit(&mut self, batch: &mut Vec<LogEntry>) -> bool {
+        for (i, entry) in batch.iter().enumerate() {
+            let size = entry.message.len() as u64;
+            if self.records == 0 || size > self.bytes {
+                batch.truncate(i);
+                return false;
+            }
+            self.records -= 1;
+            self.bytes -= size;
+        }
+        true
+    }
+
+    fn truncated_note(&self) -> LogEntry {
+        LogEntry::remote(
+            LogLevel::Warn,
+            format!(
+                "dbt-remote: log truncated: this job's log reached its cap ({} records or {} \
+                 bytes); later output of dbt is not stored",
+                self.max_records, self.max_bytes
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_cap_keeps_what_fits_and_stops() {
+        let entry = |n: usize| LogEntry::remote(LogLevel::Info, "x".repeat(n));
+        let mut cap = LogCap::new(3, 10);
+        let mut batch = vec![entry(4), entry(4)];
+        assert!(cap.admit(&mut batch));
+        assert_eq!(batch.len(), 2);
+        let mut batch = vec![entry(1), entry(5), entry(1)];
+        assert!(!cap.admit(&mut batch), "5 bytes do not fit in the 2 left");
+        assert_eq!(batch.len(), 1);
+        let mut cap = LogCap::new(1, 100);
+        let mut batch = vec![entry(1), entry(1)];
+        assert!(!cap.admit(&mut batch));
+        assert_eq!(batch.len(), 1);
+        assert!(cap.truncated_note().message.contains("log truncated"));
+    }
 }

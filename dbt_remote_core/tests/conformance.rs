@@ -4,20 +4,33 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use dbt_remote_core::runner::RunnerConfig;
 use dbt_remote_core::schedule::{LocalSchedules, MemorySchedules, ScheduleStore};
-use dbt_remote_core::testing::{fake_dbt, run_launcher_suite, run_schedule_suite, run_store_suite};
-use dbt_remote_core::{InProcessLauncher, LocalStore, MemoryStore, StateStore};
+use dbt_remote_core::testing::{
+    damaged_blobs_are_refused_and_repaired, fake_dbt, run_launcher_suite, run_schedule_suite,
+    run_store_suite,
+};
+use dbt_remote_core::{BlobHash, InProcessLauncher, LocalStore, MemoryStore, StateStore};
 
 #[tokio::test]
 async fn memory_store_conforms() {
     run_store_suite(Arc::new(MemoryStore::new())).await;
+    let store = MemoryStore::new();
+    let damage = |hash: &BlobHash, bytes| store.damage_blob(hash, bytes);
+    damaged_blobs_are_refused_and_repaired(&store, damage, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     run_store_suite(Arc::new(LocalStore::new(dir.path()).unwrap())).await;
+    let store = LocalStore::new(dir.path()).unwrap();
+    let damage = |hash: &BlobHash, bytes: Bytes| {
+        let h = hash.as_str();
+        std::fs::write(dir.path().join("blobs").join(&h[..2]).join(&h[2..]), bytes).unwrap();
+    };
+    damaged_blobs_are_refused_and_repaired(&store, damage, true).await;
 }
 
 /// On the Firestore and Cloud Storage emulators (skipped, saying so, when they are not installed).

@@ -91,6 +91,19 @@ pub struct StateArgs {
     /// DBT_REMOTE_*; see docs/configuration.md].
     #[arg(long, env = env::JOB_ENV, value_name = "NAMES", value_delimiter = ',')]
     job_env: Vec<String>,
+    /// Seconds a write waits for a file lock of the state dir held by another writer before
+    /// it is refused (503).
+    #[arg(long, env = env::LOCK_TIMEOUT_SECONDS, default_value_t = 10)]
+    lock_timeout_seconds: u64,
+    /// Longest message of one log record, in bytes; longer ones are cut with a marker.
+    #[arg(long, env = env::MAX_LOG_RECORD_BYTES, default_value_t = dbt_remote_core::state::DEFAULT_MAX_LOG_RECORD_BYTES)]
+    max_log_record_bytes: usize,
+    /// Most log records of one job; past it one "log truncated" record, the rest dropped.
+    #[arg(long, env = env::MAX_LOG_RECORDS, default_value_t = wiring::DEFAULT_MAX_LOG_RECORDS)]
+    max_log_records: u64,
+    /// Most bytes of log messages of one job (same rule as --max-log-records).
+    #[arg(long, env = env::MAX_LOG_BYTES, default_value_t = wiring::DEFAULT_MAX_LOG_BYTES)]
+    max_log_bytes: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -202,6 +215,12 @@ impl StateArgs {
                 .map(|n| n.trim().to_string())
                 .filter(|n| !n.is_empty())
                 .collect(),
+            store_limits: wiring::StoreLimits {
+                lock_timeout: Duration::from_secs(self.lock_timeout_seconds),
+                max_log_record_bytes: self.max_log_record_bytes,
+                max_log_records: self.max_log_records,
+                max_log_bytes: self.max_log_bytes,
+            },
         }
     }
 }

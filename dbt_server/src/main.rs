@@ -32,6 +32,9 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Not eprintln! when stderr cannot be written (a job's log file on a full disk): that
+        // panics, and the runner must live on to write its job's end once space is freed.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     for problem in unprotected {

@@ -93,6 +93,19 @@ pub(crate) async fn recover(r: Rejection) -> Result<Response, Infallible> {
 /// The answer to an error: the caller's mistakes get 4xx with a message; anything else a 500
 /// with a generic message, the detail going to the server log only.
 fn error_reply(protocol: Protocol, e: &Error) -> Response {
+    let response = error_body(protocol, e);
+    if matches!(e, Error::Unavailable { .. }) {
+        let retry = RETRY_AFTER_SECONDS.to_string();
+        return reply::with_header(response, "retry-after", retry).into_response();
+    }
+    response
+}
+
+/// Seconds a client is told to wait (`Retry-After`) before retrying a 503.
+const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// The body and status of an error answer.
+fn error_body(protocol: Protocol, e: &Error) -> Response {
     let status = error_status(e);
     let internal = status == StatusCode::INTERNAL_SERVER_ERROR;
     if internal {
@@ -123,6 +136,8 @@ fn error_status(e: &Error) -> StatusCode {
         Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
         Error::TooLarge { .. } | Error::TooMany { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -33,8 +33,11 @@ impl LocalSchedules {
     }
 }
 
+/// An I/O error with its path; its kind is kept, so a full disk is
+/// [`Error::InsufficientStorage`].
 fn io_error(path: &std::path::Path, e: std::io::Error) -> Error {
-    Error::backend("schedules", format!("{}: {e}", path.display()))
+    let e = std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    Error::backend("schedules", e)
 }
 
 #[async_trait]
@@ -72,9 +75,11 @@ impl ScheduleStore for LocalSchedules {
             let Ok(bytes) = std::fs::read(&path) else {
                 continue; // deleted meanwhile
             };
-            let schedule = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::backend("schedules", format!("{}: {e}", path.display())))?;
-            out.push(schedule);
+            // A damaged file breaks its schedule only: the others are listed (and fired).
+            match serde_json::from_slice(&bytes) {
+                Ok(schedule) => out.push(schedule),
+                Err(e) => tracing::warn!("skipping the damaged schedule {}: {e}", path.display()),
+            }
         }
         out.sort_by(|a: &Schedule, b| a.name.cmp(&b.name));
         Ok(out)

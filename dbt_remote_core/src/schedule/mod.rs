@@ -56,7 +56,7 @@ pub struct Schedule {
 impl Schedule {
     /// A new schedule from its spec (checked: the error says what is wrong).
     pub fn new(spec: ScheduleSpec) -> Result<Self> {
-        parse_cron(&spec.cron)?;
+        check_fires(&spec.cron, &parse_cron(&spec.cron)?, Utc::now())?;
         let id = Uuid::now_v7();
         let name = spec.name.unwrap_or_else(|| format!("dbt-server-{id}"));
         check_name(&name)?;
@@ -89,13 +89,53 @@ impl Schedule {
     }
 }
 
-/// A five-field cron expression (minute hour day-of-month month day-of-week).
+/// Years ahead within which a new schedule must fire (28 years hold every weekday of every
+/// date of the Gregorian calendar, 29 February included).
+const MAX_YEARS_TO_FIRST_RUN: i64 = 28;
+
+/// A five-field cron expression (minute hour day-of-month month day-of-week). Seconds and
+/// year fields, and nicknames such as `@daily`, are refused.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron> {
+    let fields = expr.split_whitespace().count();
+    if fields != 5 {
+        return Err(Error::invalid(format!(
+            "invalid cron expression {expr:?}: it has {fields} fields, expected five \
+             (minute hour day-of-month month day-of-week), e.g. '0 8 * * *'"
+        )));
+    }
     croner::Cron::from_str(expr.trim()).map_err(|e| {
         Error::invalid(format!(
             "invalid cron expression {expr:?} ({e}): expected five fields, e.g. '0 8 * * *'"
         ))
     })
+}
+
+/// Fails unless `cron` fires within [`MAX_YEARS_TO_FIRST_RUN`] years of `now` (`0 0 30 2 *`
+/// never does). Checks each day once at the first time of day the expression matches, so an
+/// impossible date costs about 10,000 cheap checks, not a search to the year 5000.
+fn check_fires(expr: &str, cron: &croner::Cron, now: DateTime<Utc>) -> Result<()> {
+    let never = || {
+        Error::invalid(format!(
+            "cron expression {expr:?} never fires (no matching date in the next \
+             {MAX_YEARS_TO_FIRST_RUN} years)"
+        ))
+    };
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let time_of_day = parse_cron(&format!("{} {} * * *", fields[0], fields[1]))?;
+    let midnight = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    let first = time_of_day
+        .find_next_occurrence(&midnight, true)
+        .map_err(|_| never())?
+        - midnight;
+    let fires = (0..366 * MAX_YEARS_TO_FIRST_RUN).any(|day| {
+        let at = midnight + chrono::Duration::days(day) + first;
+        cron.is_time_matching(&at).unwrap_or(false)
+    });
+    if fires {
+        Ok(())
+    } else {
+        Err(never())
+    }
 }
 
 pub(crate) fn check_name(name: &str) -> Result<()> {
@@ -149,7 +189,18 @@ mod tests {
 
     #[test]
     fn bad_crons_and_names_are_refused() {
-        for cron in ["", "* * *", "61 * * * *", "every day", "* * * * * * * *"] {
+        for cron in [
+            "",
+            "* * *",
+            "61 * * * *",
+            "every day",
+            "* * * * * * * *",
+            "0 0 8 * * *",
+            "0 0 8 * * * 2030",
+            "@daily",
+            "0 0 30 2 *",
+            "0 0 31 4 *",
+        ] {
             assert!(Schedule::new(spec(None, cron)).is_err(), "{cron:?}");
         }
         for name in ["", "../x", "a b", &"x".repeat(101)] {
@@ -158,6 +209,16 @@ mod tests {
                 "{name:?}"
             );
         }
+    }
+
+    #[test]
+    fn rare_but_real_dates_are_accepted() {
+        let started = std::time::Instant::now();
+        for cron in ["0 0 29 2 *", "0 8 * * 1-5", "*/5 * * * *"] {
+            assert!(Schedule::new(spec(None, cron)).is_ok(), "{cron:?}");
+        }
+        assert!(Schedule::new(spec(None, "0 0 30 2 *")).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

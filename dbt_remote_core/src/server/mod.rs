@@ -109,6 +109,7 @@ impl ServerBuilder {
             }
         }
         settings.job = settings.job.absolute()?;
+        let state_lock = Arc::new(lock_state_dir(&settings.job.state_dir)?);
         let store = settings.job.open_store().await?;
         let launcher = launcher(&settings, store.clone()).await?;
         let schedules = LocalSchedules::new(settings.job.state_dir.join("schedules"))?;
@@ -125,7 +126,37 @@ impl ServerBuilder {
             settings,
             service,
             verifier,
+            _state_lock: state_lock,
         })
+    }
+}
+
+/// Name of the lock file a server holds in its state dir for as long as it runs.
+pub const SERVER_LOCK_FILE: &str = "server.lock";
+
+/// Takes `<state dir>/server.lock` (an exclusive `flock`, dropped by the kernel when the
+/// server dies, however it dies): a second server on the same state dir is refused with the
+/// reason. Job processes (`dbt-server run-job`) do not take it.
+fn lock_state_dir(state_dir: &std::path::Path) -> Result<std::fs::File> {
+    let io =
+        |e: std::io::Error| Error::backend("dbt-server", format!("{}: {e}", state_dir.display()));
+    std::fs::create_dir_all(state_dir).map_err(io)?;
+    let path = state_dir.join(SERVER_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::unavailable(format!(
+            "another dbt-server is already running on the state dir {} (it holds {}); stop \
+             it first, or give this one another --state-dir",
+            state_dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
     }
 }
 
@@ -219,6 +250,8 @@ pub struct Server {
     settings: ServerSettings,
     service: JobService,
     verifier: Verifier,
+    /// `<state dir>/server.lock`, held while any clone of the server lives.
+    _state_lock: Arc<std::fs::File>,
 }
 
 impl Server {
@@ -302,6 +335,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("--auth-audience"), "{err}");
+        let first = base.clone().build().await.unwrap();
+        let err = base.clone().build().await.unwrap_err();
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+        assert!(err.to_string().contains("another dbt-server"), "{err}");
+        drop(first);
+        drop(base.clone().build().await.unwrap());
         #[cfg(not(feature = "gcp"))]
         {
             let err = base

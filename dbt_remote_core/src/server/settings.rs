@@ -33,6 +33,66 @@ pub const DEFAULT_CANCEL_GRACE_SECONDS: u64 = 30;
 pub(super) const NO_GCP: &str =
     "this dbt-server was built without the `gcp` feature (cargo build --release --features gcp)";
 
+pub use crate::runner::{DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_LOG_RECORDS};
+
+/// What the store and the runner bound: how long a file lock is waited for, and how big a
+/// job's log may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Longest wait for a file lock of the local store ([`crate::env::LOCK_TIMEOUT_SECONDS`]).
+    pub lock_timeout: Duration,
+    /// Longest message of one log record ([`crate::env::MAX_LOG_RECORD_BYTES`]).
+    pub max_log_record_bytes: usize,
+    /// Most records of one job's log ([`crate::env::MAX_LOG_RECORDS`]).
+    pub max_log_records: u64,
+    /// Most bytes of messages in one job's log ([`crate::env::MAX_LOG_BYTES`]).
+    pub max_log_bytes: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            lock_timeout: crate::state::DEFAULT_LOCK_TIMEOUT,
+            max_log_record_bytes: crate::state::DEFAULT_MAX_LOG_RECORD_BYTES,
+            max_log_records: DEFAULT_MAX_LOG_RECORDS,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+        }
+    }
+}
+
+impl StoreLimits {
+    /// The defaults, overridden by the variables that are set.
+    fn from_env() -> Result<Self> {
+        let mut l = StoreLimits::default();
+        if let Some(v) = var_parse(env::LOCK_TIMEOUT_SECONDS)? {
+            l.lock_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = var_parse(env::MAX_LOG_RECORD_BYTES)? {
+            l.max_log_record_bytes = v;
+        }
+        if let Some(v) = var_parse(env::MAX_LOG_RECORDS)? {
+            l.max_log_records = v;
+        }
+        if let Some(v) = var_parse(env::MAX_LOG_BYTES)? {
+            l.max_log_bytes = v;
+        }
+        Ok(l)
+    }
+
+    fn to_env(self) -> [(&'static str, Option<OsString>); 4] {
+        let v = |n: u64| Some(OsString::from(n.to_string()));
+        [
+            (env::LOCK_TIMEOUT_SECONDS, v(self.lock_timeout.as_secs())),
+            (
+                env::MAX_LOG_RECORD_BYTES,
+                v(self.max_log_record_bytes as u64),
+            ),
+            (env::MAX_LOG_RECORDS, v(self.max_log_records)),
+            (env::MAX_LOG_BYTES, v(self.max_log_bytes)),
+        ]
+    }
+}
+
 /// Where jobs live.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StateKind {
@@ -112,6 +172,8 @@ pub struct JobSettings {
     /// server's profiles read them with `env_var()`), beyond those that pass by default
     /// ([`crate::isolation::passes_by_default`]).
     pub job_env: Vec<String>,
+    /// Lock timeout and log caps.
+    pub store_limits: StoreLimits,
 }
 
 impl Default for JobSettings {
@@ -126,6 +188,7 @@ impl Default for JobSettings {
             keep_work_dirs: false,
             limits: JobLimits::default(),
             job_env: vec![],
+            store_limits: StoreLimits::default(),
         }
     }
 }
@@ -189,6 +252,7 @@ impl JobSettings {
         s.job_env = var(env::JOB_ENV)
             .map(|v| crate::isolation::parse_names(&v))
             .unwrap_or_default();
+        s.store_limits = StoreLimits::from_env()?;
         Ok(s)
     }
 
@@ -196,7 +260,7 @@ impl JobSettings {
     /// each variable with its value, or `None` for one to remove.
     pub fn to_env(&self) -> Vec<(&'static str, Option<OsString>)> {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.clone().into_os_string());
-        vec![
+        let mut vars = vec![
             (env::STATE, Some(self.state.as_str().into())),
             (
                 env::STATE_DIR,
@@ -222,7 +286,9 @@ impl JobSettings {
                 env::JOB_ENV,
                 (!self.job_env.is_empty()).then(|| self.job_env.join(",").into()),
             ),
-        ]
+        ];
+        vars.extend(self.store_limits.to_env());
+        vars
     }
 
     /// The same settings with absolute paths (and the work dir's default filled in), so that
@@ -255,6 +321,7 @@ impl JobSettings {
             profiles_dir: self.profiles_dir.as_deref().map(abs).transpose()?,
             keep_work_dirs: self.keep_work_dirs,
             limits: self.limits,
+            store_limits: self.store_limits,
             job_env: self.job_env.clone(),
         })
     }
@@ -263,10 +330,18 @@ impl JobSettings {
     /// environment, which the job processes inherit).
     pub async fn open_store(&self) -> Result<Arc<dyn StateStore>> {
         match self.state {
-            StateKind::Local => Ok(Arc::new(LocalStore::new(&self.state_dir)?)),
+            StateKind::Local => Ok(Arc::new(
+                LocalStore::new(&self.state_dir)?
+                    .with_lock_timeout(self.store_limits.lock_timeout)
+                    .with_max_log_record_bytes(self.store_limits.max_log_record_bytes),
+            )),
             #[cfg(feature = "gcp")]
             StateKind::Gcp => Ok(Arc::new(
-                crate::state::GcpStore::builder().from_env().build().await?,
+                crate::state::GcpStore::builder()
+                    .from_env()
+                    .with_max_log_record_bytes(self.store_limits.max_log_record_bytes)
+                    .build()
+                    .await?,
             )),
             #[cfg(not(feature = "gcp"))]
             StateKind::Gcp => Err(Error::invalid(format!("--state gcp: {NO_GCP}"))),
@@ -296,6 +371,8 @@ impl JobSettings {
         config.keep_work_dir = self.keep_work_dirs;
         config.limits = self.limits;
         config.job_env = self.job_env.clone();
+        config.max_log_records = self.store_limits.max_log_records;
+        config.max_log_bytes = self.store_limits.max_log_bytes;
         config
     }
 }
@@ -532,6 +609,10 @@ mod tests {
                 max_bytes: 9,
             },
             job_env: vec!["SNOWFLAKE_PASSWORD".into(), "PGPASS".into()],
+            store_limits: StoreLimits {
+                max_log_records: 7,
+                ..Default::default()
+            },
         };
         let env = settings.to_env();
         let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
@@ -541,6 +622,7 @@ mod tests {
         assert_eq!(get(env::MAX_JOB_FILES), Some("7".into()));
         assert_eq!(get(env::MAX_JOB_BYTES), Some("9".into()));
         assert_eq!(get(env::JOB_ENV), Some("SNOWFLAKE_PASSWORD,PGPASS".into()));
+        assert_eq!(get(env::MAX_LOG_RECORDS), Some("7".into()));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -31,10 +32,16 @@ use crate::{Error, Result};
 const BACKEND: &str = "local state";
 const INDEX_ENTRY: u64 = 16;
 
+/// Default longest wait for a file lock (a job record's or a log's) before
+/// [`Error::Unavailable`].
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// State in a local folder.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: Arc<PathBuf>,
+    lock_timeout: Duration,
+    max_log_record_bytes: usize,
 }
 
 impl LocalStore {
@@ -51,7 +58,23 @@ impl LocalStore {
         }
         Ok(LocalStore {
             root: Arc::new(root),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            max_log_record_bytes: super::DEFAULT_MAX_LOG_RECORD_BYTES,
         })
+    }
+
+    /// How long a write waits for a file lock another writer holds before it gives up with
+    /// [`Error::Unavailable`] (default [`DEFAULT_LOCK_TIMEOUT`]).
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Longest message of a stored log record; longer ones are cut with a marker (default
+    /// [`super::DEFAULT_MAX_LOG_RECORD_BYTES`]).
+    pub fn with_max_log_record_bytes(mut self, max: usize) -> Self {
+        self.max_log_record_bytes = max;
+        self
     }
 
     /// The state dir.
@@ -78,17 +101,33 @@ impl LocalStore {
         }
     }
 
-    /// Writes `content` to `path` atomically (temp file in the state dir, then rename).
+    /// Writes `content` to `path` atomically (temp file in the state dir, then rename). On
+    /// any failure (a full disk included) the temp file is removed and `path` is unchanged.
     fn write_atomic(&self, path: &Path, content: &[u8]) -> io::Result<()> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        let mut tmp = tempfile_in(&self.root.join("tmp"))?;
-        tmp.1.write_all(content)?;
-        tmp.1.sync_data()?;
-        fs::rename(&tmp.0, path).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp.0);
-        })
+        let (tmp, mut file) = tempfile_in(&self.root.join("tmp"))?;
+        let written = file
+            .write_all(content)
+            .and_then(|()| file.sync_data())
+            .and_then(|()| fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// An exclusive lock on `path`, waiting at most the lock timeout.
+    fn lock(&self, path: &Path, what: impl FnOnce() -> String) -> Result<File> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(be)?;
+        lock_within(f, self.lock_timeout, what)
     }
 
     /// Runs blocking file work off the async runtime.
@@ -110,7 +149,82 @@ impl LocalStore {
             }
             Err(e) => return Err(Error::backend(BACKEND, e)),
         };
-        serde_json::from_slice(&bytes).map_err(|e| Error::backend(BACKEND, e))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| be(format!("the record of job {id} is damaged: {e}")))
+    }
+
+    /// The blob's content if it is stored and matches its hash. A damaged copy is removed,
+    /// so that `missing_blobs` reports it and the client uploads it again.
+    fn read_blob(&self, hash: &BlobHash) -> Result<Bytes> {
+        let path = self.blob_path(hash);
+        let content = match fs::read(&path) {
+            Ok(b) => Bytes::from(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!("blob {hash}")))
+            }
+            Err(e) => return Err(be(e)),
+        };
+        if super::check_blob(hash, &content).is_err() {
+            tracing::warn!("blob {hash} is damaged (its content does not match its hash): removed");
+            let _ = fs::remove_file(&path);
+            return Err(super::damaged_blob(hash));
+        }
+        Ok(content)
+    }
+}
+
+/// Takes the exclusive lock of `f`, retrying until `timeout`; then [`Error::Unavailable`]
+/// (`what` names the locked thing). Never blocks longer than `timeout`.
+fn lock_within(f: File, timeout: Duration, what: impl FnOnce() -> String) -> Result<File> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) => return Err(be(e)),
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::unavailable(format!(
+                "{} is locked by another writer (waited {} ms)",
+                what(),
+                timeout.as_millis()
+            )));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The byte ranges `(start, end)` in the log of the index entries `idx`, or `None` when the
+/// index is damaged: an entry past the end of a log of `log_len` bytes, or out of order.
+fn index_spans(idx: &[u8], log_len: u64) -> Option<Vec<(u64, u64)>> {
+    let mut spans = Vec::with_capacity(idx.len() / INDEX_ENTRY as usize);
+    let mut previous_end = 0;
+    for entry in idx.chunks_exact(INDEX_ENTRY as usize) {
+        let (off, len) = entry.split_at(8);
+        let start = u64::from_le_bytes(off.try_into().ok()?);
+        let end = start.checked_add(u64::from_le_bytes(len.try_into().ok()?))?;
+        if end > log_len || start < previous_end {
+            return None;
+        }
+        previous_end = end;
+        spans.push((start, end));
+    }
+    (!spans.is_empty()).then_some(spans)
+}
+
+/// An artifact read error as the caller's mistake when it is one: a name through a file or
+/// too long for the file system is not found / invalid, not a server fault.
+fn artifact_error(e: io::Error, name: &RelPath, id: JobId) -> Error {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory => {
+            Error::not_found(format!("artifact {name} of job {id}"))
+        }
+        io::ErrorKind::InvalidFilename => Error::invalid(format!(
+            "invalid artifact name {name:?}: a path component is longer than 255 bytes"
+        )),
+        _ => be(e),
     }
 }
 
@@ -134,18 +248,6 @@ fn be(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
     Error::backend(BACKEND, e)
 }
 
-/// An exclusive lock on `path` (created if needed), released when the file is dropped.
-fn lock(path: &Path) -> Result<File> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(be)?;
-    f.lock().map_err(be)?;
-    Ok(f)
-}
-
 #[async_trait]
 impl StateStore for LocalStore {
     async fn create_job(&self, job: &JobRecord) -> Result<JobRecord> {
@@ -163,7 +265,12 @@ impl StateStore for LocalStore {
                 Err(e) => return Err(be(e)),
             }
             let json = serde_json::to_vec_pretty(&record).map_err(be)?;
-            s.write_atomic(&dir.join("job.json"), &json).map_err(be)?;
+            // A record that could not be written (a full disk) leaves no job behind.
+            s.write_atomic(&dir.join("job.json"), &json)
+                .inspect_err(|_| {
+                    let _ = fs::remove_dir_all(&dir);
+                })
+                .map_err(be)?;
             Ok(record)
         })
         .await
@@ -178,7 +285,7 @@ impl StateStore for LocalStore {
         let job = job.clone();
         self.blocking(move |s| {
             let dir = s.existing_job_dir(job.id)?;
-            let _lock = lock(&dir.join("job.lock"))?;
+            let _lock = s.lock(&dir.join("job.lock"), || format!("job {}", job.id))?;
             let stored = s.read_record(&dir, job.id)?;
             if stored.version != job.version {
                 return Err(Error::precondition(format!(
@@ -208,8 +315,16 @@ impl StateStore for LocalStore {
             ids.sort_unstable_by(|a, b| b.cmp(a));
             let records = ids
                 .into_iter()
-                // A job whose dir exists but whose record is not written yet is skipped.
-                .filter_map(|id| s.read_record(&s.job_dir(id), id).ok())
+                // A job whose dir exists but whose record is not written yet is skipped, and
+                // so is a damaged record: it breaks that job only, not the listing.
+                .filter_map(|id| match s.read_record(&s.job_dir(id), id) {
+                    Ok(record) => Some(record),
+                    Err(Error::NotFound { .. }) => None,
+                    Err(e) => {
+                        tracing::warn!("listing jobs: skipping job {id}: {e}");
+                        None
+                    }
+                })
                 .filter(|j| query.status.is_none_or(|st| j.status == st));
             Ok(super::page(records, query.limit.max(1)))
         })
@@ -220,11 +335,11 @@ impl StateStore for LocalStore {
         super::check_blob(hash, &content)?;
         let hash = hash.clone();
         self.blocking(move |s| {
-            let path = s.blob_path(&hash);
-            if path.is_file() {
+            // A stored copy is kept only if it is intact: a damaged one is replaced.
+            if s.read_blob(&hash).is_ok() {
                 return Ok(());
             }
-            s.write_atomic(&path, &content).map_err(be)
+            s.write_atomic(&s.blob_path(&hash), &content).map_err(be)
         })
         .await
     }
@@ -242,14 +357,7 @@ impl StateStore for LocalStore {
 
     async fn get_blob(&self, hash: &BlobHash) -> Result<Bytes> {
         let hash = hash.clone();
-        self.blocking(move |s| match fs::read(s.blob_path(&hash)) {
-            Ok(b) => Ok(Bytes::from(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(Error::not_found(format!("blob {hash}")))
-            }
-            Err(e) => Err(be(e)),
-        })
-        .await
+        self.blocking(move |s| s.read_blob(&hash)).await
     }
 
     async fn blob_size(&self, hash: &BlobHash) -> Result<u64> {
@@ -269,14 +377,7 @@ impl StateStore for LocalStore {
             let entries = entries.to_vec();
             move |s| {
                 let dir = s.existing_job_dir(id)?;
-                let mut index = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .read(true)
-                    .write(true)
-                    .open(dir.join("logs.idx"))
-                    .map_err(be)?;
-                index.lock().map_err(be)?;
+                let mut index = s.lock(&dir.join("logs.idx"), || format!("the log of job {id}"))?;
                 // A crash may have left a torn index entry: it is not a record.
                 let len = index.metadata().map_err(be)?.len();
                 let count = len / INDEX_ENTRY;
@@ -294,10 +395,10 @@ impl StateStore for LocalStore {
                 let mut offset = log.metadata().map_err(be)?.len();
                 let mut data = Vec::new();
                 let mut idx = Vec::with_capacity(entries.len() * INDEX_ENTRY as usize);
-                for (i, entry) in entries.into_iter().enumerate() {
+                for (i, entry) in entries.iter().enumerate() {
                     let record = LogRecord {
                         seq: count + 1 + i as u64,
-                        entry,
+                        entry: super::cap_log_entry(entry, s.max_log_record_bytes).into_owned(),
                     };
                     let start = data.len();
                     serde_json::to_writer(&mut data, &record).map_err(be)?;
@@ -307,11 +408,17 @@ impl StateStore for LocalStore {
                     idx.extend_from_slice(&n.to_le_bytes());
                     offset += n;
                 }
-                log.write_all(&data).map_err(be)?;
-                index
-                    .seek(SeekFrom::Start(count * INDEX_ENTRY))
-                    .map_err(be)?;
-                index.write_all(&idx).map_err(be)?;
+                let start = offset - data.len() as u64;
+                let written = log.write_all(&data).and_then(|()| {
+                    index.seek(SeekFrom::Start(count * INDEX_ENTRY))?;
+                    index.write_all(&idx)
+                });
+                if let Err(e) = written {
+                    // A failed batch (a full disk) leaves no record: drop what was written.
+                    let _ = index.set_len(count * INDEX_ENTRY);
+                    let _ = log.set_len(start);
+                    return Err(be(e));
+                }
                 Ok(count + (idx.len() as u64 / INDEX_ENTRY))
             }
         })
@@ -336,23 +443,20 @@ impl StateStore for LocalStore {
                 .seek(SeekFrom::Start(after * INDEX_ENTRY))
                 .map_err(be)?;
             index.read_exact(&mut idx).map_err(be)?;
-            let entry = |i: usize| {
-                let at = i * INDEX_ENTRY as usize;
-                let off = u64::from_le_bytes(idx[at..at + 8].try_into().unwrap());
-                let len = u64::from_le_bytes(idx[at + 8..at + 16].try_into().unwrap());
-                (off, len)
-            };
-            let (first, _) = entry(0);
-            let (last_off, last_len) = entry(n as usize - 1);
-            let mut data = vec![0u8; (last_off + last_len - first) as usize];
             let mut log = File::open(dir.join("logs.jsonl")).map_err(be)?;
+            let log_len = log.metadata().map_err(be)?.len();
+            let spans = index_spans(&idx, log_len)
+                .ok_or_else(|| be(format!("the log index of job {id} is damaged")))?;
+            let (first, end) = (spans[0].0, spans[spans.len() - 1].1);
+            let mut data = vec![0u8; (end - first) as usize];
             log.seek(SeekFrom::Start(first)).map_err(be)?;
             log.read_exact(&mut data).map_err(be)?;
-            (0..n as usize)
-                .map(|i| {
-                    let (off, len) = entry(i);
-                    let start = (off - first) as usize;
-                    serde_json::from_slice(&data[start..start + len as usize]).map_err(be)
+            spans
+                .iter()
+                .map(|&(start, stop)| {
+                    let bytes = &data[(start - first) as usize..(stop - first) as usize];
+                    serde_json::from_slice(bytes)
+                        .map_err(|e| be(format!("a log record of job {id} is damaged: {e}")))
                 })
                 .collect()
         })
@@ -407,18 +511,9 @@ impl StateStore for LocalStore {
         let name = name.clone();
         self.blocking(move |s| {
             let dir = s.existing_job_dir(id)?;
-            match fs::read(name.join_to(&dir.join("artifacts"))) {
-                Ok(b) => Ok(Bytes::from(b)),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::IsADirectory
-                    ) =>
-                {
-                    Err(Error::not_found(format!("artifact {name} of job {id}")))
-                }
-                Err(e) => Err(be(e)),
-            }
+            fs::read(name.join_to(&dir.join("artifacts")))
+                .map(Bytes::from)
+                .map_err(|e| artifact_error(e, &name, id))
         })
         .await
     }

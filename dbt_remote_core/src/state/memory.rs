@@ -14,9 +14,19 @@ use crate::paths::RelPath;
 use crate::{Error, Result};
 
 /// Keeps everything in memory; lost when dropped.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    max_log_record_bytes: usize,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            inner: Mutex::default(),
+            max_log_record_bytes: super::DEFAULT_MAX_LOG_RECORD_BYTES,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +47,24 @@ struct Job {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Longest message of a stored log record; longer ones are cut with a marker (default
+    /// [`super::DEFAULT_MAX_LOG_RECORD_BYTES`]).
+    pub fn with_max_log_record_bytes(mut self, max: usize) -> Self {
+        self.max_log_record_bytes = max;
+        self
+    }
+
+    /// Replaces the stored content of a blob without checking it, as a damaged disk would
+    /// (tests of the blob check).
+    #[cfg(feature = "testing")]
+    pub fn damage_blob(&self, hash: &BlobHash, content: Bytes) {
+        self.inner
+            .lock()
+            .unwrap()
+            .blobs
+            .insert(hash.clone(), content);
     }
 
     fn with_job<T>(&self, id: JobId, f: impl FnOnce(&mut Job) -> Result<T>) -> Result<T> {
@@ -120,12 +148,18 @@ impl StateStore for MemoryStore {
     }
 
     async fn get_blob(&self, hash: &BlobHash) -> Result<Bytes> {
-        let inner = self.inner.lock().unwrap();
-        inner
+        let mut inner = self.inner.lock().unwrap();
+        let content = inner
             .blobs
             .get(hash)
             .cloned()
-            .ok_or_else(|| Error::not_found(format!("blob {hash}")))
+            .ok_or_else(|| Error::not_found(format!("blob {hash}")))?;
+        if super::check_blob(hash, &content).is_err() {
+            // Forgotten, so that missing_blobs reports it and the client uploads it again.
+            inner.blobs.remove(hash);
+            return Err(super::damaged_blob(hash));
+        }
+        Ok(content)
     }
 
     async fn append_logs(&self, id: JobId, entries: &[LogEntry]) -> Result<u64> {
@@ -134,7 +168,7 @@ impl StateStore for MemoryStore {
                 let seq = job.logs.len() as u64 + 1;
                 job.logs.push(LogRecord {
                     seq,
-                    entry: entry.clone(),
+                    entry: super::cap_log_entry(entry, self.max_log_record_bytes).into_owned(),
                 });
             }
             Ok(job.logs.len() as u64)

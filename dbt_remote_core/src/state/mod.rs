@@ -23,7 +23,7 @@ mod memory;
 pub use echo::{cloud_logging_line, EchoLogs};
 #[cfg(feature = "gcp")]
 pub use gcp::{GcpStore, GcpStoreBuilder, GcpWritten};
-pub use local::LocalStore;
+pub use local::{LocalStore, DEFAULT_LOCK_TIMEOUT};
 pub use memory::MemoryStore;
 
 /// A page of [`StateStore::list_jobs`].
@@ -65,6 +65,12 @@ pub struct ArtifactInfo {
 ///   [`JobQuery::before`]; a record being updated concurrently appears once, in some version.
 /// - **Blobs** are content-addressed by SHA-256. [`put_blob`](Self::put_blob) checks the hash
 ///   (else [`Error::InvalidInput`]) and is idempotent; a blob is visible whole or not at all.
+///   [`get_blob`](Self::get_blob) checks the stored content against its hash: a damaged blob
+///   is refused with [`Error::NotFound`] (saying it is damaged), and a `put_blob` of the right
+///   content replaces it.
+/// - **Log records** longer than the store's record cap (default
+///   [`DEFAULT_MAX_LOG_RECORD_BYTES`]) are stored cut, ending with the marker of
+///   [`cap_log_entry`].
 /// - **Logs** are append-only per job. [`append_logs`](Self::append_logs) gives the entries the
 ///   next sequence numbers (the first record of a job is 1, no gaps), atomically for the batch
 ///   and safely against concurrent appenders (also from other processes, for stores that are
@@ -236,6 +242,34 @@ pub fn follow_logs(
             tokio::time::sleep(poll).await;
         }
     })
+}
+
+/// Default longest message of one stored log record (64 KiB): longer ones are cut.
+pub const DEFAULT_MAX_LOG_RECORD_BYTES: usize = 64 * 1024;
+
+/// The entry as a store keeps it: a message longer than `max` bytes is cut (at a character
+/// boundary) and ends with `… [cut: N bytes]`, N being the bytes left out. Every store calls it
+/// in `append_logs`.
+pub fn cap_log_entry(entry: &LogEntry, max: usize) -> std::borrow::Cow<'_, LogEntry> {
+    if entry.message.len() <= max {
+        return std::borrow::Cow::Borrowed(entry);
+    }
+    let mut cut = max;
+    while !entry.message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut entry = entry.clone();
+    let dropped = entry.message.len() - cut;
+    entry.message.truncate(cut);
+    entry.message.push_str(&format!("… [cut: {dropped} bytes]"));
+    std::borrow::Cow::Owned(entry)
+}
+
+/// The error of a blob whose stored content no longer matches its hash.
+fn damaged_blob(hash: &BlobHash) -> Error {
+    Error::not_found(format!(
+        "blob {hash} (the stored copy is damaged; upload it again)"
+    ))
 }
 
 /// Takes up to `limit` of `jobs` (already filtered, newest first) as one page.

@@ -45,6 +45,57 @@ pub async fn run_store_suite(store: Arc<dyn StateStore>) {
     unknown_jobs_are_not_found(&*store).await;
     delete_job_removes_the_record_log_and_artifacts(&*store).await;
     blobs_are_listed_with_their_time_and_deleted(&*store).await;
+    long_log_records_are_cut_with_a_marker(&*store).await;
+}
+
+pub async fn long_log_records_are_cut_with_a_marker(store: &dyn StateStore) {
+    let job = store.create_job(&sample_job()).await.unwrap();
+    let max = crate::state::DEFAULT_MAX_LOG_RECORD_BYTES;
+    // A multi-byte character across the cut: the store cuts at a character boundary.
+    let long = format!("{}é{}", "a".repeat(max - 1), "b".repeat(10_000));
+    let short = LogEntry::remote(LogLevel::Info, "a".repeat(max));
+    let entries = [
+        LogEntry::remote(LogLevel::Info, long.clone()),
+        short.clone(),
+    ];
+    assert_eq!(store.append_logs(job.id, &entries).await.unwrap(), 2);
+    let records = store.read_logs(job.id, 0, 10).await.unwrap();
+    let cut = &records[0].entry.message;
+    let kept = max - 1;
+    assert_eq!(&cut[..kept], &long[..kept]);
+    assert_eq!(
+        &cut[kept..],
+        format!("… [cut: {} bytes]", long.len() - kept),
+        "the marker says how much was cut"
+    );
+    assert_eq!(records[1].entry, short, "a record at the cap is kept whole");
+}
+
+/// A damaged blob (`damage` overwrites the stored copy of `hash` with other bytes, as a
+/// failing disk or a hand edit would) is refused when read, and a new upload of the right
+/// content repairs it. Stores that forget a damaged blob also report it missing.
+pub async fn damaged_blobs_are_refused_and_repaired(
+    store: &dyn StateStore,
+    damage: impl Fn(&BlobHash, Bytes),
+    forgets_damaged: bool,
+) {
+    let content = Bytes::from_static(b"select 2 as id\n");
+    let hash = BlobHash::of(&content);
+    store.put_blob(&hash, content.clone()).await.unwrap();
+    damage(&hash, Bytes::from_static(b"select 666 as id\n"));
+    let err = store.get_blob(&hash).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    assert!(err.to_string().contains("damaged"), "{err}");
+    if forgets_damaged {
+        let missing = store.missing_blobs(std::slice::from_ref(&hash)).await;
+        assert_eq!(missing.unwrap(), std::slice::from_ref(&hash));
+    }
+    store.put_blob(&hash, content.clone()).await.unwrap();
+    assert_eq!(store.get_blob(&hash).await.unwrap(), content, "repaired");
+    // Damaged again while still listed as present: a put of the right content repairs it too.
+    damage(&hash, Bytes::from_static(b"garbage"));
+    store.put_blob(&hash, content.clone()).await.unwrap();
+    assert_eq!(store.get_blob(&hash).await.unwrap(), content);
 }
 
 pub async fn create_is_create_only(store: &dyn StateStore) {

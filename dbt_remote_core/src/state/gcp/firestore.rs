@@ -198,22 +198,10 @@ fn job_fields(job: &JobRecord) -> HashMap<String, Value> {
     ])
 }
 
-/// A log entry as stored: its message cut to [`MAX_MESSAGE_BYTES`].
-fn storable(entry: &LogEntry) -> std::borrow::Cow<'_, LogEntry> {
-    if entry.message.len() <= MAX_MESSAGE_BYTES {
-        return std::borrow::Cow::Borrowed(entry);
-    }
-    let mut cut = MAX_MESSAGE_BYTES;
-    while !entry.message.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let mut entry = entry.clone();
-    let dropped = entry.message.len() - cut;
-    entry.message.truncate(cut);
-    entry
-        .message
-        .push_str(&format!(" [dbt-remote: {dropped} more bytes not stored]"));
-    std::borrow::Cow::Owned(entry)
+/// A log entry as stored: its message cut to the store's cap (never above
+/// [`MAX_MESSAGE_BYTES`], which keeps a record well inside a Firestore document).
+fn storable(entry: &LogEntry, max: usize) -> std::borrow::Cow<'_, LogEntry> {
+    crate::state::cap_log_entry(entry, max.min(MAX_MESSAGE_BYTES))
 }
 
 /// A short pause before retrying a commit that lost to a concurrent one, growing with the
@@ -478,10 +466,18 @@ impl Records {
         Ok((doc.integer("count")?, doc.version_stamp()?))
     }
 
-    pub(super) async fn append_logs(&self, id: JobId, entries: &[LogEntry]) -> Result<u64> {
+    pub(super) async fn append_logs(
+        &self,
+        id: JobId,
+        entries: &[LogEntry],
+        max_record_bytes: usize,
+    ) -> Result<u64> {
         let stored: Vec<String> = entries
             .iter()
-            .map(|e| serde_json::to_string(&*storable(e)).expect("log entries serialize"))
+            .map(|e| {
+                serde_json::to_string(&*storable(e, max_record_bytes))
+                    .expect("log entries serialize")
+            })
             .collect();
         for attempt in 0..MAX_APPEND_ATTEMPTS {
             let (count, stamp) = self.log_head(id).await?;

@@ -52,6 +52,7 @@ mod gcs;
 pub struct GcpStore {
     records: firestore::Records,
     objects: gcs::Objects,
+    max_log_record_bytes: usize,
 }
 
 impl fmt::Debug for GcpStore {
@@ -101,6 +102,7 @@ pub struct GcpStoreBuilder {
     collection_prefix: Option<String>,
     firestore_emulator: Option<String>,
     storage_emulator: Option<String>,
+    max_log_record_bytes: Option<usize>,
 }
 
 impl GcpStoreBuilder {
@@ -124,6 +126,13 @@ impl GcpStoreBuilder {
         if let Some(host) = var(env::STORAGE_EMULATOR_HOST) {
             self.storage_emulator = Some(host);
         }
+        self
+    }
+
+    /// Longest message of a stored log record; longer ones are cut with a marker (default
+    /// [`crate::state::DEFAULT_MAX_LOG_RECORD_BYTES`], at most 512 KiB).
+    pub fn with_max_log_record_bytes(mut self, max: usize) -> Self {
+        self.max_log_record_bytes = Some(max);
         self
     }
 
@@ -197,7 +206,14 @@ impl GcpStoreBuilder {
                 .await?;
         let objects =
             gcs::Objects::connect(&bucket, &prefix, self.storage_emulator.as_deref()).await?;
-        Ok(GcpStore { records, objects })
+        let max_log_record_bytes = self
+            .max_log_record_bytes
+            .unwrap_or(super::DEFAULT_MAX_LOG_RECORD_BYTES);
+        Ok(GcpStore {
+            records,
+            objects,
+            max_log_record_bytes,
+        })
     }
 }
 
@@ -269,10 +285,14 @@ impl StateStore for GcpStore {
     }
 
     async fn get_blob(&self, hash: &BlobHash) -> Result<Bytes> {
-        self.objects
+        let content = self
+            .objects
             .get(&self.objects.blob_name(hash))
             .await?
-            .ok_or_else(|| Error::not_found(format!("blob {hash}")))
+            .ok_or_else(|| Error::not_found(format!("blob {hash}")))?;
+        // A damaged object is refused; a put_blob of the right content replaces it.
+        super::check_blob(hash, &content).map_err(|_| super::damaged_blob(hash))?;
+        Ok(content)
     }
 
     async fn blob_size(&self, hash: &BlobHash) -> Result<u64> {
@@ -283,7 +303,9 @@ impl StateStore for GcpStore {
     }
 
     async fn append_logs(&self, id: JobId, entries: &[LogEntry]) -> Result<u64> {
-        self.records.append_logs(id, entries).await
+        self.records
+            .append_logs(id, entries, self.max_log_record_bytes)
+            .await
     }
 
     async fn read_logs(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
