@@ -24,6 +24,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once per process: the size of the serve flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the HTTP API (the default).
@@ -126,6 +128,8 @@ pub struct ServeArgs {
     #[arg(long, env = env::AUTH_ALLOWED_EMAILS, value_name = "EMAILS", value_delimiter = ',')]
     auth_allowed_emails: Vec<String>,
     #[command(flatten)]
+    pub edge: crate::edge_args::EdgeArgs,
+    #[command(flatten)]
     pub state: StateArgs,
 }
 
@@ -183,6 +187,7 @@ impl ServeArgs {
                 jwks_url: self.auth_jwks_url,
                 allowed_emails: self.auth_allowed_emails,
             },
+            edge: self.edge.settings(),
             job_program: None,
         }
     }

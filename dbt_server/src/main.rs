@@ -14,6 +14,7 @@ use dbt_remote_core::{env, runner, JobOutcome};
 use tokio_util::sync::CancellationToken;
 
 mod cli;
+mod edge_args;
 
 use cli::{Cli, Command, RunJobArgs};
 

@@ -14,6 +14,9 @@ use crate::runner::RunnerConfig;
 use crate::state::{LocalStore, StateStore};
 use crate::{Error, Result};
 
+mod edge;
+pub use edge::*;
+
 /// Default port of dbt-server.
 pub const DEFAULT_PORT: u16 = 8001;
 /// Default folder of the local state store.
@@ -307,6 +310,8 @@ pub struct ServerSettings {
     pub public_url: Option<String>,
     pub accept_client_profiles: bool,
     pub auth: AuthSettings,
+    /// The HTTP edge: origins, hosts, timeouts, connections.
+    pub edge: EdgeSettings,
     /// The job entry point the process launcher runs (`<program> run-job <id>`). Default: this
     /// executable.
     pub job_program: Option<PathBuf>,
@@ -350,6 +355,7 @@ impl ServerSettings {
         s.auth.allowed_emails = var(env::AUTH_ALLOWED_EMAILS)
             .map(|v| v.split(',').map(str::to_string).collect())
             .unwrap_or_default();
+        s.edge = EdgeSettings::from_env()?;
         Ok(s)
     }
 }
@@ -367,6 +373,7 @@ impl Default for ServerSettings {
             public_url: None,
             accept_client_profiles: false,
             auth: AuthSettings::default(),
+            edge: EdgeSettings::default(),
             job_program: None,
         }
     }
