@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::legacy::{multipart, post_form, stored_zip, Form};
 use common::InProcess;
 use dbt_remote_core::testing::all_jobs;
+use dbt_remote_core::StateStore;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -410,4 +411,85 @@ async fn http2_without_tls_is_served_only_when_asked_for() {
         is_settings_frame(&answer),
         "no h2c with --http2: {answer:?}"
     );
+}
+
+/// CPU time (user + system) the process `pid` has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // The kernel's USER_HZ, 100 on every Linux this runs on.
+    Duration::from_millis(ticks * 10)
+}
+
+/// The share of one core the process `pid` uses over `window`.
+async fn cpu_share(pid: u32, window: Duration) -> f64 {
+    let before = cpu_time(pid);
+    tokio::time::sleep(window).await;
+    (cpu_time(pid) - before).as_secs_f64() / window.as_secs_f64()
+}
+
+#[tokio::test]
+async fn followers_that_leave_stop_costing_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = common::RealServer::start_in(common::server_binary(), tmp.path(), &[]);
+    // A job left running in the server's own state, as a runner would have it.
+    let store = dbt_remote_core::LocalStore::new(tmp.path().join("state")).unwrap();
+    let job = store
+        .create_job(&dbt_remote_core::testing::sample_job())
+        .await
+        .unwrap();
+    dbt_remote_core::JobLifecycle::start_job(&store, job.id)
+        .await
+        .unwrap();
+    let url = format!("{}/api/v1/jobs/{}/logs/stream", server.url, job.id);
+    let http = reqwest::Client::new();
+    let followers = futures::future::join_all((0..200).map(|_| http.get(&url).send())).await;
+    let followers: Vec<reqwest::Response> = followers.into_iter().map(|r| r.unwrap()).collect();
+    assert!(followers.iter().all(|r| r.status().as_u16() == 200));
+    let followed = cpu_share(server.pid(), Duration::from_secs(2)).await;
+    drop(followers);
+    drop(http);
+    // Within 5 s of leaving: 3 s to notice, then 2 s measured.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let left = cpu_share(server.pid(), Duration::from_secs(2)).await;
+    eprintln!(
+        "server CPU: {:.1}% of a core followed by 200, {:.1}% after they left",
+        followed * 100.0,
+        left * 100.0
+    );
+    assert!(
+        left < 0.05,
+        "the server still uses {:.0}% of a core after its followers left",
+        left * 100.0
+    );
+}
+
+#[tokio::test]
+async fn a_quiet_log_stream_gets_heartbeats() {
+    use futures::StreamExt;
+    let s = server_with(|e| e.sse_heartbeat = Duration::from_secs(1)).await;
+    let job = s
+        .store
+        .create_job(&dbt_remote_core::testing::sample_job())
+        .await
+        .unwrap();
+    dbt_remote_core::JobLifecycle::start_job(&*s.store, job.id)
+        .await
+        .unwrap();
+    let url = format!("{}/api/v1/jobs/{}/logs/stream", s.url, job.id);
+    let response = reqwest::get(&url).await.unwrap();
+    let mut body = response.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(3), body.next())
+        .await
+        .expect("a heartbeat within 3 s")
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with(b":"), "not an SSE comment: {first:?}");
 }
