@@ -493,3 +493,118 @@ async fn a_quiet_log_stream_gets_heartbeats() {
         .unwrap();
     assert!(first.starts_with(b":"), "not an SSE comment: {first:?}");
 }
+
+/// A JWKS endpoint on 127.0.0.1 that serves key 0 at once the first time, then keys 0 and 1
+/// only after 10 s: its URL.
+async fn slow_after_first_jwks() -> String {
+    use dbt_remote_core::testing::auth::{jwks, key};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use warp::Filter;
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let route = warp::path!("certs").then(move || {
+        let first = hits.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                return warp::reply::json(&jwks(&[key(0)]));
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            warp::reply::json(&jwks(&[key(0), key(1)]))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    format!("http://{addr}/certs")
+}
+
+#[tokio::test]
+async fn a_slow_jwks_endpoint_never_stalls_requests_with_cached_keys() {
+    use dbt_remote_core::testing::auth::{google_claims, key};
+    const AUDIENCE: &str = "https://dbt.example.test";
+    let verifier = dbt_remote_core::auth::Verifier::builder()
+        .with_google_id_tokens(AUDIENCE)
+        .with_jwks_url(slow_after_first_jwks().await)
+        // Keys are old after 1 s; an unknown kid may fetch at once.
+        .with_key_timings(Duration::from_secs(1), Duration::ZERO)
+        .build()
+        .unwrap();
+    let s = InProcess::start_with(LIMIT, |c| c.auth = verifier).await;
+    let claims = google_claims(AUDIENCE, "a@example.test", 3600);
+    let cached = format!("Bearer {}", key(0).sign(&claims));
+    let unknown = format!("Bearer {}", key(1).sign(&claims));
+    let list = |authorization: String| {
+        let url = format!("{}/api/v1/jobs", s.url);
+        async move {
+            let started = Instant::now();
+            let r = reqwest::Client::new()
+                .get(url)
+                .header("authorization", authorization)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), started.elapsed())
+        }
+    };
+    assert_eq!(list(cached.clone()).await.0, 200, "the first fetch");
+    // An unknown key id starts the slow fetch and waits for it.
+    let waiting = tokio::spawn(list(unknown));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, took) = list(cached.clone()).await;
+    assert_eq!(status, 200);
+    assert!(
+        took < Duration::from_secs(1),
+        "a cached key waited {took:?}"
+    );
+    // Old keys are still used while the (slow) refresh runs.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for _ in 0..3 {
+        let (status, took) = list(cached.clone()).await;
+        assert_eq!(status, 200);
+        assert!(
+            took < Duration::from_secs(1),
+            "an old cached key waited {took:?}"
+        );
+    }
+    // The fetch gave up after its timeout (5 s): the unknown key got a 500, not a hang.
+    let (status, took) = waiting.await.unwrap();
+    assert_eq!(status, 500);
+    assert!(
+        took < Duration::from_secs(7),
+        "the unknown key waited {took:?}"
+    );
+}
+
+#[test]
+fn google_auth_without_an_allow_list_warns_at_start() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::server_binary())
+        .args(["--port", "0", "--auth-google", "--auth-audience"])
+        .arg("https://dbt.example.test")
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut warned = false;
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(10)) {
+        if line.contains("any Google account") && line.contains("--auth-allowed-emails") {
+            warned = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned, "no warning that any Google account is accepted");
+}
