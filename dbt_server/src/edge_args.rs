@@ -19,22 +19,22 @@ pub struct EdgeArgs {
     #[arg(long, env = env::ALLOWED_HOSTS, value_name = "HOSTS", value_delimiter = ',')]
     allowed_hosts: Vec<String>,
     /// Seconds a connection has to send a request's headers.
-    #[arg(long, env = env::HEADER_READ_TIMEOUT_SECONDS, value_name = "SECONDS", default_value_t = wiring::DEFAULT_HEADER_READ_TIMEOUT_SECONDS)]
+    #[arg(long, env = env::HEADER_READ_TIMEOUT_SECONDS, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = wiring::DEFAULT_HEADER_READ_TIMEOUT_SECONDS)]
     header_read_timeout_seconds: u64,
     /// Seconds a connection may stay idle (no byte read or written) before it is closed.
-    #[arg(long, env = env::IDLE_TIMEOUT_SECONDS, value_name = "SECONDS", default_value_t = wiring::DEFAULT_IDLE_TIMEOUT_SECONDS)]
+    #[arg(long, env = env::IDLE_TIMEOUT_SECONDS, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = wiring::DEFAULT_IDLE_TIMEOUT_SECONDS)]
     idle_timeout_seconds: u64,
     /// Seconds a request's whole body has to arrive (else 408).
-    #[arg(long, env = env::BODY_READ_TIMEOUT_SECONDS, value_name = "SECONDS", default_value_t = wiring::DEFAULT_BODY_READ_TIMEOUT_SECONDS)]
+    #[arg(long, env = env::BODY_READ_TIMEOUT_SECONDS, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = wiring::DEFAULT_BODY_READ_TIMEOUT_SECONDS)]
     body_read_timeout_seconds: u64,
     /// Connections served at once; more wait, unaccepted, until one closes.
-    #[arg(long, env = env::MAX_CONNECTIONS, default_value_t = wiring::DEFAULT_MAX_CONNECTIONS)]
-    max_connections: usize,
+    #[arg(long, env = env::MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..), default_value_t = wiring::DEFAULT_MAX_CONNECTIONS as u64)]
+    max_connections: u64,
     /// Also serve HTTP/2 without TLS (h2c) [default: HTTP/1.1 only].
     #[arg(long, env = env::HTTP2, action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     http2: bool,
     /// Seconds between the heartbeat comments of a log stream.
-    #[arg(long, env = env::SSE_HEARTBEAT_SECONDS, value_name = "SECONDS", default_value_t = wiring::DEFAULT_SSE_HEARTBEAT_SECONDS)]
+    #[arg(long, env = env::SSE_HEARTBEAT_SECONDS, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = wiring::DEFAULT_SSE_HEARTBEAT_SECONDS)]
     sse_heartbeat_seconds: u64,
 }
 
@@ -47,7 +47,7 @@ impl EdgeArgs {
             header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
             idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
             body_read_timeout: Duration::from_secs(self.body_read_timeout_seconds),
-            max_connections: self.max_connections,
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             http2: self.http2,
             sse_heartbeat: Duration::from_secs(self.sse_heartbeat_seconds),
         }

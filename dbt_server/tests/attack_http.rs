@@ -608,3 +608,22 @@ fn google_auth_without_an_allow_list_warns_at_start() {
     let _ = child.wait();
     assert!(warned, "no warning that any Google account is accepted");
 }
+
+#[test]
+fn zero_timeouts_and_connection_limits_are_refused_at_start() {
+    for flag in [
+        "--header-read-timeout-seconds",
+        "--idle-timeout-seconds",
+        "--body-read-timeout-seconds",
+        "--sse-heartbeat-seconds",
+        "--max-connections",
+    ] {
+        let out = std::process::Command::new(common::server_binary())
+            .args([flag, "0", "--port", "0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} 0 was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{var, var_bool, var_parse};
 use crate::env;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Default seconds a connection has to send a request's headers.
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u64 = 30;
@@ -69,8 +69,15 @@ fn var_list(name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A number of seconds (at least 1), or `default`.
 fn var_seconds(name: &str, default: Duration) -> Result<Duration> {
-    Ok(var_parse::<u64>(name)?.map_or(default, Duration::from_secs))
+    match var_parse::<u64>(name)? {
+        Some(0) => Err(Error::invalid(format!(
+            "{name}=0: expected at least 1 second"
+        ))),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => Ok(default),
+    }
 }
 
 impl EdgeSettings {
@@ -86,7 +93,16 @@ impl EdgeSettings {
             )?,
             idle_timeout: var_seconds(env::IDLE_TIMEOUT_SECONDS, d.idle_timeout)?,
             body_read_timeout: var_seconds(env::BODY_READ_TIMEOUT_SECONDS, d.body_read_timeout)?,
-            max_connections: var_parse(env::MAX_CONNECTIONS)?.unwrap_or(d.max_connections),
+            max_connections: match var_parse(env::MAX_CONNECTIONS)? {
+                Some(0) => {
+                    return Err(Error::invalid(format!(
+                        "{}=0: expected at least 1 connection",
+                        env::MAX_CONNECTIONS
+                    )))
+                }
+                Some(n) => n,
+                None => d.max_connections,
+            },
             http2: var_bool(env::HTTP2)?.unwrap_or(false),
             sse_heartbeat: var_seconds(env::SSE_HEARTBEAT_SECONDS, d.sse_heartbeat)?,
         })
