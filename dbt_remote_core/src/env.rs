@@ -104,6 +104,29 @@ pub const AUTH_JWKS_URL: &str = "DBT_REMOTE_AUTH_JWKS_URL";
 /// Comma-separated emails whose Google ID tokens are accepted. Default: any.
 pub const AUTH_ALLOWED_EMAILS: &str = "DBT_REMOTE_AUTH_ALLOWED_EMAILS";
 
+// The HTTP edge of dbt-server (docs/configuration.md, docs/security/edge.md).
+
+/// Comma-separated origins (`https://app.example.com`) whose browser pages may call the
+/// server. Default: none but the server's own.
+pub const ALLOWED_ORIGINS: &str = "DBT_REMOTE_ALLOWED_ORIGINS";
+/// Comma-separated host names (`dbt.example.com`) accepted in the `Host` header besides the
+/// loopback names and the public URL's host. Default: none; on 0.0.0.0 no Host check.
+pub const ALLOWED_HOSTS: &str = "DBT_REMOTE_ALLOWED_HOSTS";
+/// Seconds a connection has to send a request's headers (also the idle keep-alive limit of
+/// HTTP/1.1). Default 30.
+pub const HEADER_READ_TIMEOUT_SECONDS: &str = "DBT_REMOTE_HEADER_READ_TIMEOUT_SECONDS";
+/// Seconds a connection may stay idle (no byte read or written) between requests before it
+/// is closed. Default 60.
+pub const IDLE_TIMEOUT_SECONDS: &str = "DBT_REMOTE_IDLE_TIMEOUT_SECONDS";
+/// Seconds a request's whole body has to arrive (else 408). Default 300.
+pub const BODY_READ_TIMEOUT_SECONDS: &str = "DBT_REMOTE_BODY_READ_TIMEOUT_SECONDS";
+/// Connections served at once; more wait unaccepted. Default 1024.
+pub const MAX_CONNECTIONS: &str = "DBT_REMOTE_MAX_CONNECTIONS";
+/// Also serve HTTP/2 without TLS (h2c) (`1`/`true`). Default: HTTP/1.1 only.
+pub const HTTP2: &str = "DBT_REMOTE_HTTP2";
+/// Seconds between the heartbeat comments of a log stream. Default 5.
+pub const SSE_HEARTBEAT_SECONDS: &str = "DBT_REMOTE_SSE_HEARTBEAT_SECONDS";
+
 // The GCP state store (feature `gcp`; docs/configuration.md).
 
 /// Google Cloud project of the Firestore database. Default: `GOOGLE_CLOUD_PROJECT`.

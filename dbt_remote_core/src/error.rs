@@ -37,6 +37,15 @@ pub enum Error {
     /// The request carries no acceptable credentials.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// The request is refused whoever sends it: another origin, an unknown Host.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The request's body is not of the media type the route takes.
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    /// The caller did not send its request in time (a stalled body).
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// The server answered with an error (client side).
     #[error("server answered {status}: {message}")]
     Server {
@@ -139,6 +148,9 @@ impl Error {
             Error::InvalidInput(_) => "invalid_input",
             Error::TooLarge { .. } | Error::TooMany { .. } => "too_large",
             Error::Unauthenticated(_) => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::TimedOut(_) => "timed_out",
             Error::Server { code, .. } => code,
             Error::Unreachable { .. } => "unreachable",
             Error::InsufficientStorage { .. } => "insufficient_storage",

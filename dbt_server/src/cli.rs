@@ -24,6 +24,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once per process: the size of the serve flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the HTTP API (the default).
@@ -176,6 +178,8 @@ pub struct ServeArgs {
     #[arg(long, env = env::GC_INTERVAL_MINUTES, value_name = "MINUTES", default_value_t = retention::DEFAULT_GC_INTERVAL_MINUTES)]
     gc_interval_minutes: u64,
     #[command(flatten)]
+    pub edge: crate::edge_args::EdgeArgs,
+    #[command(flatten)]
     pub state: StateArgs,
 }
 
@@ -254,6 +258,7 @@ impl ServeArgs {
                 jwks_url: self.auth_jwks_url,
                 allowed_emails: self.auth_allowed_emails,
             },
+            edge: self.edge.settings(),
             job_program: None,
             retain_days: self.retain_days,
             retain_jobs: self.retain_jobs,

@@ -93,7 +93,7 @@ pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Respo
         .map(move || links.clone())
         .and(warp::header::optional::<String>("host"))
         .map(|links: Links, host| links.base(host));
-    let form = limited_body(config.max_upload_bytes)
+    let form = limited_body(config.body_limits())
         .and(warp::header::optional::<String>("content-type"))
         .then(read_form);
     let job = || path("job").and(param::<String>());

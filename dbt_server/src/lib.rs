@@ -8,6 +8,7 @@
 #![recursion_limit = "256"]
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use dbt_remote_core::JobService;
 use warp::Filter;
@@ -15,21 +16,27 @@ use warp::Filter;
 mod allow;
 mod auth;
 mod compat;
+mod guard;
+mod listen;
 mod reply;
 mod request;
 pub mod routes;
 
 pub use routes::Config;
 
-/// Every route of both protocols behind the authentication gate, with every error and
-/// rejection answered by [`reply::recover`].
+/// Every route of both protocols of a server listening on `local`, behind the guard (Host,
+/// Origin) and the authentication gate, with every error and rejection answered by
+/// [`reply::recover`].
 pub fn app(
     service: JobService,
     config: Config,
+    local: SocketAddr,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
+    let guard = guard::Guard::new(&config.edge, config.public_url.as_deref(), local);
     let native = routes::routes(service.clone(), &config);
     let legacy = compat::routes(service, &config);
-    let answered = auth::gate(config.auth.clone())
+    let answered = guard::filter(guard)
+        .and(auth::gate(config.auth.clone()))
         .and(native.or(legacy).unify())
         .recover(reply::recover)
         .unify();
@@ -50,16 +57,21 @@ pub fn app(
         }))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, with the connection limits and
+/// timeouts of `config.edge`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: JobService,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(app(service, config))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    let local = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            tracing::error!("the listener has no address: {e}");
+            return;
+        }
+    };
+    let edge = config.edge.clone();
+    listen::serve(listener, app(service, config, local), edge, shutdown).await;
 }

@@ -14,6 +14,7 @@ use dbt_remote_core::{env, runner, JobOutcome};
 use tokio_util::sync::CancellationToken;
 
 mod cli;
+mod edge_args;
 
 use cli::{Cli, Command, RunJobArgs};
 
@@ -79,6 +80,14 @@ async fn serve(settings: ServerSettings) -> Result<ExitCode, BoxError> {
     );
     let config = dbt_server::Config::of(&server, addr);
     tracing::info!("authentication: {}", config.auth.describe());
+    let auth = &server.settings().auth;
+    if auth.google && auth.allowed_emails.is_empty() {
+        tracing::warn!(
+            "--auth-google without --auth-allowed-emails: any Google account that gets an ID \
+             token for this audience is accepted (anyone can); set --auth-allowed-emails \
+             (DBT_REMOTE_AUTH_ALLOWED_EMAILS) to the accounts that may run jobs"
+        );
+    }
     if !config.auth.is_enabled() && !addr.ip().is_loopback() {
         tracing::warn!(
             "authentication is off and {addr} is reachable from other machines: anyone who \

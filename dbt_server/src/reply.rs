@@ -40,6 +40,16 @@ pub(crate) struct Unauthorized {
 
 impl warp::reject::Reject for Unauthorized {}
 
+/// A request refused by the guard (another origin, an unknown Host), before authentication,
+/// and the protocol of its path.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub error: Error,
+    pub protocol: Protocol,
+}
+
+impl warp::reject::Reject for Refused {}
+
 /// A native route's answer: its reply, or its error as an error reply. (Errors are answered
 /// here rather than rejected: a rejection would make warp try the routes after this one.)
 pub(crate) fn native(answer: Result<Response, Error>) -> Response {
@@ -64,6 +74,9 @@ pub(crate) async fn recover(r: Rejection) -> Result<Response, Infallible> {
             return Ok(reply::with_header(response, "www-authenticate", "Bearer").into_response());
         }
         return Ok(response);
+    }
+    if let Some(Refused { error, protocol }) = r.find() {
+        return Ok(error_reply(*protocol, error));
     }
     let (status, code, message) = if r.is_not_found() {
         (StatusCode::NOT_FOUND, "not_found", "no such route")
@@ -138,6 +151,9 @@ fn error_status(e: &Error) -> StatusCode {
         Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         Error::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
         Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -3,6 +3,7 @@
 //! protocol.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use dbt_remote_core::{Error, JobId};
@@ -28,22 +29,77 @@ pub(crate) fn query<T: DeserializeOwned + Send + 'static>(
         })
 }
 
-/// The whole body, refused with 413 past `limit` bytes (whether or not the client sent a
-/// content-length).
+/// How much of a request body is read, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimits {
+    /// Largest accepted body (413 past it).
+    pub max_bytes: u64,
+    /// Time the whole body has to arrive (408 past it).
+    pub timeout: Duration,
+}
+
+/// The whole body, refused with 413 past `limits.max_bytes` bytes (whether or not the client
+/// sent a content-length) and with 408 when it has not all arrived within `limits.timeout`.
 pub(crate) fn limited_body(
-    limit: u64,
+    limits: BodyLimits,
 ) -> impl Filter<Extract = (Result<Bytes, Error>,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
-        .then(move |len: Option<u64>, stream| async move {
-            match len {
-                Some(size) if size > limit => Err(Error::TooLarge {
-                    what: "request body".into(),
-                    size,
-                    limit,
-                }),
-                _ => collect_limited(stream, limit).await,
-            }
+        .then(move |len: Option<u64>, stream| read_body(len, stream, limits))
+}
+
+/// A JSON body: refused with 415 unless its `Content-Type` is `application/json` (parameters
+/// allowed), before anything is read; then as [`limited_body`].
+pub(crate) fn json_body(
+    limits: BodyLimits,
+) -> impl Filter<Extract = (Result<Bytes, Error>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .then(
+            move |content_type: Option<String>, len: Option<u64>, stream| async move {
+                require_json(content_type.as_deref())?;
+                read_body(len, stream, limits).await
+            },
+        )
+}
+
+/// Fails with [`Error::UnsupportedMediaType`] unless `content_type` is JSON's. A browser page
+/// can send `text/plain` or a form to another site without asking; JSON it cannot.
+fn require_json(content_type: Option<&str>) -> Result<(), Error> {
+    let media = content_type
+        .and_then(|ct| ct.split(';').next())
+        .map(str::trim)
+        .unwrap_or("");
+    if media.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedMediaType(
+            "this route takes a JSON body: send Content-Type: application/json".into(),
+        ))
+    }
+}
+
+async fn read_body<S, B>(len: Option<u64>, stream: S, limits: BodyLimits) -> Result<Bytes, Error>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let limit = limits.max_bytes;
+    if let Some(size) = len.filter(|size| *size > limit) {
+        return Err(Error::TooLarge {
+            what: "request body".into(),
+            size,
+            limit,
+        });
+    }
+    tokio::time::timeout(limits.timeout, collect_limited(stream, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::TimedOut(format!(
+                "the request body did not arrive within {} s",
+                limits.timeout.as_secs_f64()
+            )))
         })
 }
 

@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use dbt_remote_core::api::{self, BlobQuery, ErrorBody, SubmitJob, SSE_EVENT_END, SSE_EVENT_LOG};
 use dbt_remote_core::auth::Verifier;
+use dbt_remote_core::server::EdgeSettings;
 use dbt_remote_core::service::{log_cursor, not_uploaded, ListJobs};
 use dbt_remote_core::state::FollowEvent;
 use dbt_remote_core::{BlobHash, Error, JobService, RelPath};
@@ -19,7 +20,9 @@ use warp::reply::{self, Reply, Response};
 use warp::Filter;
 
 use crate::reply::{json_reply, native};
-use crate::request::{job_id, limited_body, parse_json, percent_decode, query};
+use crate::request::{
+    job_id, json_body, limited_body, parse_json, percent_decode, query, BodyLimits,
+};
 
 /// The OpenAPI document of this API (docs/openapi.json), served at /api/v1/openapi.json.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
@@ -37,6 +40,8 @@ pub struct Config {
     pub accept_client_profiles: bool,
     /// Who may call the routes other than `GET /health`, `/check` and `/version`; open by default.
     pub auth: Verifier,
+    /// The HTTP edge: allowed origins and hosts, timeouts, connections, heartbeats.
+    pub edge: EdgeSettings,
 }
 
 impl Config {
@@ -49,6 +54,15 @@ impl Config {
             public_url: None,
             accept_client_profiles: false,
             auth: Verifier::open(),
+            edge: EdgeSettings::default(),
+        }
+    }
+
+    /// How much of a request body is read, and for how long.
+    pub(crate) fn body_limits(&self) -> BodyLimits {
+        BodyLimits {
+            max_bytes: self.max_upload_bytes,
+            timeout: self.edge.body_read_timeout,
         }
     }
 }
@@ -84,9 +98,11 @@ pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Respo
     use warp::{get, path, post, put};
 
     let port = config.port;
-    let max_upload_bytes = config.max_upload_bytes;
+    let limits = config.body_limits();
+    let heartbeat = config.edge.sse_heartbeat;
     let svc = warp::any().map(move || service.clone());
-    let body = move || limited_body(max_upload_bytes);
+    let body = move || limited_body(limits);
+    let json = move || json_body(limits);
     let api = || path("api").and(path("v1"));
     let job = || api().and(path("jobs")).and(param::<String>());
 
@@ -101,7 +117,7 @@ pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Respo
         .and(path!("blobs" / "missing"))
         .and(post())
         .and(svc.clone())
-        .and(body())
+        .and(json())
         .then(missing_blobs)
         .map(native);
     // `/api/v1/blobs/missing` is its own route, not a blob (the literal path wins, as in
@@ -127,7 +143,7 @@ pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Respo
         .and(end())
         .and(post())
         .and(svc.clone())
-        .and(body())
+        .and(json())
         .then(submit)
         .map(native);
     let list = api()
@@ -165,7 +181,7 @@ pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Respo
         .and(svc.clone())
         .and(query::<StreamQuery>())
         .and(warp::header::optional::<String>("last-event-id"))
-        .then(stream)
+        .then(move |id, svc, q, last| stream(id, svc, q, last, heartbeat))
         .map(native);
     let artifacts = job()
         .and(path("artifacts"))
@@ -289,6 +305,7 @@ async fn stream(
     svc: JobService,
     q: Result<StreamQuery, Error>,
     last: Option<String>,
+    heartbeat: std::time::Duration,
 ) -> Answer {
     let after = q?.after.map(log_cursor).transpose()?;
     // A reconnecting EventSource sends Last-Event-ID: it wins over the query.
@@ -299,7 +316,10 @@ async fn stream(
     let events = svc
         .follow(job_id(&id)?, last.or(after).unwrap_or(0))
         .await?;
-    let stream = warp::sse::keep_alive().stream(sse(events));
+    // The heartbeat comments also find a client that has left: their write fails.
+    let stream = warp::sse::keep_alive()
+        .interval(heartbeat)
+        .stream(sse(events));
     Ok(warp::sse::reply(stream).into_response())
 }
 
@@ -329,11 +349,17 @@ async fn artifact(id: String, name: Tail, svc: JobService) -> Answer {
 fn sse(
     events: impl Stream<Item = dbt_remote_core::Result<FollowEvent>> + Send + 'static,
 ) -> impl Stream<Item = Result<warp::sse::Event, Infallible>> + Send + Sync + 'static {
-    // warp wants a Sync stream: drive the follower in a task that stops when the client leaves.
+    // warp wants a Sync stream: drive the follower in a task that stops as soon as the client
+    // leaves (the response, and with it `rx`, is dropped), not at its next event.
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
-        while let Some(event) = events.next().await {
+        loop {
+            let event = tokio::select! {
+                _ = tx.closed() => return,
+                event = events.next() => event,
+            };
+            let Some(event) = event else { return };
             let event = match event {
                 Ok(FollowEvent::Record(record)) => warp::sse::Event::default()
                     .event(SSE_EVENT_LOG)
@@ -372,6 +398,7 @@ impl Config {
                 .or_else(|| (!addr.ip().is_unspecified()).then(|| format!("http://{addr}/"))),
             accept_client_profiles: settings.accept_client_profiles,
             auth: server.verifier().clone(),
+            edge: settings.edge.clone(),
             ..Config::new(addr.port(), settings.max_upload_bytes)
         }
     }

@@ -19,10 +19,12 @@ pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 /// The issuers of Google ID tokens.
 pub const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
 
-/// Public keys are fetched again after this long (Google rotates them).
+/// Public keys are fetched again (in the background) after this long (Google rotates them).
 const KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
-/// An unknown key id fetches the keys again, but not more often than this.
+/// The keys are fetched at most this often, for an unknown key id or a refresh.
 const KEYS_MIN_REFETCH: Duration = Duration::from_secs(10);
+/// A fetch of the keys that takes longer fails.
+const KEYS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Clock skew allowed on `exp`, `iat`, `nbf`.
 const LEEWAY_SECS: u64 = 30;
 
@@ -49,6 +51,7 @@ pub struct VerifierBuilder {
     google_audience: Option<String>,
     jwks_url: Option<String>,
     allowed_emails: Vec<String>,
+    key_timings: Option<(Duration, Duration)>,
 }
 
 impl VerifierBuilder {
@@ -84,6 +87,13 @@ impl VerifierBuilder {
             .map(|e| e.trim().to_string())
             .filter(|e| !e.is_empty())
             .collect();
+        self
+    }
+
+    /// Refresh cached keys older than `max_age` (in the background), and fetch the keys at
+    /// most every `min_refetch` (defaults: 1 h and 10 s; tests shorten them).
+    pub fn with_key_timings(mut self, max_age: Duration, min_refetch: Duration) -> Self {
+        self.key_timings = Some((max_age, min_refetch));
         self
     }
 
@@ -123,17 +133,22 @@ impl VerifierBuilder {
                     )));
                 }
                 let http = reqwest::Client::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .timeout(Duration::from_secs(15))
+                    .connect_timeout(KEYS_FETCH_TIMEOUT)
+                    .timeout(KEYS_FETCH_TIMEOUT)
                     .build()
                     .map_err(|e| Error::backend("http", e))?;
-                Some(Google {
+                let (max_age, min_refetch) =
+                    self.key_timings.unwrap_or((KEYS_MAX_AGE, KEYS_MIN_REFETCH));
+                Some(Arc::new(Google {
                     audience,
                     jwks_url,
                     allowed_emails: self.allowed_emails,
                     http,
-                    keys: tokio::sync::RwLock::new(Keys::default()),
-                })
+                    keys: std::sync::RwLock::new(Keys::default()),
+                    fetching: Arc::new(tokio::sync::Mutex::new(())),
+                    max_age,
+                    min_refetch,
+                }))
             }
         };
         Ok(Verifier {
@@ -165,21 +180,36 @@ pub struct Verifier {
 struct Inner {
     /// SHA-256 of each accepted static token.
     hashes: Vec<[u8; 32]>,
-    google: Option<Google>,
+    google: Option<Arc<Google>>,
 }
 
+/// Google ID tokens and the cache of Google's public keys.
+///
+/// A request whose key id is cached never waits for a fetch: the cache's lock is never held
+/// across one. Keys older than `max_age` are still used while one background task fetches
+/// new ones. Only a request with an unknown key id waits for a fetch (at most
+/// [`KEYS_FETCH_TIMEOUT`]), and the keys are fetched at most every `min_refetch`, so tokens
+/// with made-up key ids cannot make the server hammer the endpoint.
 struct Google {
     audience: String,
     jwks_url: String,
     allowed_emails: Vec<String>,
     http: reqwest::Client,
-    keys: tokio::sync::RwLock<Keys>,
+    keys: std::sync::RwLock<Keys>,
+    /// Held by the one fetch under way; only requests that need a fetch wait on it.
+    fetching: Arc<tokio::sync::Mutex<()>>,
+    max_age: Duration,
+    min_refetch: Duration,
 }
 
 #[derive(Default)]
 struct Keys {
     by_kid: HashMap<String, DecodingKey>,
+    /// When the keys were last fetched.
     fetched: Option<Instant>,
+    /// When a fetch last started, and why it failed if it did.
+    attempted: Option<Instant>,
+    failed: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -290,7 +320,7 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 impl Google {
-    async fn verify(&self, token: &str) -> Result<Principal> {
+    async fn verify(self: &Arc<Self>, token: &str) -> Result<Principal> {
         init_jwt();
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthenticated("the bearer token is not valid"))?;
@@ -339,29 +369,109 @@ impl Google {
         })
     }
 
-    /// The public key `kid`, from the cache, else from a new fetch of the JWKS.
-    async fn key(&self, kid: &str) -> Result<DecodingKey> {
+    /// The public key `kid`: from the cache (refreshed in the background when old), else
+    /// from a new fetch of the JWKS.
+    async fn key(self: &Arc<Self>, kid: &str) -> Result<DecodingKey> {
+        let (cached, old) = {
+            let keys = self.cache();
+            let old = keys.fetched.is_none_or(|t| t.elapsed() >= self.max_age);
+            (keys.by_kid.get(kid).cloned(), old)
+        };
+        match cached {
+            Some(key) => {
+                if old {
+                    self.refresh_in_background();
+                }
+                Ok(key)
+            }
+            None => self.fetch_for(kid).await,
+        }
+    }
+
+    fn cache(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a fetch started less than `min_refetch` ago: then its outcome stands.
+    fn fetched_recently(&self) -> Result<bool> {
+        let keys = self.cache();
+        if keys
+            .attempted
+            .is_none_or(|t| t.elapsed() >= self.min_refetch)
         {
-            let keys = self.keys.read().await;
-            let fresh = keys.fetched.is_some_and(|t| t.elapsed() < KEYS_MAX_AGE);
-            if let (true, Some(key)) = (fresh, keys.by_kid.get(kid)) {
-                return Ok(key.clone());
+            return Ok(false);
+        }
+        match &keys.failed {
+            Some(why) => Err(Error::backend("jwks", why.clone())),
+            None => Ok(true),
+        }
+    }
+
+    /// Fetches the keys for the unknown `kid`, unless they were fetched just now.
+    async fn fetch_for(self: &Arc<Self>, kid: &str) -> Result<DecodingKey> {
+        let unknown = || unauthenticated("the ID token is signed by an unknown key");
+        if self.fetched_recently()? {
+            return Err(unknown());
+        }
+        let _fetching = self.fetching.lock().await;
+        // Another request may have fetched them while this one waited.
+        if let Some(key) = self.cache().by_kid.get(kid).cloned() {
+            return Ok(key);
+        }
+        if self.fetched_recently()? {
+            return Err(unknown());
+        }
+        self.refetch().await?;
+        self.cache().by_kid.get(kid).cloned().ok_or_else(unknown)
+    }
+
+    /// Starts one background fetch of the keys, unless one is under way or was just made.
+    fn refresh_in_background(self: &Arc<Self>) {
+        if !matches!(self.fetched_recently(), Ok(false)) {
+            return;
+        }
+        let Ok(fetching) = self.fetching.clone().try_lock_owned() else {
+            return;
+        };
+        let google = self.clone();
+        tokio::spawn(async move {
+            let _fetching = fetching;
+            if let Err(e) = google.refetch().await {
+                tracing::warn!(
+                    "refreshing Google's public keys failed (the cached ones stay in use): {e}"
+                );
+            }
+        });
+    }
+
+    /// Fetches the keys into the cache (call holding `fetching`).
+    async fn refetch(&self) -> Result<()> {
+        self.keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .attempted = Some(Instant::now());
+        let fetched = self.fetch_keys().await;
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match fetched {
+            Ok(by_kid) => {
+                keys.by_kid = by_kid;
+                keys.fetched = Some(Instant::now());
+                keys.failed = None;
+                Ok(())
+            }
+            Err(e) => {
+                keys.failed = Some(match &e {
+                    Error::Backend { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                });
+                Err(e)
             }
         }
-        let mut keys = self.keys.write().await;
-        let fresh = keys.fetched.is_some_and(|t| t.elapsed() < KEYS_MAX_AGE);
-        let recent = keys.fetched.is_some_and(|t| t.elapsed() < KEYS_MIN_REFETCH);
-        // Fetch unless another request just did (then an unknown kid stays unknown).
-        if !(recent || fresh && keys.by_kid.contains_key(kid)) {
-            *keys = Keys {
-                by_kid: self.fetch_keys().await?,
-                fetched: Some(Instant::now()),
-            };
-        }
-        keys.by_kid
-            .get(kid)
-            .cloned()
-            .ok_or_else(|| unauthenticated("the ID token is signed by an unknown key"))
     }
 
     async fn fetch_keys(&self) -> Result<HashMap<String, DecodingKey>> {

@@ -16,6 +16,9 @@ use crate::runner::RunnerConfig;
 use crate::state::{LocalStore, StateStore};
 use crate::{Error, Result};
 
+mod edge;
+pub use edge::*;
+
 /// Default port of dbt-server.
 pub const DEFAULT_PORT: u16 = 8001;
 /// Default folder of the local state store.
@@ -471,6 +474,8 @@ pub struct ServerSettings {
     /// What the zip of a 0.4.6 form may hold.
     pub zip: ZipLimits,
     pub auth: AuthSettings,
+    /// The HTTP edge: origins, hosts, timeouts, connections.
+    pub edge: EdgeSettings,
     /// The job entry point the process launcher runs (`<program> run-job <id>`). Default: this
     /// executable.
     pub job_program: Option<PathBuf>,
@@ -541,6 +546,7 @@ impl ServerSettings {
         if let Some(v) = var_parse::<u64>(env::GC_INTERVAL_MINUTES)? {
             s.gc_interval = Duration::from_secs(v * 60);
         }
+        s.edge = EdgeSettings::from_env()?;
         Ok(s)
     }
 
@@ -572,6 +578,7 @@ impl Default for ServerSettings {
             max_schedules: DEFAULT_MAX_SCHEDULES,
             zip: ZipLimits::default(),
             auth: AuthSettings::default(),
+            edge: EdgeSettings::default(),
             job_program: None,
             retain_days: retention::DEFAULT_RETAIN_DAYS,
             retain_jobs: None,
