@@ -20,7 +20,7 @@ pub const PROFILES_DIR: &str = "DBT_PROFILES_DIR";
 pub const MAX_CONCURRENT_JOBS: &str = "DBT_REMOTE_MAX_CONCURRENT_JOBS";
 /// Largest accepted upload (one blob or one request body), in bytes. Default 64 MiB.
 pub const MAX_UPLOAD_BYTES: &str = "DBT_REMOTE_MAX_UPLOAD_BYTES";
-/// Most files one job may have (paths in its spec; docs/security/caps.md). Default 50000.
+/// Most files one job may have (paths in its spec; docs/security/limits.md). Default 50000.
 pub const MAX_JOB_FILES: &str = "DBT_REMOTE_MAX_JOB_FILES";
 /// Most bytes one job's files may add up to, each path counting its blob's size (a blob listed
 /// under many paths counts each time). Default 1 GiB.
@@ -104,7 +104,7 @@ pub const AUTH_JWKS_URL: &str = "DBT_REMOTE_AUTH_JWKS_URL";
 /// Comma-separated emails whose Google ID tokens are accepted. Default: any.
 pub const AUTH_ALLOWED_EMAILS: &str = "DBT_REMOTE_AUTH_ALLOWED_EMAILS";
 
-// The HTTP edge of dbt-server (docs/configuration.md, docs/security/edge.md).
+// The HTTP edge of dbt-server (docs/configuration.md, docs/security/http.md).
 
 /// Comma-separated origins (`https://app.example.com`) whose browser pages may call the
 /// server. Default: none but the server's own.

@@ -1,4 +1,4 @@
-//! Attacks on the server's caps (docs/security/caps.md), each against dbt-server served on a
+//! Attacks on the server's caps (docs/security/limits.md), each against dbt-server served on a
 //! real listener: files and bytes a job would materialise (blob amplification), schedules,
 //! zip archives whose headers lie, multipart forms, and the 0.4.6 log route on a huge log.
 

@@ -1,7 +1,7 @@
 //! Attacks on the HTTP edge, each against a real server on 127.0.0.1: requests from another
 //! browser origin, DNS rebinding, bodies that are not JSON, connections that never finish or
 //! sit idle, stalled bodies, too many connections, followers that leave. Each test checks the
-//! answer and that nothing was stored. docs/security/edge.md lists the rules.
+//! answer and that nothing was stored. docs/security/http.md lists the rules.
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! refused at submit with nothing stored; dbt's target and log paths are forced into the work
 //! dir; a `profiles.yml` in the project is never used; the server's secrets stay out of job
 //! code; the work root and the state dir never nest; server paths stay out of job messages.
-//! See docs/security/contain.md.
+//! See docs/security/jobs.md.
 
 mod common;
 

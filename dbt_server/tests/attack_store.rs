@@ -1,4 +1,4 @@
-//! Store faults and hostile inputs against real servers (docs/security/store.md): a really
+//! Store faults and hostile inputs against real servers (docs/security/faults.md): a really
 //! full file system (a 2 MiB tmpfs), held file locks, two servers on one state dir, damaged
 //! files, tampered blobs, cron expressions that never fire, log caps, and paths a client sends
 //! that the file system refuses.

@@ -1,6 +1,6 @@
 //! The settings of dbt-server's HTTP edge: which browser origins and `Host` names it accepts,
 //! how long a connection may take or stay idle, how many are served at once, HTTP/2, and the
-//! heartbeat of log streams (docs/security/edge.md says which rule each one enforces).
+//! heartbeat of log streams (docs/security/http.md says which rule each one enforces).
 
 use std::time::Duration;
 
