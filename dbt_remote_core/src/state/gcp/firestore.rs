@@ -436,24 +436,12 @@ impl Records {
             limit: Some(i32::try_from(limit + 1).unwrap_or(i32::MAX)),
             ..Default::default()
         };
-        let mut stream = self
-            .db
-            .client()
-            .get()
-            .run_query(RunQueryRequest {
-                parent: self.documents.clone(),
-                query_type: Some(run_query_request::QueryType::StructuredQuery(structured)),
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| rpc("RunQuery", s))?
-            .into_inner();
-        let mut jobs = Vec::new();
-        while let Some(response) = stream.try_next().await.map_err(|s| rpc("RunQuery", s))? {
-            if let Some(doc) = response.document {
-                jobs.push(Doc::from_document(doc).json::<JobRecord>("record")?);
-            }
-        }
+        let jobs = self
+            .query(self.documents.clone(), structured)
+            .await?
+            .into_iter()
+            .map(|doc| Doc::from_document(doc).json::<JobRecord>("record"))
+            .collect::<Result<Vec<_>>>()?;
         Ok(page(jobs.into_iter(), limit))
     }
 
@@ -576,25 +564,29 @@ impl Records {
             limit: Some(i32::try_from(limit).unwrap_or(i32::MAX)),
             ..Default::default()
         };
+        let docs = self.query(self.job_doc(id), structured).await?;
+        Ok(docs.into_iter().map(|doc| doc.name).collect())
+    }
+
+    /// The documents a structured query under `parent` finds, in its order.
+    async fn query(&self, parent: String, structured: StructuredQuery) -> Result<Vec<Document>> {
         let mut stream = self
             .db
             .client()
             .get()
             .run_query(RunQueryRequest {
-                parent: self.job_doc(id),
+                parent,
                 query_type: Some(run_query_request::QueryType::StructuredQuery(structured)),
                 ..Default::default()
             })
             .await
             .map_err(|s| rpc("RunQuery", s))?
             .into_inner();
-        let mut names = Vec::new();
+        let mut docs = Vec::new();
         while let Some(response) = stream.try_next().await.map_err(|s| rpc("RunQuery", s))? {
-            if let Some(doc) = response.document {
-                names.push(doc.name);
-            }
+            docs.extend(response.document);
         }
-        Ok(names)
+        Ok(docs)
     }
 }
 

@@ -15,6 +15,7 @@ use gcloud_storage::http::objects::download::Range;
 use gcloud_storage::http::objects::get::GetObjectRequest;
 use gcloud_storage::http::objects::list::ListObjectsRequest;
 use gcloud_storage::http::objects::upload::{Media, UploadObjectRequest, UploadType};
+use gcloud_storage::http::objects::Object;
 
 use crate::blob::BlobHash;
 use crate::job::JobId;
@@ -206,8 +207,8 @@ impl Objects {
         }
     }
 
-    /// Every object whose name starts with `prefix`: name and size.
-    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    /// Every object whose name starts with `prefix`, all pages of the listing.
+    async fn objects(&self, prefix: &str) -> Result<Vec<Object>> {
         let mut objects = Vec::new();
         let mut page_token = None;
         loop {
@@ -222,17 +223,21 @@ impl Objects {
                 .list_objects(&request)
                 .await
                 .map_err(|e| self.error("listing", &format!("{prefix}*"), e))?;
-            objects.extend(
-                page.items
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|o| (o.name, o.size.max(0) as u64)),
-            );
+            objects.extend(page.items.unwrap_or_default());
             match page.next_page_token.filter(|t| !t.is_empty()) {
                 Some(token) => page_token = Some(token),
                 None => return Ok(objects),
             }
         }
+    }
+
+    /// Every object whose name starts with `prefix`: name and size.
+    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let objects = self.objects(prefix).await?;
+        Ok(objects
+            .into_iter()
+            .map(|o| (o.name, o.size.max(0) as u64))
+            .collect())
     }
 
     /// The prefix of every blob's object name.
@@ -245,21 +250,10 @@ impl Objects {
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
-        let mut objects = Vec::new();
-        let mut page_token = None;
-        loop {
-            let request = ListObjectsRequest {
-                bucket: self.bucket.clone(),
-                prefix: Some(prefix.to_owned()),
-                page_token: page_token.take(),
-                ..Default::default()
-            };
-            let page = self
-                .client
-                .list_objects(&request)
-                .await
-                .map_err(|e| self.error("listing", &format!("{prefix}*"), e))?;
-            objects.extend(page.items.unwrap_or_default().into_iter().map(|o| {
+        let objects = self.objects(prefix).await?;
+        Ok(objects
+            .into_iter()
+            .map(|o| {
                 let nanos = o
                     .updated
                     .or(o.time_created)
@@ -270,12 +264,8 @@ impl Objects {
                     // No time given: treat it as new, so that it is kept.
                     .unwrap_or_else(chrono::Utc::now);
                 (o.name, at)
-            }));
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(token) => page_token = Some(token),
-                None => return Ok(objects),
-            }
-        }
+            })
+            .collect())
     }
 
     /// Deletes the object `name`; `false` when there was none.
