@@ -33,7 +33,7 @@ echo "test: running the test suite" >&2
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --all-features 2>&1 | tee "$log" || status=$?
+cargo test --workspace --all-features --no-fail-fast 2>&1 | tee "$log" || status=$?
 echo "test: the Python package and its Airflow operator (pytest)" >&2
 cargo build --quiet --bins
 scripts/test-python.sh 2>&1 | tee -a "$log" || status=$?
