@@ -341,7 +341,7 @@ impl Runner<'_> {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| {
+        let mut child = spawn_retrying_busy(&mut cmd).await.map_err(|e| {
             tracing::error!(job = %self.id, "could not start {}: {e}", program.display());
             Error::backend(
                 "dbt",
@@ -434,6 +434,22 @@ fn contained_args(args: &[String]) -> Vec<String> {
     }
     out.extend_from_slice(&args[words..]);
     out
+}
+
+/// Starts `cmd`, trying again for a moment while its executable is busy (ETXTBSY): a file
+/// just written is busy while any process forked meanwhile, by any thread, still holds it open
+/// (until that process execs), and dbt's executable may be being replaced.
+async fn spawn_retrying_busy(cmd: &mut Command) -> std::io::Result<tokio::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn exit_outcome(status: ExitStatus) -> Outcome {

@@ -156,7 +156,13 @@ impl JobService {
         let packages = spec.installs_packages();
         let checked = |f: &&FileEntry| is_checked_file(f.path.as_str(), packages);
         for file in spec.files.iter().filter(checked) {
-            let content = self.store.get_blob(&file.sha256).await?;
+            let content = match self.store.get_blob(&file.sha256).await {
+                Err(Error::NotFound { what }) => Err(Error::invalid(format!(
+                    "{}: {what}",
+                    not_uploaded(std::slice::from_ref(&file.path))
+                ))),
+                other => other,
+            }?;
             check_project_file(file.path.as_str(), &content)?;
         }
         let job = self.store.create_job(&JobRecord::new(spec)).await?;

@@ -452,13 +452,15 @@ async fn a_tampered_blob_fails_its_job_and_a_new_upload_repairs_it() {
     for f in &files {
         client.put_blob(f.content.clone()).await.unwrap();
     }
+    // A model: a tampered dbt_project.yml is already refused at submit, where its paths are
+    // checked (and so is any file the submit reads).
     let project = files
         .iter()
-        .find(|f| f.path.as_str() == "dbt_project.yml")
+        .find(|f| f.path.as_str() == "models/marts/orders.sql")
         .unwrap();
     let h = project.sha256.as_str();
     let stored = server.dir.join("state/blobs").join(&h[..2]).join(&h[2..]);
-    std::fs::write(&stored, b"name: evil\n").unwrap();
+    std::fs::write(&stored, b"select 666 as evil\n").unwrap();
 
     let args = vec!["parse".to_string()];
     let (job, _) = client.submit(args.clone(), &files).await.unwrap();
@@ -469,7 +471,7 @@ async fn a_tampered_blob_fails_its_job_and_a_new_upload_repairs_it() {
     assert_eq!(failed.status, JobStatus::Failed);
     let reason = failed.failure_reason.unwrap_or_default();
     assert!(
-        reason.contains("damaged") && reason.contains("dbt_project.yml"),
+        reason.contains("damaged") && reason.contains("orders.sql"),
         "{reason}"
     );
     let missing = client
