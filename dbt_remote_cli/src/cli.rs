@@ -80,12 +80,16 @@ pub struct Options {
     /// A Google service-account key file; requests carry ID tokens made with it
     #[arg(long, global = true, value_name = "FILE")]
     pub credentials: Option<String>,
-    /// Lowest level of log records shown: debug, info, warn, error [default: info]
+    /// Lowest level of log records shown, also dbt's own --log-level on the server: debug, info,
+    /// warn, error [default: info]
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
     /// Submit the job, print its id and return at once
     #[arg(long, global = true)]
     pub detach: bool,
+    /// `--help` or `-h` among a dbt command's arguments: print that command's help, run nothing.
+    #[arg(skip)]
+    pub help: bool,
 }
 
 impl Options {
@@ -228,6 +232,43 @@ pub struct ArtifactsArgs {
     pub output_dir: Option<PathBuf>,
 }
 
+/// The help of a dbt command run through dbt-remote (`dbt-remote run --help`): what it does,
+/// where dbt's own flags are described, and dbt-remote's options.
+pub fn dbt_command_help(args: &[String]) -> String {
+    use clap::CommandFactory as _;
+    let words: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .take_while(|a| !a.starts_with('-'))
+        .take(2)
+        .collect();
+    let command = dbt_remote_core::job::DBT_COMMANDS
+        .iter()
+        .copied()
+        .filter(|c| words.join(" ").starts_with(*c))
+        .max_by_key(|c| c.len());
+    let Some(command) = command else {
+        let mut cli = Cli::command();
+        return cli.render_long_help().to_string();
+    };
+    let about = format!(
+        "Runs `dbt {command}` on the dbt-server: the project is sent, dbt runs there and its\n\
+         logs stream here; dbt-remote exits with dbt's exit code.\n\n\
+         dbt's own arguments (--select, --target, --vars, ...) are passed through unchanged:\n\
+         `dbt {command} --help` lists them where dbt is installed, and\n\
+         https://docs.getdbt.com/reference/dbt-commands describes them."
+    );
+    let base = clap::Command::new("dbt-remote").next_help_heading("dbt-remote options");
+    Options::augment_args(base)
+        .bin_name(format!("dbt-remote {command}"))
+        .about(about)
+        .disable_version_flag(true)
+        .override_usage(format!("dbt-remote {command} [DBT ARGUMENTS]... [OPTIONS]"))
+        .after_help("Put dbt arguments that look like dbt-remote's own options after `--`.")
+        .render_help()
+        .to_string()
+}
+
 /// A dbt command's arguments as strings, dbt-remote's own options taken out into `options`.
 pub fn dbt_args(raw: Vec<OsString>, options: &mut Options) -> Result<Vec<String>> {
     let raw = raw
@@ -252,6 +293,10 @@ fn take_own_options(args: Vec<String>, options: &mut Options) -> Result<Vec<Stri
         }
         if arg == "--detach" {
             options.detach = true;
+            continue;
+        }
+        if arg == "--help" || arg == "-h" {
+            options.help = true;
             continue;
         }
         let (name, inline) = match arg.split_once('=') {

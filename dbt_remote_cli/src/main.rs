@@ -61,6 +61,10 @@ async fn dispatch(cli: Cli) -> dbt_remote_core::Result<ExitStatus> {
     match command {
         Command::Dbt(raw) => {
             let args = cli::dbt_args(raw, &mut options)?;
+            if options.help {
+                print!("{}", cli::dbt_command_help(&args));
+                return Ok(ExitStatus::Success);
+            }
             dbt::run(&Context::new(&options).await?, args, options.detach).await
         }
         Command::Config(c) => config::run(c),

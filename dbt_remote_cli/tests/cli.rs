@@ -436,6 +436,58 @@ fn refusals_before_contacting_any_server() {
     assert!(text(&out.stderr).contains("hint: is dbt-server running there?"));
 }
 
+/// The original CLI's habits: `dbt-remote run --help` inside a project prints help and sends
+/// nothing; `--log-level` is also dbt's own log level on the server.
+#[test]
+fn help_sends_nothing_and_the_log_level_reaches_dbt() {
+    let server = RealServer::start(&server_binary());
+    let project = project_copy();
+    let url = server.url.as_str();
+    for help in [
+        &["run", "--help"][..],
+        &["build", "--select", "orders", "-h"],
+    ] {
+        let out = run(project.path(), &[help, &["--server-url", url]].concat());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("Usage: dbt-remote"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = Client::new(url).unwrap();
+    let jobs = |c: &Client| runtime.block_on(c.jobs(None, Some(10), None)).unwrap().jobs;
+    assert!(jobs(&client).is_empty(), "--help submitted a job");
+
+    let out = run(
+        project.path(),
+        &["--log-level", "warn", "parse", "--server-url", url],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let job = jobs(&client).remove(0);
+    assert_eq!(job.args, ["parse", "--log-level", "warn"]);
+    assert!(
+        runtime
+            .block_on(client.wait(job.id, Duration::from_millis(200)))
+            .unwrap()
+            .status
+            == JobStatus::Succeeded
+    );
+    // dbt itself logged at warn: none of its info lines were stored.
+    let logs = runtime.block_on(client.logs(job.id, 0, None)).unwrap();
+    let from_dbt = |r: &&dbt_remote_core::LogRecord| r.entry.source == "dbt";
+    assert!(
+        !logs
+            .records
+            .iter()
+            .filter(from_dbt)
+            .any(|r| r.entry.level == dbt_remote_core::LogLevel::Info),
+        "{:?}",
+        logs.records
+    );
+}
+
 /// `--help` texts and error texts are what tests/snapshots/ holds (UPDATE_SNAPSHOTS=1 rewrites).
 #[test]
 fn help_and_error_texts_match_snapshots() {
@@ -449,6 +501,11 @@ fn help_and_error_texts_match_snapshots() {
         ("help-status", &["status", "--help"]),
         ("help-cancel", &["cancel", "--help"]),
         ("help-artifacts", &["artifacts", "--help"]),
+        ("help-run", &["run", "--help"]),
+        (
+            "help-docs-generate",
+            &["docs", "generate", "-h", "--select", "x"],
+        ),
         ("error-unknown-command", &["frobnicate"]),
         ("error-bad-level", &["build", "--log-level", "loud"]),
         ("error-bad-setting", &["config", "set", "colour=blue"]),

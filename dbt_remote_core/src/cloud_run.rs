@@ -75,8 +75,8 @@ pub(crate) fn check_region(region: &str, how_to_set: &str) -> Result<()> {
         .find(|(name, _)| name.eq_ignore_ascii_case(region))
     {
         return Err(Error::invalid(format!(
-            "`{name}` is a multi-region BigQuery location; Cloud Run needs a region such as \
-             {example}: pass {how_to_set}"
+            "`{name}` is a BigQuery multi-region, not a Cloud Run region: pass {how_to_set} \
+             with a region such as {example}"
         )));
     }
     let well_formed = !region.is_empty()
@@ -187,7 +187,7 @@ mod tests {
         check_region("us-central1", "--location").unwrap();
         let err = check_region("EU", "--location").unwrap_err().to_string();
         assert!(
-            err.contains("`EU` is a multi-region BigQuery location"),
+            err.contains("`EU` is a BigQuery multi-region, not a Cloud Run region"),
             "{err}"
         );
         assert!(err.contains("europe-west1: pass --location"), "{err}");

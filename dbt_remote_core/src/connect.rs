@@ -36,13 +36,15 @@ pub struct Connection {
 /// connecting makes no network call.
 pub fn discovers(settings: &Settings) -> bool {
     let files = settings.job_files();
-    locator_settings(settings, &files.project_dir).discovers()
+    let creds = settings.creds_path();
+    locator_settings(settings, &files, creds.as_deref()).discovers()
 }
 
 /// The locator `settings` call for (see [`locator::choose`]).
 pub async fn locator(settings: &Settings) -> Result<Box<dyn ServerLocator>> {
     let files = settings.job_files();
-    locator::choose(locator_settings(settings, &files.project_dir)).await
+    let creds = settings.creds_path();
+    locator::choose(locator_settings(settings, &files, creds.as_deref())).await
 }
 
 /// [`locator`] with the Cloud Run locator made from `cloud_run` (tests, emulators).
@@ -52,7 +54,9 @@ pub async fn locator_on_cloud_run(
     cloud_run: locator::CloudRunLocatorBuilder,
 ) -> Result<Box<dyn ServerLocator>> {
     let files = settings.job_files();
-    locator::choose_on_cloud_run(locator_settings(settings, &files.project_dir), cloud_run).await
+    let creds = settings.creds_path();
+    let settings = locator_settings(settings, &files, creds.as_deref());
+    locator::choose_on_cloud_run(settings, cloud_run).await
 }
 
 /// `settings` with `server_url` as their locator finds it: unchanged for a fixed URL,
@@ -79,13 +83,15 @@ pub async fn connect(settings: Settings) -> Result<Connection> {
 
 fn locator_settings<'a>(
     settings: &'a Settings,
-    project_dir: &'a std::path::Path,
+    files: &'a crate::package::JobFiles,
+    creds_path: Option<&'a std::path::Path>,
 ) -> LocatorSettings<'a> {
     LocatorSettings {
         server_url: settings.server_url(),
         server_url_given: settings.server_url_given(),
         location: settings.location(),
-        project_dir,
+        project_dir: &files.project_dir,
+        creds_path,
     }
 }
 

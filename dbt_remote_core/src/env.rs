@@ -90,6 +90,12 @@ pub const AUTH: &str = "DBT_REMOTE_AUTH";
 /// The metadata server's `host[:port]` (Google's standard variable). Default
 /// `metadata.google.internal`.
 pub const GCE_METADATA_HOST: &str = "GCE_METADATA_HOST";
+/// Google's application default credentials file (a service-account key or gcloud user
+/// credentials), for clients of an `https://` server.
+pub const GOOGLE_APPLICATION_CREDENTIALS: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+/// gcloud's config folder (default `~/.config/gcloud`), where `gcloud auth
+/// application-default login` writes its credentials.
+pub const CLOUDSDK_CONFIG: &str = "CLOUDSDK_CONFIG";
 /// The server's static token, as its SHA-256 in hex: requests must send the token as bearer.
 pub const AUTH_TOKEN_SHA256: &str = "DBT_REMOTE_AUTH_TOKEN_SHA256";
 /// The server's static token itself (hashed at start, removed from the environment the jobs

@@ -70,6 +70,18 @@ pub const DBT_COMMANDS: &[&str] = &[
     "clean",
 ];
 
+/// `args` with dbt's own `--log-level` set to `level`, as the original dbt-remote passed its
+/// `--log-level` to dbt on the server; unchanged when they set it already.
+pub fn with_dbt_log_level(mut args: Vec<String>, level: crate::LogLevel) -> Vec<String> {
+    let set = args
+        .iter()
+        .any(|a| a == "--log-level" || a.starts_with("--log-level="));
+    if !set {
+        args.extend(["--log-level".to_string(), level.as_str().to_string()]);
+    }
+    args
+}
+
 /// Longest accepted argument list, in total bytes.
 pub const MAX_ARGS_BYTES: usize = 64 * 1024;
 
@@ -317,6 +329,20 @@ impl JobRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_level_goes_to_dbt_once() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            with_dbt_log_level(args(&["run", "-s", "x"]), crate::LogLevel::Warn),
+            args(&["run", "-s", "x", "--log-level", "warn"])
+        );
+        let given = args(&["run", "--log-level=debug"]);
+        assert_eq!(
+            with_dbt_log_level(given.clone(), crate::LogLevel::Warn),
+            given
+        );
+    }
 
     fn spec(args: &[&str]) -> JobSpec {
         JobSpec {

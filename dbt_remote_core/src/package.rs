@@ -194,6 +194,9 @@ pub fn pack_job(job: &JobFiles) -> Result<Vec<ProjectFile>> {
             files.push(ProjectFile { path, ..f });
         }
     }
+    for folder in local_packages(&root, &files)? {
+        walk(&root, &folder.join_to(&root), &mut files)?;
+    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     files.dedup_by(|a, b| a.path == b.path);
     Ok(files)
@@ -219,6 +222,63 @@ pub fn with_state(mut args: Vec<String>) -> Vec<String> {
         args.extend(["--state".to_string(), STATE_DIR.to_string()]);
     }
     args
+}
+
+/// The folders of the `local:` packages that `packages.yml` and `dependencies.yml` (among
+/// `files`) name, relative to the project root, so they are sent with the project (the
+/// original dbt-remote needed them passed by hand). A local package outside the project, or
+/// whose path is a template, is refused: dbt-server could not install it.
+fn local_packages(root: &Path, files: &[ProjectFile]) -> Result<Vec<RelPath>> {
+    let mut out = Vec::new();
+    for file in files {
+        let name = file.path.as_str();
+        if name != "packages.yml" && name != "dependencies.yml" {
+            continue;
+        }
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&file.content)
+            .map_err(|e| Error::invalid(format!("{name} is not valid YAML: {e}")))?;
+        let Some(serde_yaml_ng::Value::Sequence(packages)) = doc.get("packages") else {
+            continue;
+        };
+        for local in packages.iter().filter_map(|p| p.get("local")) {
+            let Some(path) = local.as_str() else {
+                return Err(Error::invalid(format!(
+                    "{name}: a `local:` package path must be a string, not {local:?}"
+                )));
+            };
+            out.push(local_package(root, name, path)?);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The folder of one `local:` package, checked to be inside the project.
+fn local_package(root: &Path, file: &str, path: &str) -> Result<RelPath> {
+    let outside = |why: &str| {
+        Error::invalid(format!(
+            "{file}: the local package {path:?} {why}; dbt-server only sees the files sent \
+             from the project folder: move the package into it"
+        ))
+    };
+    if path.contains("{{") || path.contains("{%") {
+        return Err(outside("is a template, which dbt-remote cannot resolve"));
+    }
+    let full = root.join(path.trim_end_matches('/'));
+    let real = full
+        .canonicalize()
+        .map_err(|e| outside(&format!("cannot be read ({e})")))?;
+    let relative = real
+        .strip_prefix(root)
+        .map_err(|_| outside("is outside the project folder"))?;
+    let text = relative
+        .to_str()
+        .ok_or_else(|| outside("has a name that is not UTF-8"))?;
+    if text.is_empty() {
+        return Err(outside("is the project folder itself"));
+    }
+    RelPath::new(text)
 }
 
 fn seed_folders(project: &serde_yaml_ng::Value) -> Result<Vec<RelPath>> {
@@ -470,11 +530,80 @@ mod tests {
     }
 
     #[test]
+    fn local_packages_inside_the_project_are_sent_and_outside_refused() {
+        let dir = project();
+        write(
+            dir.path(),
+            "packages.yml",
+            "packages:\n  - local: pkgs/helpers/\n  - package: dbt-labs/dbt_utils\n",
+        );
+        write(
+            dir.path(),
+            "dependencies.yml",
+            "packages:\n  - local: pkgs/more\n",
+        );
+        write(
+            dir.path(),
+            "pkgs/helpers/dbt_project.yml",
+            "name: helpers\n",
+        );
+        write(
+            dir.path(),
+            "pkgs/helpers/macros/answer.sql",
+            "{% macro a() %}42{% endmacro %}",
+        );
+        write(dir.path(), "pkgs/helpers/target/x.sql", "never");
+        write(dir.path(), "pkgs/more/dbt_project.yml", "name: more\n");
+        write(dir.path(), "pkgs/unused/dbt_project.yml", "name: unused\n");
+        let files = pack_project(dir.path()).unwrap();
+        let sent = names(&files);
+        for path in [
+            "pkgs/helpers/dbt_project.yml",
+            "pkgs/helpers/macros/answer.sql",
+            "pkgs/more/dbt_project.yml",
+        ] {
+            assert!(sent.contains(&path), "{path} in {sent:?}");
+        }
+        assert!(!sent
+            .iter()
+            .any(|p| p.contains("target") || p.contains("unused")));
+        let outside = tempfile::tempdir().unwrap();
+        write(outside.path(), "p/dbt_project.yml", "name: p\n");
+        for (local, why) in [
+            (
+                outside.path().join("p").display().to_string(),
+                "outside the project",
+            ),
+            (
+                "../".to_string() + outside.path().file_name().unwrap().to_str().unwrap(),
+                "outside the project",
+            ),
+            ("missing".to_string(), "cannot be read"),
+            ("{{ env_var('PKG') }}".to_string(), "template"),
+        ] {
+            write(
+                dir.path(),
+                "packages.yml",
+                &format!("packages:\n  - local: \"{local}\"\n"),
+            );
+            let err = pack_project(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.contains(why) && err.contains("move the package"),
+                "{local}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn options_replace_project_files() {
         let dir = project();
         let other = tempfile::tempdir().unwrap();
         write(other.path(), "seeds/s.csv", "x\n1\n");
-        write(other.path(), "pk/packages.yml", "packages:\n  - local: x\n");
+        write(
+            other.path(),
+            "pk/packages.yml",
+            "packages:\n  - package: dbt-labs/dbt_utils\n",
+        );
         write(dir.path(), "target/manifest.json", "{\"nodes\": {}}");
         write(
             dir.path(),
@@ -503,7 +632,7 @@ mod tests {
         let find = |n: &str| files.iter().find(|f| f.path.as_str() == n).unwrap();
         assert_eq!(
             &find("packages.yml").content[..],
-            b"packages:\n  - local: x\n"
+            b"packages:\n  - package: dbt-labs/dbt_utils\n"
         );
         assert_eq!(
             &find("dbt_project.yml").content[..],

@@ -70,6 +70,39 @@ fn check_assertion(key: &TestKey, uri: &str, assertion: &str) -> Result<(), Stri
     }
 }
 
+/// The OAuth client and refresh token of the test's gcloud user credentials.
+const CLIENT_ID: &str = "764086051850-test.apps.googleusercontent.com";
+const CLIENT_SECRET: &str = "d-FL95Q19q7MQmFpd7hHD0Ty";
+const REFRESH_TOKEN: &str = "1//0g-test-refresh-token";
+
+/// Checks a refresh-token grant as Google does: the client and the refresh token.
+fn check_refresh(field: &dyn Fn(&str) -> String) -> Result<(), String> {
+    for (name, want) in [
+        ("client_id", CLIENT_ID),
+        ("client_secret", CLIENT_SECRET),
+        ("refresh_token", REFRESH_TOKEN),
+    ] {
+        if field(name) != want {
+            return Err(format!("{name} {:?}", field(name)));
+        }
+    }
+    Ok(())
+}
+
+/// gcloud's `application_default_credentials.json` for a user, with this token endpoint.
+fn authorized_user_json(token_uri: &str) -> String {
+    json!({
+        "type": "authorized_user",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "refresh_token": REFRESH_TOKEN,
+        "account": "dev@example.com",
+        "token_uri": token_uri,
+        "universe_domain": "googleapis.com",
+    })
+    .to_string()
+}
+
 impl TokenEndpoint {
     async fn start(key: &'static TestKey) -> TokenEndpoint {
         let hits = Arc::new(AtomicUsize::new(0));
@@ -91,12 +124,14 @@ impl TokenEndpoint {
                             .unwrap_or_default()
                     };
                     let uri = uri.lock().unwrap().clone();
-                    let checked =
-                        if field("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
-                            Err(format!("grant_type {}", field("grant_type")))
-                        } else {
-                            check_assertion(key, &uri, &field("assertion"))
-                        };
+                    let grant = field("grant_type");
+                    let checked = if grant == "refresh_token" {
+                        check_refresh(&field)
+                    } else if grant != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
+                        Err(format!("grant_type {grant}"))
+                    } else {
+                        check_assertion(key, &uri, &field("assertion"))
+                    };
                     if let Err(why) = checked {
                         refusals.lock().unwrap().push(why.clone());
                         let body = json!({"error": "invalid_grant", "error_description": why});
@@ -346,4 +381,86 @@ async fn the_client_sends_the_bearer_and_a_refusal_is_unauthenticated() {
 fn https_server_urls_are_accepted() {
     let client = Client::new("https://dbt.example.test/").unwrap();
     assert_eq!(client.base_url(), "https://dbt.example.test");
+}
+
+#[tokio::test]
+async fn gcloud_user_credentials_get_id_tokens_by_refresh_grant() {
+    let endpoint = TokenEndpoint::start(key(0)).await;
+    let config = tempfile::tempdir().unwrap();
+    let adc = config.path().join("application_default_credentials.json");
+    std::fs::write(&adc, authorized_user_json(&endpoint.uri)).unwrap();
+    // Found where `gcloud auth application-default login` writes it, for an https server.
+    let config_dir = config.path().display().to_string();
+    let env = |var: &str| (var == "CLOUDSDK_CONFIG").then(|| config_dir.clone());
+    let auth = ClientAuth::resolve(AUDIENCE, None, env).unwrap();
+    assert!(
+        auth.describe().contains("dev@example.com"),
+        "{}",
+        auth.describe()
+    );
+    let token = auth.token().await.unwrap().expect("a token");
+    assert!(
+        endpoint.refusals.lock().unwrap().is_empty(),
+        "{:?}",
+        endpoint.refusals
+    );
+    assert_eq!(auth.token().await.unwrap(), Some(token), "cached");
+    assert_eq!(endpoint.hits(), 1);
+    // Also as --credentials, and through GOOGLE_APPLICATION_CREDENTIALS.
+    let by_flag = ClientAuth::resolve("http://127.0.0.1:1", Some(&adc), |_| None).unwrap();
+    by_flag.token().await.unwrap().expect("a token");
+    let path = adc.display().to_string();
+    let by_env = ClientAuth::resolve(AUDIENCE, None, |var: &str| {
+        (var == "GOOGLE_APPLICATION_CREDENTIALS").then(|| path.clone())
+    })
+    .unwrap();
+    by_env.token().await.unwrap().expect("a token");
+    assert_eq!(endpoint.hits(), 3);
+    // No ADC file: the metadata server, as before; a plain http server: nothing.
+    let empty = tempfile::tempdir().unwrap();
+    let empty_dir = empty.path().display().to_string();
+    let none = ClientAuth::resolve(AUDIENCE, None, |var: &str| {
+        (var == "CLOUDSDK_CONFIG").then(|| empty_dir.clone())
+    })
+    .unwrap();
+    assert!(
+        none.describe().contains("metadata server"),
+        "{}",
+        none.describe()
+    );
+    let plain = ClientAuth::resolve("http://127.0.0.1:1", None, env).unwrap();
+    assert_eq!(plain.describe(), "no credentials");
+
+    // A revoked refresh token or an answer without an ID token says what to do.
+    std::fs::write(
+        &adc,
+        authorized_user_json(&endpoint.uri).replace(REFRESH_TOKEN, "revoked"),
+    )
+    .unwrap();
+    let err = ClientAuth::resolve(AUDIENCE, Some(&adc), |_| None)
+        .unwrap()
+        .token()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unauthenticated(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("gcloud auth application-default login"),
+        "{err}"
+    );
+    std::fs::write(&adc, authorized_user_json(&endpoint.uri)).unwrap();
+    endpoint.set(Answer::NoIdToken);
+    let err = ClientAuth::resolve(AUDIENCE, Some(&adc), |_| None)
+        .unwrap()
+        .token()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no id_token"), "{err}");
+    std::fs::write(&adc, r#"{"type": "authorized_user", "client_id": "x"}"#).unwrap();
+    let err = ClientAuth::resolve(AUDIENCE, Some(&adc), |_| None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not a complete authorized_user file"),
+        "{err}"
+    );
 }

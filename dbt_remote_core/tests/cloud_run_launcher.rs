@@ -541,7 +541,7 @@ async fn settings_are_checked_in_build() {
     };
     let e = err(base().with_region("EU")).await;
     assert!(
-        e.contains("`EU` is a multi-region BigQuery location"),
+        e.contains("`EU` is a BigQuery multi-region, not a Cloud Run region"),
         "{e}"
     );
     let e = err(CloudRunLauncher::builder()

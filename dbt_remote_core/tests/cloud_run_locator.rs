@@ -6,6 +6,7 @@ use dbt_remote_core::config::{ConfigFile, Overrides, Settings};
 use dbt_remote_core::connect::locator_on_cloud_run;
 use dbt_remote_core::locator::CloudRunLocatorBuilder;
 use dbt_remote_core::locator::{CloudRunLocator, ServerLocator};
+use dbt_remote_core::testing::auth::{google_claims, key};
 use dbt_remote_core::Error;
 use dbt_remote_test_support::files::write_files;
 use dbt_remote_test_support::text::assert_contains;
@@ -175,8 +176,8 @@ async fn a_multi_region_location_names_the_location_flag() {
             .unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
         let expected = [
-            "is a multi-region BigQuery location",
-            "Cloud Run needs a region such as",
+            "is a BigQuery multi-region, not a Cloud Run region",
+            "with a region such as",
             "pass --location",
         ];
         assert_contains(&err.to_string(), &expected);
@@ -272,4 +273,185 @@ async fn settings_with_only_a_location_use_cloud_run_discovery() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("pass --location"), "{err}");
+}
+
+/// A Google-like token endpoint for service-account keys: it signs, with the test key, an ID
+/// token whose audience is the assertion's `target_audience`.
+struct SignIdTokens;
+
+impl wiremock::Respond for SignIdTokens {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let body = String::from_utf8_lossy(&request.body).into_owned();
+        // The assertion is base64url and dots: form encoding leaves it as it is.
+        let assertion = body
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("assertion="))
+            .unwrap_or_default();
+        let (n, e) = key(0).public_components();
+        let public = jsonwebtoken::DecodingKey::from_rsa_components(n, e).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.validate_aud = false;
+        match jsonwebtoken::decode::<Value>(assertion, &public, &validation) {
+            Ok(data) => {
+                let audience = data.claims["target_audience"].as_str().unwrap_or_default();
+                let token = key(0).sign(&google_claims(audience, EMAIL, 3600));
+                ResponseTemplate::new(200).set_body_json(json!({ "id_token": token }))
+            }
+            Err(e) => ResponseTemplate::new(400).set_body_json(json!({"error": e.to_string()})),
+        }
+    }
+}
+
+/// A dbt-server behind Cloud Run IAM: `/check` answers only a request carrying a Google ID
+/// token signed by the test key whose audience is this server's URL.
+struct IamCheck {
+    audience: String,
+}
+
+impl wiremock::Respond for IamCheck {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let bearer = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let (n, e) = key(0).public_components();
+        let public = jsonwebtoken::DecodingKey::from_rsa_components(n, e).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&[self.audience.as_str()]);
+        validation.set_issuer(&["https://accounts.google.com"]);
+        match jsonwebtoken::decode::<Value>(bearer, &public, &validation) {
+            Ok(_) => ResponseTemplate::new(200)
+                .set_body_json(json!({"response": "Running dbt-server on port 8080"})),
+            Err(_) => ResponseTemplate::new(401)
+                .insert_header("www-authenticate", "Bearer error=\"invalid_token\""),
+        }
+    }
+}
+
+const EMAIL: &str = "dev-runner@p.iam.gserviceaccount.com";
+
+#[tokio::test]
+async fn the_check_probe_carries_an_id_token_for_each_candidates_url() {
+    let api = MockServer::start().await;
+    let tokens = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(SignIdTokens)
+        .mount(&tokens)
+        .await;
+    let dbt_server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/check"))
+        .respond_with(IamCheck {
+            audience: dbt_server.uri(),
+        })
+        .mount(&dbt_server)
+        .await;
+    list_services(
+        SERVICES,
+        vec![service("dbt-server", &dbt_server.uri(), true)],
+    )
+    .mount(&api)
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key.json");
+    let token_uri = format!("{}/token", tokens.uri());
+    std::fs::write(&key_file, key(0).service_account_json(EMAIL, &token_uri)).unwrap();
+
+    // Without credentials Cloud Run IAM refuses the probe, and the error says why.
+    let err = locate_error(locator(&api)).await.to_string();
+    assert_contains(&err, &["401", "roles/run.invoker"]);
+    // With the key, the probe carries an ID token for the server's URL and is let in.
+    let located = locator(&api)
+        .with_credentials_file(Some(key_file.clone()))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(located.locate().await.unwrap(), dbt_server.uri());
+    // The same through the settings: --credentials reaches the probe.
+    let mut overrides = Overrides {
+        location: Some("europe-west1".into()),
+        ..Default::default()
+    };
+    overrides.creds_path = Some(key_file);
+    let settings =
+        Settings::resolve(&overrides, |_| None, &ConfigFile::load(dir.path()).unwrap()).unwrap();
+    let cloud_run = CloudRunLocator::builder()
+        .with_project("p")
+        .with_endpoint(api.uri())
+        .with_anonymous_credentials();
+    let located = locator_on_cloud_run(&settings, cloud_run).await.unwrap();
+    assert_eq!(located.locate().await.unwrap(), dbt_server.uri());
+}
+
+/// A dbt project whose BigQuery target has `location`.
+fn bigquery_project(location: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(
+        dir.path(),
+        &[
+            ("dbt_project.yml", "name: shop\nprofile: shop\n"),
+            (
+                "profiles.yml",
+                &format!("shop:\n  target: dev\n  outputs:\n    dev:\n      type: bigquery\n      method: oauth\n      project: p\n      dataset: analytics\n      location: {location}\n"),
+            ),
+        ],
+    );
+    dir
+}
+
+#[tokio::test]
+async fn with_no_location_the_bigquery_targets_location_is_searched() {
+    let api = MockServer::start().await;
+    let dbt_server = listed_dbt_server(&api, SERVICES).await;
+    let cloud_run = || {
+        CloudRunLocator::builder()
+            .with_endpoint(api.uri())
+            .with_anonymous_credentials()
+    };
+    let in_project = |dir: &tempfile::TempDir| {
+        let overrides = Overrides {
+            project_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        Settings::resolve(&overrides, |_| None, &ConfigFile::load(dir.path()).unwrap()).unwrap()
+    };
+    let regional = bigquery_project("europe-west1");
+    let settings = in_project(&regional);
+    assert!(dbt_remote_core::connect::discovers(&settings));
+    let located = locator_on_cloud_run(&settings, cloud_run()).await.unwrap();
+    assert_eq!(located.locate().await.unwrap(), dbt_server.uri());
+
+    // A multi-region dataset location: the original's hint, naming where it was read.
+    let multi = bigquery_project("EU");
+    let err = locator_on_cloud_run(&in_project(&multi), cloud_run())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert_contains(
+        &err.to_string(),
+        &[
+            "no --location was given",
+            "target \"dev\" of profile \"shop\"",
+            "`EU` is a BigQuery multi-region, not a Cloud Run region: pass --location",
+        ],
+    );
+    // A DuckDB project does not discover: the default URL.
+    let duckdb = tempfile::tempdir().unwrap();
+    write_files(
+        duckdb.path(),
+        &[
+            ("dbt_project.yml", "name: d\nprofile: d\n"),
+            (
+                "profiles.yml",
+                "d:\n  target: dev\n  outputs:\n    dev: {type: duckdb, path: x}\n",
+            ),
+        ],
+    );
+    let settings = in_project(&duckdb);
+    assert!(!dbt_remote_core::connect::discovers(&settings));
+    let fixed = locator_on_cloud_run(&settings, cloud_run()).await.unwrap();
+    assert_eq!(fixed.locate().await.unwrap(), "http://127.0.0.1:8001");
 }

@@ -267,34 +267,39 @@ async fn excess_jobs_wait_queued_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packages_are_installed_before_the_command() {
-    use bytes::Bytes;
-    use dbt_remote_core::package::ProjectFile;
-    use dbt_remote_core::RelPath;
-
     let server = RealServer::start(common::server_binary());
     let client = Client::new(&server.url).unwrap();
-    let mut files = pack_project(&example()).unwrap();
-    let extra = [
-        ("packages.yml", "packages:\n  - local: local_pkgs/helpers\n"),
-        (
-            "local_pkgs/helpers/dbt_project.yml",
-            "name: helpers\nversion: '1.0.0'\nconfig-version: 2\nmacro-paths: ['macros']\n",
-        ),
-        (
-            "local_pkgs/helpers/macros/answer.sql",
-            "{% macro answer() %}42{% endmacro %}\n",
-        ),
-        (
-            "models/uses_package.sql",
-            "select {{ helpers.answer() }} as answer\n",
-        ),
-    ];
-    for (path, content) in extra {
-        files.push(ProjectFile::new(
-            RelPath::new(path).unwrap(),
-            Bytes::from(content),
-        ));
-    }
+    // A copy of the example with a `local:` package inside it: packing sends the package's
+    // files without any option (as the original dbt-remote needed --extra-packages for).
+    let project = tempfile::tempdir().unwrap();
+    let files = pack_project(&example()).unwrap();
+    let own: Vec<(&str, &str)> = files
+        .iter()
+        .map(|f| (f.path.as_str(), std::str::from_utf8(&f.content).unwrap()))
+        .collect();
+    dbt_remote_test_support::files::write_files(project.path(), &own);
+    dbt_remote_test_support::files::write_files(
+        project.path(),
+        &[
+            ("packages.yml", "packages:\n  - local: local_pkgs/helpers\n"),
+            (
+                "local_pkgs/helpers/dbt_project.yml",
+                "name: helpers\nversion: '1.0.0'\nconfig-version: 2\nmacro-paths: ['macros']\n",
+            ),
+            (
+                "local_pkgs/helpers/macros/answer.sql",
+                "{% macro answer() %}42{% endmacro %}\n",
+            ),
+            (
+                "models/uses_package.sql",
+                "select {{ helpers.answer() }} as answer\n",
+            ),
+        ],
+    );
+    let files = pack_project(project.path()).unwrap();
+    assert!(files
+        .iter()
+        .any(|f| f.path.as_str() == "local_pkgs/helpers/macros/answer.sql"));
     let (job, _) = client
         .submit(args(&["run", "--select", "uses_package"]), &files)
         .await

@@ -12,6 +12,10 @@ use crate::output;
 pub async fn run(ctx: &Context, args: Vec<String>, detach: bool) -> Result<ExitStatus> {
     let client = ctx.client()?;
     let files = ctx.settings.job_files();
+    let args = match ctx.dbt_log_level {
+        Some(level) => dbt_remote_core::job::with_dbt_log_level(args, level),
+        None => args,
+    };
     let (job, stats) = client.submit_project(args, &files).await?;
     output::note(format!(
         "job {} submitted to {} ({} files, {} uploaded, {} bytes)",

@@ -19,6 +19,8 @@ use crate::cli::Options;
 pub struct Context {
     pub settings: Settings,
     pub log_level: LogLevel,
+    /// `--log-level` when given: dbt on the server runs with it too.
+    pub dbt_log_level: Option<LogLevel>,
 }
 
 impl Context {
@@ -30,6 +32,7 @@ impl Context {
         Ok(Context {
             settings: connect::locate(settings).await?,
             log_level: options.log_level.unwrap_or(LogLevel::Info),
+            dbt_log_level: options.log_level,
         })
     }
 

@@ -22,6 +22,32 @@ const REFRESH_MARGIN_SECS: u64 = 60;
 /// Lifetime asked for the assertion JWT (Google's maximum).
 const ASSERTION_LIFETIME_SECS: u64 = 3600;
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// Where `gcloud auth application-default login` writes its credentials, under gcloud's
+/// config folder (`CLOUDSDK_CONFIG`, default `~/.config/gcloud`).
+pub const ADC_FILE_NAME: &str = "application_default_credentials.json";
+
+/// The fields of the credentials `gcloud auth application-default login` writes (type
+/// `authorized_user`): a user's OAuth refresh token and the OAuth client it was issued to.
+#[derive(Clone, Deserialize)]
+pub struct AuthorizedUser {
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    #[serde(default)]
+    pub token_uri: Option<String>,
+    /// The user's email, when gcloud recorded it (`account`).
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+impl fmt::Debug for AuthorizedUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizedUser")
+            .field("client_id", &self.client_id)
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The fields dbt-remote uses of a Google service-account key file (the JSON file
 /// `gcloud iam service-accounts keys create` writes).
@@ -89,6 +115,14 @@ enum Source {
         host: String,
         audience: String,
     },
+    /// A user's gcloud credentials: ID tokens from a refresh-token grant. Their audience is
+    /// the OAuth client, which Cloud Run IAM accepts (as for `gcloud auth
+    /// print-identity-token`).
+    AuthorizedUser {
+        user: AuthorizedUser,
+        token_uri: String,
+        file: String,
+    },
 }
 
 struct Cached {
@@ -145,8 +179,9 @@ impl ClientAuth {
         Self::with_http(Source::Static(token.into()), None)
     }
 
-    /// Sends Google ID tokens for `audience` (the server URL), obtained with the service-account
-    /// key file at `key_file`.
+    /// Sends Google ID tokens for `audience` (the server URL), obtained with the credentials
+    /// file at `key_file`: a service-account key, or a user's gcloud credentials (type
+    /// `authorized_user`, written by `gcloud auth application-default login`).
     pub fn service_account_file(key_file: &Path, audience: &str) -> Result<Self> {
         let text = std::fs::read_to_string(key_file).map_err(|e| {
             unauthenticated(format!(
@@ -154,6 +189,20 @@ impl ClientAuth {
                 key_file.display()
             ))
         })?;
+        let in_file = |m: String| {
+            unauthenticated(format!("the credentials file {}: {m}", key_file.display()))
+        };
+        #[derive(Deserialize)]
+        struct Kind {
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let kind = serde_json::from_str::<Kind>(&text).map(|k| k.kind);
+        if kind.as_deref().is_ok_and(|k| k == "authorized_user") {
+            let user: AuthorizedUser = serde_json::from_str(&text)
+                .map_err(|e| in_file(format!("it is not a complete authorized_user file: {e}")))?;
+            return Self::authorized_user(user, &key_file.display().to_string());
+        }
         let key: ServiceAccountKey = serde_json::from_str(&text).map_err(|e| {
             unauthenticated(format!(
                 "the credentials file {} is not a Google service-account key: {e}",
@@ -161,10 +210,22 @@ impl ClientAuth {
             ))
         })?;
         Self::service_account(key, audience).map_err(|e| match e {
-            Error::Unauthenticated(m) => {
-                unauthenticated(format!("the credentials file {}: {m}", key_file.display()))
-            }
+            Error::Unauthenticated(m) => in_file(m),
             e => e,
+        })
+    }
+
+    /// Sends the ID tokens of a user's gcloud credentials (`file` names where they were read,
+    /// for messages).
+    pub fn authorized_user(user: AuthorizedUser, file: &str) -> Result<Self> {
+        let token_uri = user
+            .token_uri
+            .clone()
+            .unwrap_or_else(|| GOOGLE_TOKEN_URI.into());
+        Self::fetching(Source::AuthorizedUser {
+            user,
+            token_uri,
+            file: file.to_string(),
         })
     }
 
@@ -172,8 +233,9 @@ impl ClientAuth {
     pub fn service_account(key: ServiceAccountKey, audience: &str) -> Result<Self> {
         if key.kind != "service_account" {
             return Err(unauthenticated(format!(
-                "it is of type {:?}, but only service-account keys (\"service_account\") can \
-                 get ID tokens; use a service-account key file or DBT_REMOTE_TOKEN",
+                "it is of type {:?}, but only service-account keys (\"service_account\") and \
+                 gcloud user credentials (\"authorized_user\") can get ID tokens; use one of \
+                 those or DBT_REMOTE_TOKEN",
                 key.kind
             )));
         }
@@ -212,10 +274,13 @@ impl ClientAuth {
     ///
     /// 1. `DBT_REMOTE_AUTH=none`: none.
     /// 2. `DBT_REMOTE_TOKEN`: that static token.
-    /// 3. `creds_path`: ID tokens from that service-account key file.
-    /// 4. An `https://` server, or `DBT_REMOTE_AUTH=metadata`: ID tokens from the metadata
-    ///    server (`GCE_METADATA_HOST`, default `metadata.google.internal`).
-    /// 5. Otherwise none: a plain `http://` server (the local default) gets no credentials and
+    /// 3. `creds_path`: ID tokens from that service-account key or gcloud user credentials file.
+    /// 4. An `https://` server: ID tokens from Google's application default credentials file
+    ///    when there is one (`GOOGLE_APPLICATION_CREDENTIALS`, else the one `gcloud auth
+    ///    application-default login` writes in `CLOUDSDK_CONFIG` or `~/.config/gcloud`)...
+    /// 5. ... else, or with `DBT_REMOTE_AUTH=metadata`: ID tokens from the metadata server
+    ///    (`GCE_METADATA_HOST`, default `metadata.google.internal`).
+    /// 6. Otherwise none: a plain `http://` server (the local default) gets no credentials and
     ///    no metadata lookup.
     ///
     /// The ID tokens' audience is `server_url` without a trailing `/`. Empty variables count
@@ -228,10 +293,10 @@ impl ClientAuth {
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
         let mode = var(env::AUTH).unwrap_or_else(|| "auto".into());
         let audience = server_url.trim_end_matches('/');
-        let metadata = match mode.as_str() {
+        let (metadata, adc) = match mode.as_str() {
             "none" => return Ok(Self::none()),
-            "auto" => audience.starts_with("https://"),
-            "metadata" => true,
+            "auto" => (audience.starts_with("https://"), true),
+            "metadata" => (true, false),
             other => {
                 return Err(Error::invalid(format!(
                     "{}: expected auto, none or metadata, not {other:?}",
@@ -244,6 +309,11 @@ impl ClientAuth {
         }
         if let Some(path) = creds_path {
             return Self::service_account_file(path, audience);
+        }
+        if metadata && adc {
+            if let Some(path) = adc_file(&var) {
+                return Self::service_account_file(&path, audience);
+            }
         }
         if metadata {
             let host = var(env::GCE_METADATA_HOST).unwrap_or_else(|| DEFAULT_METADATA_HOST.into());
@@ -263,6 +333,12 @@ impl ClientAuth {
             Source::Metadata { host, .. } => {
                 format!("a Google ID token from the metadata server {host}")
             }
+            Source::AuthorizedUser { user, file, .. } => match &user.account {
+                Some(account) => {
+                    format!("a Google ID token of {account} (gcloud credentials {file})")
+                }
+                None => format!("a Google ID token of the gcloud credentials {file}"),
+            },
         }
     }
 
@@ -279,7 +355,9 @@ impl ClientAuth {
         match &self.inner.source {
             Source::None => return Ok(None),
             Source::Static(token) => return Ok(Some(token.clone())),
-            Source::ServiceAccount { .. } | Source::Metadata { .. } => {}
+            Source::ServiceAccount { .. }
+            | Source::Metadata { .. }
+            | Source::AuthorizedUser { .. } => {}
         }
         // Held while fetching, so concurrent requests wait for one fetch.
         let mut cached = self.inner.cached.lock().await;
@@ -300,6 +378,9 @@ impl ClientAuth {
                     .await?
             }
             Source::Metadata { host, audience } => self.metadata_token(host, audience).await?,
+            Source::AuthorizedUser {
+                user, token_uri, ..
+            } => self.refresh(user, token_uri).await?,
             Source::None | Source::Static(_) => unreachable!("handled above"),
         };
         let exp = expiry(&token).ok_or_else(|| {
@@ -350,25 +431,31 @@ impl ClientAuth {
             .send()
             .await
             .map_err(|e| failed(format!("it cannot be reached: {e}")))?;
-        let status = response.status();
-        let text = response
-            .text()
+        id_token_of(response).await.map_err(failed)
+    }
+
+    /// Exchanges a user's refresh token at the token endpoint for an ID token.
+    async fn refresh(&self, user: &AuthorizedUser, token_uri: &str) -> Result<String> {
+        let failed = |why: String| {
+            unauthenticated(format!(
+                "the token endpoint {token_uri} gave no ID token for {}: {why}; run `gcloud auth \
+                 application-default login` again",
+                self.describe()
+            ))
+        };
+        let response = self
+            .http()?
+            .post(token_uri)
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", user.client_id.as_str()),
+                ("client_secret", user.client_secret.as_str()),
+                ("refresh_token", user.refresh_token.as_str()),
+            ])
+            .send()
             .await
-            .map_err(|e| failed(format!("its answer could not be read: {e}")))?;
-        if !status.is_success() {
-            let body: String = text.chars().take(300).collect();
-            return Err(failed(format!("it answered {status}: {body}")));
-        }
-        #[derive(Deserialize)]
-        struct Answer {
-            id_token: Option<String>,
-        }
-        let answer: Answer = serde_json::from_str(&text)
-            .map_err(|e| failed(format!("its answer is not the expected JSON: {e}")))?;
-        answer
-            .id_token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| failed("its answer has no id_token".into()))
+            .map_err(|e| failed(format!("it cannot be reached: {e}")))?;
+        id_token_of(response).await.map_err(failed)
     }
 
     async fn metadata_token(&self, host: &str, audience: &str) -> Result<String> {
@@ -401,6 +488,43 @@ impl ClientAuth {
         }
         Ok(text.trim().to_string())
     }
+}
+
+/// The `id_token` of a token endpoint's answer; why not, in words.
+async fn id_token_of(response: reqwest::Response) -> std::result::Result<String, String> {
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| format!("its answer could not be read: {e}"))?;
+    if !status.is_success() {
+        let body: String = text.chars().take(300).collect();
+        return Err(format!("it answered {status}: {body}"));
+    }
+    #[derive(Deserialize)]
+    struct Answer {
+        id_token: Option<String>,
+    }
+    let answer: Answer = serde_json::from_str(&text)
+        .map_err(|e| format!("its answer is not the expected JSON: {e}"))?;
+    answer
+        .id_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| "its answer has no id_token".to_string())
+}
+
+/// Google's application default credentials file, if there is one: `GOOGLE_APPLICATION_CREDENTIALS`,
+/// else gcloud's (`CLOUDSDK_CONFIG`, default `~/.config/gcloud`).
+fn adc_file(var: &impl Fn(&str) -> Option<String>) -> Option<std::path::PathBuf> {
+    if let Some(path) = var(env::GOOGLE_APPLICATION_CREDENTIALS) {
+        return Some(path.into());
+    }
+    let config = match var(env::CLOUDSDK_CONFIG) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::path::PathBuf::from(var("HOME")?).join(".config/gcloud"),
+    };
+    let file = config.join(ADC_FILE_NAME);
+    file.is_file().then_some(file)
 }
 
 /// The `exp` claim of a JWT, read without checking its signature (the client only needs to

@@ -1,13 +1,15 @@
 //! A locator that finds dbt-server among the Cloud Run services of a project (feature `gcp`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use google_cloud_gax::paginator::ItemPaginator as _;
 use google_cloud_run_v2::client::Services;
 
+use super::profile::bigquery_project;
 use super::ServerLocator;
+use crate::auth::ClientAuth;
 use crate::cloud_run::{api_error, check_region, client, ClientOptions, Hints};
 use crate::env;
 use crate::{Error, Result};
@@ -27,6 +29,7 @@ pub struct CloudRunLocatorBuilder {
     dbt_project_dir: Option<PathBuf>,
     profiles_dir: Option<PathBuf>,
     target: Option<String>,
+    creds_path: Option<PathBuf>,
     client: ClientOptions,
 }
 
@@ -72,6 +75,14 @@ impl CloudRunLocatorBuilder {
         self
     }
 
+    /// The service-account key file (`--credentials`) whose ID tokens the `/check` probe of
+    /// each candidate carries. Unset: the credentials of the environment for that URL, as a
+    /// [`Client`](crate::Client) of it would send ([`ClientAuth::from_env`]).
+    pub fn with_credentials_file(mut self, path: Option<PathBuf>) -> Self {
+        self.creds_path = path;
+        self
+    }
+
     crate::cloud_run::client_option_setters!();
 
     /// Checks the settings, finds the project if needed, and makes the locator.
@@ -106,6 +117,7 @@ impl CloudRunLocatorBuilder {
             project,
             services,
             http,
+            creds_path: self.creds_path,
         })
     }
 }
@@ -120,6 +132,7 @@ pub struct CloudRunLocator {
     parent: String,
     services: Services,
     http: reqwest::Client,
+    creds_path: Option<PathBuf>,
 }
 
 impl CloudRunLocator {
@@ -132,31 +145,43 @@ impl CloudRunLocator {
         &self.project
     }
 
-    /// Whether the service at `uri` answers `/check` as a dbt-server; the reason if not.
-    async fn check(&self, uri: &str) -> std::result::Result<(), String> {
+    /// Whether the service at `uri` answers `/check` as a dbt-server; the reason if not. The
+    /// probe carries an ID token for `uri` (Cloud Run IAM refuses calls without one); failing
+    /// to get one is the error of the whole lookup.
+    async fn check(&self, uri: &str) -> Result<std::result::Result<(), String>> {
         #[derive(serde::Deserialize)]
         struct Check {
             response: String,
         }
         let url = format!("{}/check", uri.trim_end_matches('/'));
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("GET {url} answered {status}"));
+        let auth = ClientAuth::from_env(uri, self.creds_path.as_deref())?;
+        let mut request = self.http.get(&url);
+        if let Some(token) = auth.token().await? {
+            request = request.bearer_auth(token);
         }
-        let body: Check = response
-            .json()
-            .await
-            .map_err(|e| format!("GET {url} answered no dbt-server check: {e}"))?;
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(format!("GET {url}: {e}"))),
+        };
+        let status = response.status();
+        if matches!(status.as_u16(), 401 | 403) {
+            return Ok(Err(format!(
+                "GET {url} answered {status} with {}: your account needs roles/run.invoker on \
+                 the service",
+                auth.describe()
+            )));
+        }
+        if !status.is_success() {
+            return Ok(Err(format!("GET {url} answered {status}")));
+        }
+        let body: Check = match response.json().await {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(format!("GET {url} answered no dbt-server check: {e}"))),
+        };
         if body.response.starts_with(CHECK_ANSWER) {
-            Ok(())
+            Ok(Ok(()))
         } else {
-            Err(format!("GET {url} answered {:?}", body.response))
+            Ok(Err(format!("GET {url} answered {:?}", body.response)))
         }
     }
 }
@@ -201,7 +226,7 @@ impl ServerLocator for CloudRunLocator {
                 refusals.push(format!("{name} has no URL yet"));
                 continue;
             }
-            match self.check(&uri).await {
+            match self.check(&uri).await? {
                 Ok(()) => return Ok(uri.trim_end_matches('/').to_string()),
                 Err(why) => refusals.push(format!("{name}: {why}")),
             }
@@ -213,102 +238,5 @@ impl ServerLocator for CloudRunLocator {
             SERVER_LABEL.1,
             refusals.join("; ")
         )))
-    }
-}
-
-/// The Google Cloud project of the BigQuery target of the dbt project in `project_dir`, as
-/// the original dbt-remote found it: `dbt_project.yml` names the profile, `profiles.yml` gives
-/// its target's `project`.
-pub fn bigquery_project(
-    project_dir: &Path,
-    profiles_dir: Option<&Path>,
-    target: Option<&str>,
-) -> Result<String> {
-    use serde_yaml_ng::Value;
-    let hint = format!(
-        "set {} to the Google Cloud project of dbt-server",
-        env::PROJECT
-    );
-    let read = |path: &Path| -> Result<Value> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::invalid(format!(
-                "no Google Cloud project: {} cannot be read ({e}); {hint}",
-                path.display()
-            ))
-        })?;
-        serde_yaml_ng::from_str(&text)
-            .map_err(|e| Error::invalid(format!("{} is not valid YAML: {e}", path.display())))
-    };
-    let dbt_project = read(&project_dir.join("dbt_project.yml"))?;
-    let profile = dbt_project["profile"].as_str().ok_or_else(|| {
-        Error::invalid(format!(
-            "no Google Cloud project: dbt_project.yml names no profile; {hint}"
-        ))
-    })?;
-    let profiles_dir = match profiles_dir {
-        Some(dir) => dir.to_path_buf(),
-        None => match std::env::var_os(env::PROFILES_DIR) {
-            Some(dir) => PathBuf::from(dir),
-            None if project_dir.join("profiles.yml").is_file() => project_dir.to_path_buf(),
-            None => std::env::var_os("HOME")
-                .map(|home| PathBuf::from(home).join(".dbt"))
-                .unwrap_or_default(),
-        },
-    };
-    let path = profiles_dir.join("profiles.yml");
-    let profiles = read(&path)?;
-    let entry = &profiles[profile];
-    let target = match target {
-        Some(t) => t.to_string(),
-        None => entry["target"].as_str().unwrap_or("default").to_string(),
-    };
-    let output = &entry["outputs"][target.as_str()];
-    if output.is_null() {
-        return Err(Error::invalid(format!(
-            "no Google Cloud project: {} has no target {target:?} in profile {profile:?}; {hint}",
-            path.display()
-        )));
-    }
-    if output["type"].as_str() != Some("bigquery") {
-        return Err(Error::invalid(format!(
-            "no Google Cloud project: target {target:?} of profile {profile:?} is not a BigQuery \
-             target; {hint}"
-        )));
-    }
-    match output["project"].as_str().or(output["database"].as_str()) {
-        Some(p) if !p.is_empty() && !p.contains("{{") => Ok(p.to_string()),
-        _ => Err(Error::invalid(format!(
-            "no Google Cloud project: target {target:?} of profile {profile:?} in {} has no \
-             plain `project`; {hint}",
-            path.display()
-        ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_project_comes_from_the_bigquery_target() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("dbt_project.yml"),
-            "name: x\nprofile: shop\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("profiles.yml"),
-            "shop:\n  target: dev\n  outputs:\n    dev: {type: bigquery, project: shop-dev, dataset: d}\n    \
-             prod: {type: bigquery, project: shop-prod, dataset: d}\n    local: {type: duckdb, path: x}\n",
-        )
-        .unwrap();
-        let p = |target| bigquery_project(dir.path(), Some(dir.path()), target);
-        assert_eq!(p(None).unwrap(), "shop-dev");
-        assert_eq!(p(Some("prod")).unwrap(), "shop-prod");
-        let err = p(Some("local")).unwrap_err().to_string();
-        assert!(err.contains("not a BigQuery target"), "{err}");
-        assert!(err.contains("DBT_REMOTE_PROJECT"), "{err}");
-        assert!(p(Some("nope")).is_err());
     }
 }
