@@ -198,3 +198,31 @@ pub const LAUNCHER: &str = "DBT_REMOTE_LAUNCHER";
 pub const PROJECT: &str = "DBT_REMOTE_PROJECT";
 /// Client side: the Cloud Run region in which `dbt-remote` looks for dbt-server (`--location`).
 pub const LOCATION: &str = "DBT_REMOTE_LOCATION";
+/// A Secret Manager secret holding a `profiles.yml`, mounted into every Cloud Run execution
+/// as `/etc/dbt-remote/profiles/profiles.yml` (with `DBT_PROFILES_DIR` pointing there): `SECRET`, `SECRET:VERSION` or
+/// `projects/P/secrets/SECRET[:VERSION]`. Default: none (the image's profiles).
+pub const CLOUD_RUN_PROFILES_SECRET: &str = "DBT_REMOTE_CLOUD_RUN_PROFILES_SECRET";
+
+// The original dbt-server's (0.4.6) deployment variables, as its `gcloud run deploy
+// --set-env-vars` set them: aliases of ours (docs/configuration.md).
+
+/// The original's Cloud Storage bucket: alias of [`GCS_BUCKET`]; set alone (no `--state`), it
+/// also selects `--state gcp`, as the original always kept its state in Firestore + Cloud Storage.
+pub const BUCKET_NAME: &str = "BUCKET_NAME";
+/// The original's image of the Cloud Run jobs: alias of [`CLOUD_RUN_IMAGE`]; with GCP state
+/// and no `--launcher`, it also selects `--launcher cloud-run`.
+pub const DOCKER_IMAGE: &str = "DOCKER_IMAGE";
+/// The original's service account of the Cloud Run jobs: alias of [`CLOUD_RUN_SERVICE_ACCOUNT`].
+pub const SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
+/// The original's Google Cloud project: alias of [`GCP_PROJECT`].
+pub const PROJECT_ID: &str = "PROJECT_ID";
+/// The original's region of the Cloud Run jobs: alias of [`CLOUD_RUN_REGION`].
+pub const ORIGINAL_LOCATION: &str = "LOCATION";
+/// Each original variable and the variable of ours it stands for. Ours wins when both are set.
+pub const ORIGINAL_ALIASES: &[(&str, &str)] = &[
+    (BUCKET_NAME, GCS_BUCKET),
+    (DOCKER_IMAGE, CLOUD_RUN_IMAGE),
+    (SERVICE_ACCOUNT, CLOUD_RUN_SERVICE_ACCOUNT),
+    (PROJECT_ID, GCP_PROJECT),
+    (ORIGINAL_LOCATION, CLOUD_RUN_REGION),
+];

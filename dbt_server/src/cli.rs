@@ -57,9 +57,10 @@ enum LauncherKind {
 /// The settings of the job processes too (the server passes them on in their environment).
 #[derive(Args, Debug, Clone)]
 pub struct StateArgs {
-    /// Where jobs, logs, artifacts and uploaded files live.
-    #[arg(long = "state", env = env::STATE, value_enum, default_value_t = StateKind::Local)]
-    state: StateKind,
+    /// Where jobs, logs, artifacts and uploaded files live [default: gcp when the original
+    /// dbt-server's BUCKET_NAME is set, else local].
+    #[arg(long = "state", env = env::STATE, value_enum)]
+    state: Option<StateKind>,
     /// Folder of the local state store (jobs, logs, artifacts, uploaded files); with
     /// `--state gcp`, of the job processes' lock and output files and of schedules only.
     #[arg(long, env = env::STATE_DIR, default_value = wiring::DEFAULT_STATE_DIR)]
@@ -110,9 +111,10 @@ pub struct StateArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Where jobs run.
-    #[arg(long, env = env::LAUNCHER, value_enum, default_value_t = LauncherKind::Process)]
-    launcher: LauncherKind,
+    /// Where jobs run [default: cloud-run when the state is gcp and the original dbt-server's
+    /// DOCKER_IMAGE is set, else process].
+    #[arg(long, env = env::LAUNCHER, value_enum)]
+    launcher: Option<LauncherKind>,
     /// Port to listen on (Cloud Run sets PORT).
     #[arg(long, env = env::PORT, default_value_t = wiring::DEFAULT_PORT)]
     port: u16,
@@ -192,17 +194,28 @@ pub struct RunJobArgs {
     /// a Cloud Run Job, i.e. when CLOUD_RUN_JOB is set].
     #[arg(long, env = env::LOG_JSON, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub log_json: Option<bool>,
+    /// Seconds dbt has to stop after an interrupt (a cancel or a stop signal) before it is
+    /// killed; the server passes its --cancel-grace-seconds to Cloud Run executions this way
+    /// [default: 20].
+    #[arg(long, env = env::CANCEL_GRACE_SECONDS, value_name = "SECONDS")]
+    pub cancel_grace_seconds: Option<u64>,
     #[command(flatten)]
     pub state: StateArgs,
+}
+
+impl StateKind {
+    fn core(self) -> wiring::StateKind {
+        match self {
+            StateKind::Local => wiring::StateKind::Local,
+            StateKind::Gcp => wiring::StateKind::Gcp,
+        }
+    }
 }
 
 impl StateArgs {
     pub fn settings(&self) -> JobSettings {
         JobSettings {
-            state: match self.state {
-                StateKind::Local => wiring::StateKind::Local,
-                StateKind::Gcp => wiring::StateKind::Gcp,
-            },
+            state: wiring::choose(self.state.map(StateKind::core), None).state,
             state_dir: self.state_dir.clone(),
             work_dir: self.work_dir.clone(),
             dbt_path: self.dbt_path.clone(),
@@ -230,14 +243,24 @@ impl StateArgs {
 }
 
 impl ServeArgs {
+    /// The state store and launcher of these flags and the original's variables, and why.
+    pub fn choice(&self) -> wiring::Choice {
+        let launcher = self.launcher.map(|l| match l {
+            LauncherKind::Process => wiring::LauncherKind::Process,
+            LauncherKind::CloudRun => wiring::LauncherKind::CloudRun,
+        });
+        wiring::choose(self.state.state.map(StateKind::core), launcher)
+    }
+
     /// The settings of these flags; `token` is the static token of DBT_REMOTE_AUTH_TOKEN.
     pub fn settings(self, token: Option<String>) -> ServerSettings {
+        let choice = self.choice();
         ServerSettings {
-            job: self.state.settings(),
-            launcher: match self.launcher {
-                LauncherKind::Process => wiring::LauncherKind::Process,
-                LauncherKind::CloudRun => wiring::LauncherKind::CloudRun,
+            job: JobSettings {
+                state: choice.state,
+                ..self.state.settings()
             },
+            launcher: choice.launcher,
             host: self.host,
             port: self.port,
             max_concurrent_jobs: self.max_concurrent_jobs,

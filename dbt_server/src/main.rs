@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use dbt_remote_core::launcher::RunnerLock;
-use dbt_remote_core::server::{take_auth_token_from_env, ServerBuilder, ServerSettings};
+use dbt_remote_core::server::{
+    apply_original_env, take_auth_token_from_env, Choice, ServerBuilder, ServerSettings,
+};
 use dbt_remote_core::state::EchoLogs;
 use dbt_remote_core::{env, runner, JobOutcome};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,8 @@ fn main() -> ExitCode {
     // First, while no other thread runs: the initial environment leaves /proc/<pid>/environ
     // and the process becomes non-dumpable (dbt_remote_core::isolation).
     let unprotected = dbt_remote_core::isolation::protect_this_process();
+    // The original dbt-server's variables (BUCKET_NAME, …) as ours, while no other thread runs.
+    let aliases = apply_original_env();
     let cli = Cli::parse();
     // Read, then removed from the environment that job processes and dbt inherit (no other
     // thread runs yet).
@@ -41,6 +45,13 @@ fn main() -> ExitCode {
     for problem in unprotected {
         tracing::warn!("{problem}");
     }
+    for note in aliases {
+        if note.is_conflict() {
+            tracing::warn!("{note}");
+        } else {
+            tracing::info!("{note}");
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -51,8 +62,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::RunJob(args)) => run_job(args).await,
-            Some(Command::Serve(args)) => serve(args.settings(token)).await,
-            None => serve(cli.serve.settings(token)).await,
+            Some(Command::Serve(args)) => serve(args.choice(), args.settings(token)).await,
+            None => serve(cli.serve.choice(), cli.serve.settings(token)).await,
         }
     });
     result.unwrap_or_else(|e| {
@@ -66,7 +77,11 @@ fn main() -> ExitCode {
     })
 }
 
-async fn serve(settings: ServerSettings) -> Result<ExitCode, BoxError> {
+async fn serve(choice: Choice, settings: ServerSettings) -> Result<ExitCode, BoxError> {
+    // Before the build, so that a setting the choice needs and lacks is explained.
+    for line in choice.lines(&settings) {
+        tracing::info!("{line}");
+    }
     let server = ServerBuilder::new().with_settings(settings).build().await?;
     let addr = server.addr();
     let listener = tokio::net::TcpListener::bind(addr)
@@ -140,7 +155,11 @@ async fn run_job(args: RunJobArgs) -> Result<ExitCode, BoxError> {
             cancel.cancel();
         }
     });
-    let job = runner::run_job(store, args.job_id, &settings.runner_config(), cancel).await?;
+    let mut config = settings.runner_config();
+    if let Some(grace) = args.cancel_grace_seconds {
+        config.interrupt_grace = Duration::from_secs(grace);
+    }
+    let job = runner::run_job(store, args.job_id, &config, cancel).await?;
     tracing::info!(job = %job.id, status = %job.status, exit_code = ?job.exit_code, "job ended");
     Ok(ExitCode::from(
         JobOutcome::of_record(&job).run_job_exit_code(),

@@ -1,6 +1,6 @@
 //! A launcher that runs each job as an execution of one Cloud Run job (feature `gcp`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,13 +11,11 @@ use google_cloud_run_v2::client::{Executions, Jobs};
 use google_cloud_run_v2::model::condition::{ExecutionReason, State};
 use google_cloud_run_v2::model::run_job_request::overrides::ContainerOverride;
 use google_cloud_run_v2::model::run_job_request::Overrides;
-use google_cloud_run_v2::model::{
-    Container, EnvVar, Execution, ExecutionTemplate, Job, ResourceRequirements, TaskTemplate,
-};
+use google_cloud_run_v2::model::{EnvVar, Execution};
 use tokio::sync::OnceCell;
 
 use super::JobLauncher;
-use crate::cloud_run::{api_error, check_region, client, code, ClientOptions, Hints};
+use crate::cloud_run::{api_error, client, code, ClientOptions, Hints};
 use crate::env;
 use crate::job::{JobId, JobRecord, JobStatus};
 use crate::lifecycle::JobLifecycle;
@@ -38,192 +36,32 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 pub const CONTAINER_NAME: &str = "dbt-server";
 /// The label (key, value) the launcher puts on the Cloud Run job it manages.
 pub const JOB_LABEL: (&str, &str) = ("dbt-remote", "job-runner");
+/// The folder in which an execution finds the profiles secret's `profiles.yml`
+/// ([`CloudRunLauncherBuilder::with_profiles_secret`]); `DBT_PROFILES_DIR` points there.
+pub const PROFILES_MOUNT: &str = "/etc/dbt-remote/profiles";
+/// The name of the profiles secret's volume in the job template.
+pub const PROFILES_VOLUME: &str = "dbt-remote-profiles";
 
 /// What the server's account needs to use the launcher, for permission errors.
 const PERMISSION_HINT: &str = "the dbt-server's service account needs roles/run.developer on \
      the project (run.jobs.get/create/update/run, run.executions.get/cancel) and \
      iam.serviceAccounts.actAs on the executions' service account (roles/iam.serviceAccountUser)";
 
-/// Settings of a [`CloudRunLauncher`]; `from_env` reads the `DBT_REMOTE_CLOUD_RUN_*` variables,
-/// `with_*` set them, and [`build`](Self::build) checks them.
-#[derive(Debug, Clone, Default)]
-pub struct CloudRunLauncherBuilder {
-    project: Option<String>,
-    region: Option<String>,
-    job_name: Option<String>,
-    image: Option<String>,
-    service_account: Option<String>,
-    task_timeout: Option<Duration>,
-    task_timeout_text: Option<String>,
-    cpu: Option<String>,
-    memory: Option<String>,
-    env: BTreeMap<String, String>,
-    poll_interval: Option<Duration>,
-    client: ClientOptions,
-}
+mod builder;
+mod template;
 
-impl CloudRunLauncherBuilder {
-    /// Takes every setting whose variable is set (docs/configuration.md); the project falls
-    /// back to `GOOGLE_CLOUD_PROJECT`.
-    pub fn from_env(mut self) -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        self.project = var(env::GCP_PROJECT)
-            .or_else(|| var(env::GOOGLE_CLOUD_PROJECT))
-            .or(self.project);
-        self.region = var(env::CLOUD_RUN_REGION).or(self.region);
-        self.job_name = var(env::CLOUD_RUN_JOB).or(self.job_name);
-        self.image = var(env::CLOUD_RUN_IMAGE).or(self.image);
-        self.service_account = var(env::CLOUD_RUN_SERVICE_ACCOUNT).or(self.service_account);
-        self.task_timeout_text = var(env::CLOUD_RUN_TASK_TIMEOUT_SECONDS);
-        self.cpu = var(env::CLOUD_RUN_CPU).or(self.cpu);
-        self.memory = var(env::CLOUD_RUN_MEMORY).or(self.memory);
-        if let Some(endpoint) = var(env::CLOUD_RUN_ENDPOINT) {
-            self.client.anonymous |= endpoint.starts_with("http://");
-            self.client.endpoint = Some(endpoint);
-        }
-        self
-    }
+pub use builder::CloudRunLauncherBuilder;
+use builder::Config;
 
-    pub fn with_project(mut self, project: impl Into<String>) -> Self {
-        self.project = Some(project.into());
-        self
-    }
-
-    /// The Cloud Run region, e.g. `europe-west1`.
-    pub fn with_region(mut self, region: impl Into<String>) -> Self {
-        self.region = Some(region.into());
-        self
-    }
-
-    /// The name of the one Cloud Run job (default [`DEFAULT_JOB_NAME`]).
-    pub fn with_job_name(mut self, name: impl Into<String>) -> Self {
-        self.job_name = Some(name.into());
-        self
-    }
-
-    /// The container image; its entry point must be `dbt-server` (each execution runs
-    /// `run-job <id>`).
-    pub fn with_image(mut self, image: impl Into<String>) -> Self {
-        self.image = Some(image.into());
-        self
-    }
-
-    /// The service account the executions run as (default: the project's compute account).
-    pub fn with_service_account(mut self, email: impl Into<String>) -> Self {
-        self.service_account = Some(email.into());
-        self
-    }
-
-    /// How long one execution may run (default [`DEFAULT_TASK_TIMEOUT`]).
-    pub fn with_task_timeout(mut self, timeout: Duration) -> Self {
-        self.task_timeout = Some(timeout);
-        self
-    }
-
-    /// CPU limit of an execution, in Cloud Run's syntax (`1`, `2`, `4000m`).
-    pub fn with_cpu(mut self, cpu: impl Into<String>) -> Self {
-        self.cpu = Some(cpu.into());
-        self
-    }
-
-    /// Memory limit of an execution (`512Mi`, `2Gi`).
-    pub fn with_memory(mut self, memory: impl Into<String>) -> Self {
-        self.memory = Some(memory.into());
-        self
-    }
-
-    /// An environment variable of every execution (e.g. the state store's settings).
-    pub fn with_env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.insert(name.into(), value.into());
-        self
-    }
-
-    /// How often a running execution's state is read (default [`DEFAULT_POLL_INTERVAL`]).
-    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = Some(interval);
-        self
-    }
-
-    crate::cloud_run::client_option_setters!();
-
-    /// Checks the settings and makes the launcher; jobs are kept in `store`, which the
-    /// executions must reach too.
-    pub async fn build(self, store: Arc<dyn StateStore>) -> Result<CloudRunLauncher> {
-        let project = self.project.ok_or_else(|| {
-            Error::invalid(format!(
-                "no Google Cloud project for the Cloud Run launcher: set {} (or {})",
-                env::GCP_PROJECT,
-                env::GOOGLE_CLOUD_PROJECT
-            ))
-        })?;
-        let region = self.region.ok_or_else(|| {
-            Error::invalid(format!(
-                "no Cloud Run region for the launcher: set {} (e.g. europe-west1)",
-                env::CLOUD_RUN_REGION
-            ))
-        })?;
-        check_region(&region, env::CLOUD_RUN_REGION)?;
-        let image = self.image.ok_or_else(|| {
-            Error::invalid(format!(
-                "no container image for the Cloud Run job: set {} (an image whose entry point is dbt-server)",
-                env::CLOUD_RUN_IMAGE
-            ))
-        })?;
-        let job_name = self.job_name.unwrap_or_else(|| DEFAULT_JOB_NAME.into());
-        let valid_name = job_name.len() <= 63
-            && job_name.starts_with(|c: char| c.is_ascii_lowercase())
-            && !job_name.ends_with('-')
-            && job_name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !valid_name {
-            return Err(Error::invalid(format!(
-                "Cloud Run job name {job_name:?} is invalid: use up to 63 lowercase letters, \
-                 digits and hyphens, starting with a letter ({})",
-                env::CLOUD_RUN_JOB
-            )));
-        }
-        let task_timeout = match (self.task_timeout, self.task_timeout_text) {
-            (Some(t), _) => t,
-            (None, Some(text)) => text
-                .trim()
-                .parse::<u64>()
-                .map(Duration::from_secs)
-                .map_err(|_| {
-                    Error::invalid(format!(
-                        "{}: {text:?} is not a number of seconds",
-                        env::CLOUD_RUN_TASK_TIMEOUT_SECONDS
-                    ))
-                })?,
-            (None, None) => DEFAULT_TASK_TIMEOUT,
-        };
-        if task_timeout.is_zero() {
-            return Err(Error::invalid(format!(
-                "the Cloud Run task timeout must be at least 1 second ({})",
-                env::CLOUD_RUN_TASK_TIMEOUT_SECONDS
-            )));
-        }
-        let cpu = self.cpu.unwrap_or_else(|| DEFAULT_CPU.into());
-        let memory = self.memory.unwrap_or_else(|| DEFAULT_MEMORY.into());
-        if cpu.trim().is_empty() || memory.trim().is_empty() {
-            return Err(Error::invalid(
-                "the Cloud Run CPU and memory limits cannot be empty",
-            ));
-        }
-        let config = Config {
-            parent: format!("projects/{project}/locations/{region}"),
-            job: format!("projects/{project}/locations/{region}/jobs/{job_name}"),
-            job_name,
-            image,
-            service_account: self.service_account.unwrap_or_default(),
-            task_timeout,
-            cpu,
-            memory,
-            env: self.env,
-            poll_interval: self.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
-        };
-        let jobs = client!(Jobs, &self.client)?;
-        let executions = client!(Executions, &self.client)?;
+impl CloudRunLauncher {
+    /// The launcher of checked settings (the end of [`CloudRunLauncherBuilder::build`]).
+    async fn with_config(
+        store: Arc<dyn StateStore>,
+        config: Config,
+        client: &ClientOptions,
+    ) -> Result<CloudRunLauncher> {
+        let jobs = client!(Jobs, client)?;
+        let executions = client!(Executions, client)?;
         Ok(CloudRunLauncher {
             shared: Arc::new(Shared {
                 store,
@@ -235,22 +73,6 @@ impl CloudRunLauncherBuilder {
             }),
         })
     }
-}
-
-#[derive(Debug)]
-struct Config {
-    /// `projects/P/locations/R`.
-    parent: String,
-    /// `projects/P/locations/R/jobs/J`.
-    job: String,
-    job_name: String,
-    image: String,
-    service_account: String,
-    task_timeout: Duration,
-    cpu: String,
-    memory: String,
-    env: BTreeMap<String, String>,
-    poll_interval: Duration,
 }
 
 /// Runs each job as one execution of a single Cloud Run job.
@@ -305,46 +127,21 @@ impl Shared {
         }
     }
 
-    /// The Cloud Run job as the settings want it.
-    fn desired_job(&self) -> Job {
-        let c = &self.config;
-        let container = Container::new()
-            .set_name(CONTAINER_NAME)
-            .set_image(&c.image)
-            .set_env(
-                c.env
-                    .iter()
-                    .map(|(name, value)| EnvVar::new().set_name(name).set_value(value)),
-            )
-            .set_resources(
-                ResourceRequirements::new()
-                    .set_limits([("cpu", c.cpu.as_str()), ("memory", c.memory.as_str())]),
-            );
-        let task = TaskTemplate::new()
-            .set_containers([container])
-            .set_timeout(wkt_duration(c.task_timeout))
-            .set_service_account(&c.service_account)
-            .set_max_retries(0);
-        Job::new().set_labels([JOB_LABEL]).set_template(
-            ExecutionTemplate::new()
-                .set_task_count(1)
-                .set_template(task),
-        )
-    }
-
     /// Makes sure the Cloud Run job exists with the desired template (once per launcher).
     async fn ensure_job(&self) -> Result<()> {
         self.job_ready
             .get_or_try_init(|| async {
-                let desired = self.desired_job();
                 let c = &self.config;
+                let desired = template::desired_job(c);
                 match self.jobs.get_job().set_name(&c.job).send().await {
                     Ok(existing) => {
-                        if let Some(what) = drift(&existing, &desired) {
+                        // What an admin added by hand stays: only the managed fields change.
+                        let merged = template::merged(&existing, c);
+                        if let Some(what) = template::drift(&existing, &merged) {
                             tracing::info!(job = %c.job, "updating the Cloud Run job: its {what} changed");
                             self.jobs
                                 .update_job()
-                                .set_job(desired.set_name(&c.job))
+                                .set_job(merged.set_name(&c.job))
                                 .poller()
                                 .until_done()
                                 .await
@@ -579,47 +376,6 @@ fn short_name(name: &str) -> &str {
 
 fn wkt_duration(d: Duration) -> google_cloud_wkt::Duration {
     google_cloud_wkt::Duration::clamp(d.as_secs() as i64, 0)
-}
-
-/// What of the desired template the existing job lacks, if anything.
-fn drift(existing: &Job, desired: &Job) -> Option<&'static str> {
-    let (Some(have), Some(want)) = (existing.template.as_ref(), desired.template.as_ref()) else {
-        return Some("template");
-    };
-    if have.task_count != want.task_count {
-        return Some("task count");
-    }
-    let (Some(have), Some(want)) = (have.template.as_ref(), want.template.as_ref()) else {
-        return Some("task template");
-    };
-    if have.max_retries() != want.max_retries() {
-        return Some("retries");
-    }
-    if have.timeout.as_ref().map(|t| t.seconds()) != want.timeout.as_ref().map(|t| t.seconds()) {
-        return Some("task timeout");
-    }
-    if !want.service_account.is_empty() && have.service_account != want.service_account {
-        return Some("service account");
-    }
-    let (Some(have), Some(want)) = (have.containers.first(), want.containers.first()) else {
-        return Some("container");
-    };
-    if have.name != want.name || have.image != want.image {
-        return Some("image");
-    }
-    let limits = |c: &Container| c.resources.as_ref().map(|r| r.limits.clone());
-    let wanted = limits(want).unwrap_or_default();
-    let present = limits(have).unwrap_or_default();
-    if wanted.iter().any(|(k, v)| present.get(k) != Some(v)) {
-        return Some("CPU or memory");
-    }
-    if have.env != want.env {
-        return Some("environment");
-    }
-    if existing.labels.get(JOB_LABEL.0).map(String::as_str) != Some(JOB_LABEL.1) {
-        return Some("labels");
-    }
-    None
 }
 
 #[async_trait]

@@ -26,8 +26,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
-#[cfg(feature = "gcp")]
-use crate::env;
 use crate::launcher::{JobCommand, JobLauncher, ProcessLauncher, ProcessLauncherConfig};
 use crate::limits::Limits;
 use crate::schedule::LocalSchedules;
@@ -227,12 +225,10 @@ async fn launcher(
                 ));
             }
             let mut builder = crate::launcher::CloudRunLauncher::builder().from_env();
-            // The executions open the same store: pass its settings on.
-            builder = builder.with_env(env::STATE, StateKind::Gcp.as_str());
-            for var in env::GCP_STORE_SETTINGS {
-                if let Some(value) = std::env::var_os(var) {
-                    builder = builder.with_env(*var, value.to_string_lossy());
-                }
+            // The executions run as local job processes do: the same job settings, and the
+            // same store.
+            for (name, value) in settings.execution_env() {
+                builder = builder.with_env(name, value);
             }
             Ok(Arc::new(builder.build(store).await?))
         }

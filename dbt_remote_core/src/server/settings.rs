@@ -18,6 +18,8 @@ use crate::{Error, Result};
 
 mod edge;
 pub use edge::*;
+mod original;
+pub use original::*;
 
 /// Default port of dbt-server.
 pub const DEFAULT_PORT: u16 = 8001;
@@ -137,6 +139,15 @@ pub enum LauncherKind {
     Process,
     /// As executions of one Cloud Run Job (feature `gcp`).
     CloudRun,
+}
+
+impl LauncherKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LauncherKind::Process => "process",
+            LauncherKind::CloudRun => "cloud-run",
+        }
+    }
 }
 
 impl FromStr for LauncherKind {
@@ -492,14 +503,17 @@ pub struct ServerSettings {
 impl ServerSettings {
     /// The defaults, overridden by every variable of [`crate::env`] that is set. Takes (and
     /// removes) the static token of [`env::AUTH_TOKEN`], see [`take_auth_token_from_env`].
+    /// The state and launcher are [`choose`]n (the original's `BUCKET_NAME` and
+    /// `DOCKER_IMAGE` count when `DBT_REMOTE_STATE` and `DBT_REMOTE_LAUNCHER` are unset); call
+    /// [`apply_original_env`] first for the original's other variables.
     pub fn from_env() -> Result<Self> {
         let mut s = ServerSettings {
             job: JobSettings::from_env()?,
             ..Default::default()
         };
-        if let Some(v) = var_parse(env::LAUNCHER)? {
-            s.launcher = v;
-        }
+        let choice = choose(var_parse(env::STATE)?, var_parse(env::LAUNCHER)?);
+        s.job.state = choice.state;
+        s.launcher = choice.launcher;
         if let Some(v) = var_parse(env::HOST)? {
             s.host = v;
         }
@@ -548,6 +562,33 @@ impl ServerSettings {
         }
         s.edge = EdgeSettings::from_env()?;
         Ok(s)
+    }
+
+    /// The environment of a job run elsewhere (a Cloud Run execution, which inherits nothing
+    /// of this server's): the job settings ([`JobSettings::to_env`], those that are set) but
+    /// the state and work dirs (folders of this machine; the image's own apply), the cancel
+    /// grace, and the GCP store's settings that this process has. Names and values, sorted.
+    pub fn execution_env(&self) -> Vec<(&'static str, String)> {
+        let machine_local = [env::STATE_DIR, env::WORK_DIR];
+        let mut vars: Vec<(&'static str, String)> = self
+            .job
+            .to_env()
+            .into_iter()
+            .filter(|(name, _)| !machine_local.contains(name))
+            .filter_map(|(name, value)| Some((name, value?.to_string_lossy().into_owned())))
+            .collect();
+        vars.push((
+            env::CANCEL_GRACE_SECONDS,
+            self.cancel_grace.as_secs().to_string(),
+        ));
+        vars.extend(
+            env::GCP_STORE_SETTINGS
+                .iter()
+                .filter_map(|name| Some((*name, var(name)?))),
+        );
+        vars.sort();
+        vars.dedup_by(|a, b| a.0 == b.0);
+        vars
     }
 
     /// What the retention passes delete (call on built settings, whose paths are absolute).
@@ -630,6 +671,41 @@ mod tests {
         assert_eq!(get(env::MAX_JOB_BYTES), Some("9".into()));
         assert_eq!(get(env::JOB_ENV), Some("SNOWFLAKE_PASSWORD,PGPASS".into()));
         assert_eq!(get(env::MAX_LOG_RECORDS), Some("7".into()));
+    }
+
+    #[test]
+    fn executions_get_the_job_settings_but_this_machine_s_folders() {
+        let settings = ServerSettings {
+            job: JobSettings {
+                state: StateKind::Gcp,
+                state_dir: "/s".into(),
+                work_dir: Some("/w".into()),
+                dbt_path: "/venv/bin/dbt".into(),
+                job_env: vec!["SNOWFLAKE_PASSWORD".into()],
+                ..Default::default()
+            },
+            cancel_grace: Duration::from_secs(12),
+            ..Default::default()
+        };
+        let env = settings.execution_env();
+        let get = |name| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get(env::STATE), Some("gcp"));
+        assert_eq!(get(env::DBT_PATH), Some("/venv/bin/dbt"));
+        assert_eq!(get(env::CANCEL_GRACE_SECONDS), Some("12"));
+        assert_eq!(get(env::JOB_ENV), Some("SNOWFLAKE_PASSWORD"));
+        assert_eq!(get(env::MAX_LOG_RECORDS), Some("500000"));
+        assert_eq!(get(env::STATE_DIR), None);
+        assert_eq!(get(env::WORK_DIR), None);
+        assert_eq!(get(env::PYTHON), None, "unset settings are left out");
+        assert_eq!(
+            get("SNOWFLAKE_PASSWORD"),
+            None,
+            "values of --job-env are not copied"
+        );
     }
 
     #[test]
