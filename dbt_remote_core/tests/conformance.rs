@@ -8,8 +8,8 @@ use bytes::Bytes;
 use dbt_remote_core::runner::RunnerConfig;
 use dbt_remote_core::schedule::{LocalSchedules, MemorySchedules, ScheduleStore};
 use dbt_remote_core::testing::{
-    damaged_blobs_are_refused_and_repaired, fake_dbt, run_launcher_suite, run_schedule_suite,
-    run_store_suite,
+    damaged_blobs_are_refused_and_repaired, fake_dbt, run_concurrent_schedule_suite,
+    run_launcher_suite, run_schedule_suite, run_store_suite,
 };
 use dbt_remote_core::{BlobHash, InProcessLauncher, LocalStore, MemoryStore, StateStore};
 
@@ -44,15 +44,23 @@ async fn gcp_store_conforms() {
     run_store_suite(emulators.store().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_schedules_conform() {
     run_schedule_suite(&MemorySchedules::new()).await;
+    let shared: Arc<dyn ScheduleStore> = Arc::new(MemorySchedules::new());
+    run_concurrent_schedule_suite([shared.clone(), shared]).await;
 }
 
-#[tokio::test]
+/// Two `LocalSchedules` on one folder are two servers sharing it: one claimer wins each
+/// occurrence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_schedules_conform_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     run_schedule_suite(&LocalSchedules::new(dir.path()).unwrap()).await;
+    let shared = tempfile::tempdir().unwrap();
+    let open =
+        || -> Arc<dyn ScheduleStore> { Arc::new(LocalSchedules::new(shared.path()).unwrap()) };
+    run_concurrent_schedule_suite([open(), open()]).await;
     let again = LocalSchedules::new(dir.path()).unwrap();
     assert_eq!(again.list_schedules().await.unwrap()[0].name, "a-first");
     let leftovers = std::fs::read_dir(dir.path())
