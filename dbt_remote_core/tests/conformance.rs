@@ -76,6 +76,36 @@ async fn local_schedules_conform_and_survive_a_restart() {
     assert_eq!(leftovers, 0, "no temp file is left behind");
 }
 
+/// Firestore schedules on the emulator; two instances on one collection prefix are two server
+/// instances sharing the store (skipped, saying so, when the emulators are not installed).
+#[cfg(feature = "gcp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firestore_schedules_conform() {
+    use dbt_remote_core::env;
+    use dbt_remote_core::schedule::FirestoreSchedules;
+    use dbt_remote_test_support::gcp::{unique_prefix, Emulators};
+    let Some(emulators) = Emulators::start("firestore_schedules_conform").await else {
+        return;
+    };
+    let open = |prefix: String| {
+        let project = emulators
+            .env(&prefix)
+            .into_iter()
+            .find(|(k, _)| *k == env::GCP_PROJECT)
+            .map(|(_, v)| v)
+            .unwrap();
+        let builder = FirestoreSchedules::builder()
+            .with_project(project)
+            .with_collection_prefix(prefix)
+            .with_emulator(emulators.firestore_host());
+        async move { Arc::new(builder.build().await.unwrap()) }
+    };
+    run_schedule_suite(&*open(unique_prefix()).await).await;
+    let shared = unique_prefix();
+    let (a, b) = (open(shared.clone()).await, open(shared).await);
+    run_concurrent_schedule_suite([a, b]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_launcher_conforms() {
     let dir = tempfile::tempdir().unwrap();

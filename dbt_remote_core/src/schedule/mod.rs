@@ -14,11 +14,21 @@ use crate::job::{JobId, JobSpec};
 use crate::{Error, Result};
 
 mod claim;
+#[cfg(feature = "gcp")]
+mod cloud_scheduler;
+#[cfg(feature = "gcp")]
+mod firestore;
 mod local;
 mod memory;
 mod trigger;
 
 pub use claim::ScheduleStoreExt;
+#[cfg(feature = "gcp")]
+pub use cloud_scheduler::{
+    CloudSchedulerTrigger, CloudSchedulerTriggerBuilder, DEFAULT_JOB_PREFIX, MANAGED_BY,
+};
+#[cfg(feature = "gcp")]
+pub use firestore::{FirestoreSchedules, FirestoreSchedulesBuilder};
 pub use local::LocalSchedules;
 pub use memory::MemorySchedules;
 pub use trigger::{LoopTrigger, ScheduleTrigger};
