@@ -401,6 +401,26 @@ mod tests {
         assert!(err.to_string().contains("another dbt-server"), "{err}");
         drop(first);
         drop(base.clone().build().await.unwrap());
+        // Cloud Scheduler without its settings (or without the `gcp` feature) says what is
+        // missing, and no server starts.
+        let cloud_scheduler = ServerSettings {
+            scheduler: SchedulerSettings {
+                kind: SchedulerKind::CloudScheduler,
+                ..Default::default()
+            },
+            job: base.settings.job.clone(),
+            ..Default::default()
+        };
+        let err = ServerBuilder::new()
+            .with_settings(cloud_scheduler)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("--scheduler cloud-scheduler"),
+            "{err}"
+        );
         #[cfg(not(feature = "gcp"))]
         {
             let err = base
