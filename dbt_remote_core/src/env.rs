@@ -226,3 +226,21 @@ pub const ORIGINAL_ALIASES: &[(&str, &str)] = &[
     (PROJECT_ID, GCP_PROJECT),
     (ORIGINAL_LOCATION, CLOUD_RUN_REGION),
 ];
+
+// Schedules' triggers (docs/configuration.md, docs/deploy-gcp.md "Schedules").
+
+/// `dbt-server`: what fires schedules, `loop` (default: the server's own loop) or
+/// `cloud-scheduler` (one Cloud Scheduler job per schedule, feature `gcp`).
+pub const SCHEDULER: &str = "DBT_REMOTE_SCHEDULER";
+/// Region of the Cloud Scheduler jobs. Default: [`CLOUD_RUN_REGION`].
+pub const CLOUD_SCHEDULER_REGION: &str = "DBT_REMOTE_CLOUD_SCHEDULER_REGION";
+/// The service account whose ID token the Cloud Scheduler jobs send to the server (it must
+/// be allowed to call it: `roles/run.invoker`, or `--auth-allowed-emails`). Required with
+/// `--scheduler cloud-scheduler`.
+pub const SCHEDULER_SERVICE_ACCOUNT: &str = "DBT_REMOTE_SCHEDULER_SERVICE_ACCOUNT";
+/// Start of the names of the server's Cloud Scheduler jobs (`<prefix><schedule name>`), so
+/// that several servers in one project and region do not collide. Default `dbt-server-`.
+pub const CLOUD_SCHEDULER_PREFIX: &str = "DBT_REMOTE_CLOUD_SCHEDULER_PREFIX";
+/// Another endpoint of the Cloud Scheduler API, e.g. a local fake for tests. An `http://`
+/// endpoint is sent no credentials. Default: Google's.
+pub const CLOUD_SCHEDULER_ENDPOINT: &str = "DBT_REMOTE_CLOUD_SCHEDULER_ENDPOINT";

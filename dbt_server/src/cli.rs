@@ -182,6 +182,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub edge: crate::edge_args::EdgeArgs,
     #[command(flatten)]
+    pub scheduler: crate::scheduler_args::SchedulerArgs,
+    #[command(flatten)]
     pub state: StateArgs,
 }
 
@@ -287,6 +289,7 @@ impl ServeArgs {
             retain_jobs: self.retain_jobs,
             retention_grace: Duration::from_secs(self.retention_grace_minutes.saturating_mul(60)),
             gc_interval: Duration::from_secs(self.gc_interval_minutes.saturating_mul(60)),
+            scheduler: self.scheduler.settings(),
         }
     }
 }

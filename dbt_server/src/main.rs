@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 mod cli;
 mod edge_args;
+mod scheduler_args;
 
 use cli::{Cli, Command, RunJobArgs};
 

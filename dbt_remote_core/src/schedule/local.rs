@@ -8,6 +8,9 @@ use super::{check_name, Schedule, ScheduleStore};
 use crate::{Error, Result};
 
 /// Schedules as JSON files `<dir>/<name>.json`, each written whole (temp file and rename).
+/// Writers take an exclusive lock on `<dir>/.lock` (`flock`, held only while a write
+/// compares and renames), so the compare-and-set of `put_schedule` holds across processes
+/// and servers sharing the folder; readers take no lock.
 #[derive(Debug)]
 pub struct LocalSchedules {
     dir: PathBuf,
@@ -25,6 +28,30 @@ impl LocalSchedules {
         Ok(self.dir.join(format!("{name}.json")))
     }
 
+    /// Takes the writers' lock of the folder; it is released when the file is dropped.
+    fn lock(&self) -> Result<std::fs::File> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        file.lock().map_err(|e| io_error(&path, e))?;
+        Ok(file)
+    }
+
+    /// The stored schedule at `path`, if there is one.
+    fn read(&self, path: &std::path::Path) -> Result<Option<Schedule>> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io_error(path, std::io::Error::other(e))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(path, e)),
+        }
+    }
+
     /// Writes `schedule` to a temp file in the folder and returns it.
     fn write_temp(&self, schedule: &Schedule) -> Result<tempfile_path::TempPath> {
         let json =
@@ -32,6 +59,9 @@ impl LocalSchedules {
         tempfile_path::write(&self.dir, &json).map_err(|e| io_error(&self.dir, e))
     }
 }
+
+/// The writers' lock file in the folder (not a schedule: only `*.json` files are).
+const LOCK_FILE: &str = ".lock";
 
 /// An I/O error with its path; its kind is kept, so a full disk is
 /// [`Error::InsufficientStorage`].
@@ -44,7 +74,11 @@ fn io_error(path: &std::path::Path, e: std::io::Error) -> Error {
 impl ScheduleStore for LocalSchedules {
     async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {
         let path = self.path(&schedule.name)?;
-        let temp = self.write_temp(schedule)?;
+        let temp = self.write_temp(&Schedule {
+            version: 1,
+            ..schedule.clone()
+        })?;
+        let _lock = self.lock()?;
         // A hard link is created only if the name is free: create-only, atomically.
         match std::fs::hard_link(temp.path(), &path) {
             Ok(()) => Ok(()),
@@ -55,13 +89,27 @@ impl ScheduleStore for LocalSchedules {
         }
     }
 
-    async fn put_schedule(&self, schedule: &Schedule) -> Result<()> {
+    async fn get_schedule(&self, name: &str) -> Result<Schedule> {
+        self.read(&self.path(name)?)?
+            .ok_or_else(|| Error::not_found(format!("schedule {name}")))
+    }
+
+    async fn put_schedule(&self, schedule: &Schedule) -> Result<Schedule> {
         let path = self.path(&schedule.name)?;
-        if !path.exists() {
-            return Err(Error::not_found(format!("schedule {}", schedule.name)));
+        let stored = Schedule {
+            version: schedule.version + 1,
+            ..schedule.clone()
+        };
+        let temp = self.write_temp(&stored)?;
+        let _lock = self.lock()?;
+        match self.read(&path)? {
+            None => Err(Error::not_found(format!("schedule {}", schedule.name))),
+            Some(s) if s.version != schedule.version => Err(super::stale(schedule)),
+            Some(_) => {
+                temp.persist(&path).map_err(|e| io_error(&path, e))?;
+                Ok(stored)
+            }
         }
-        let temp = self.write_temp(schedule)?;
-        temp.persist(&path).map_err(|e| io_error(&path, e))
     }
 
     async fn list_schedules(&self) -> Result<Vec<Schedule>> {
@@ -87,6 +135,7 @@ impl ScheduleStore for LocalSchedules {
 
     async fn delete_schedule(&self, name: &str) -> Result<bool> {
         let path = self.path(name)?;
+        let _lock = self.lock()?;
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

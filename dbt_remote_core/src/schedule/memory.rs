@@ -25,15 +25,32 @@ impl ScheduleStore for MemorySchedules {
         if map.contains_key(&schedule.name) {
             return Err(Error::already_exists(format!("schedule {}", schedule.name)));
         }
-        map.insert(schedule.name.clone(), schedule.clone());
+        let stored = Schedule {
+            version: 1,
+            ..schedule.clone()
+        };
+        map.insert(schedule.name.clone(), stored);
         Ok(())
     }
 
-    async fn put_schedule(&self, schedule: &Schedule) -> Result<()> {
+    async fn get_schedule(&self, name: &str) -> Result<Schedule> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("schedule {name}")))
+    }
+
+    async fn put_schedule(&self, schedule: &Schedule) -> Result<Schedule> {
         match self.0.lock().unwrap().get_mut(&schedule.name) {
+            Some(s) if s.version != schedule.version => Err(super::stale(schedule)),
             Some(s) => {
-                *s = schedule.clone();
-                Ok(())
+                *s = Schedule {
+                    version: schedule.version + 1,
+                    ..schedule.clone()
+                };
+                Ok(s.clone())
             }
             None => Err(Error::not_found(format!("schedule {}", schedule.name))),
         }

@@ -13,11 +13,25 @@ use uuid::Uuid;
 use crate::job::{JobId, JobSpec};
 use crate::{Error, Result};
 
+mod claim;
+#[cfg(feature = "gcp")]
+mod cloud_scheduler;
+#[cfg(feature = "gcp")]
+mod firestore;
 mod local;
 mod memory;
+mod trigger;
 
+pub use claim::ScheduleStoreExt;
+#[cfg(feature = "gcp")]
+pub use cloud_scheduler::{
+    CloudSchedulerTrigger, CloudSchedulerTriggerBuilder, DEFAULT_JOB_PREFIX, MANAGED_BY,
+};
+#[cfg(feature = "gcp")]
+pub use firestore::{FirestoreSchedules, FirestoreSchedulesBuilder};
 pub use local::LocalSchedules;
 pub use memory::MemorySchedules;
+pub use trigger::{LoopTrigger, ScheduleTrigger};
 
 /// What a client asks for: run `job` whenever `cron` matches.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +65,14 @@ pub struct Schedule {
     pub last_run: Option<DateTime<Utc>>,
     #[serde(default)]
     pub last_job: Option<JobId>,
+    /// The latest occurrence (a time the cron matches) whose run was claimed: each occurrence
+    /// runs once ([`ScheduleStoreExt::claim_occurrence`]).
+    #[serde(default)]
+    pub last_occurrence: Option<DateTime<Utc>>,
+    /// Set by the store: 1 when created, one more at every [`ScheduleStore::put_schedule`],
+    /// which is compare-and-set on it.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl Schedule {
@@ -72,15 +94,41 @@ impl Schedule {
             created_at: Utc::now(),
             last_run: None,
             last_job: None,
+            last_occurrence: None,
+            version: 1,
         })
     }
 
-    /// The first time after the last run (or the creation) that the cron expression matches.
+    /// The first time the cron expression matches after the last claimed occurrence (else
+    /// the last run, else the creation).
     pub fn next_run(&self) -> Result<DateTime<Utc>> {
-        let from = self.last_run.unwrap_or(self.created_at);
+        let from = self
+            .last_occurrence
+            .or(self.last_run)
+            .unwrap_or(self.created_at);
         parse_cron(&self.cron)?
             .find_next_occurrence(&from, false)
             .map_err(|e| Error::invalid(format!("schedule {}: {e}", self.name)))
+    }
+
+    /// The occurrence to run at `now`, if the schedule is due: the latest time at or before
+    /// `now` that the cron matches (a schedule that missed several runs runs once).
+    pub fn due_occurrence(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        if self.next_run()? > now {
+            return Ok(None);
+        }
+        parse_cron(&self.cron)?
+            .find_previous_occurrence(&now, true)
+            .map(Some)
+            .map_err(|e| Error::invalid(format!("schedule {}: {e}", self.name)))
+    }
+
+    /// Whether the cron expression matches `at` (to the minute, seconds zero).
+    pub fn is_occurrence(&self, at: DateTime<Utc>) -> bool {
+        use chrono::Timelike;
+        at.second() == 0
+            && at.nanosecond() == 0
+            && parse_cron(&self.cron).is_ok_and(|c| c.is_time_matching(&at).unwrap_or(false))
     }
 
     /// The cron expression in words, e.g. "At 08:00".
@@ -138,6 +186,14 @@ fn check_fires(expr: &str, cron: &croner::Cron, now: DateTime<Utc>) -> Result<()
     }
 }
 
+/// The [`Error::Precondition`] of a put whose version is not the stored one.
+pub(crate) fn stale(schedule: &Schedule) -> Error {
+    Error::precondition(format!(
+        "schedule {} has changed since version {}",
+        schedule.name, schedule.version
+    ))
+}
+
 pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
@@ -157,18 +213,29 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
 ///
 /// # Contract
 /// - [`create_schedule`](Self::create_schedule) is create-only by name: a second schedule of
-///   the same name fails with [`Error::AlreadyExists`] and changes nothing.
-/// - [`put_schedule`](Self::put_schedule) replaces the schedule of that name whole (last
-///   writer wins); it fails with [`Error::NotFound`] once the schedule is deleted, so a
-///   deleted schedule never comes back.
+///   the same name fails with [`Error::AlreadyExists`] and changes nothing. It stores
+///   `version = 1`.
+/// - [`get_schedule`](Self::get_schedule) returns the schedule of that name as last stored,
+///   or [`Error::NotFound`].
+/// - [`put_schedule`](Self::put_schedule) is compare-and-set on [`Schedule::version`]: it
+///   replaces the stored schedule whole, with `version + 1` (returned), only if the stored
+///   version is the given one; else it fails with [`Error::Precondition`] and changes
+///   nothing. Of two concurrent puts of the same version, exactly one wins, also across
+///   processes and servers sharing the store. It fails with [`Error::NotFound`] once the
+///   schedule is deleted, so a deleted schedule never comes back.
 /// - [`list_schedules`](Self::list_schedules) returns every schedule, ordered by name; a
 ///   schedule being replaced concurrently appears once, in one of its versions.
 /// - [`delete_schedule`](Self::delete_schedule) is idempotent: it says whether there was one.
 /// - Names that [`Schedule::new`] would refuse are never stored.
+///
+/// On this compare-and-set, [`ScheduleStoreExt::claim_occurrence`] makes each occurrence of a
+/// schedule run once, however many servers fire it.
 #[async_trait]
 pub trait ScheduleStore: fmt::Debug + Send + Sync + 'static {
     async fn create_schedule(&self, schedule: &Schedule) -> Result<()>;
-    async fn put_schedule(&self, schedule: &Schedule) -> Result<()>;
+    async fn get_schedule(&self, name: &str) -> Result<Schedule>;
+    /// Compare-and-set on `schedule.version`; returns the stored schedule (its new version).
+    async fn put_schedule(&self, schedule: &Schedule) -> Result<Schedule>;
     async fn list_schedules(&self) -> Result<Vec<Schedule>>;
     /// Deletes the schedule of that name; `false` when there was none.
     async fn delete_schedule(&self, name: &str) -> Result<bool>;

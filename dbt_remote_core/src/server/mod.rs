@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Verifier;
 use crate::launcher::{JobCommand, JobLauncher, ProcessLauncher, ProcessLauncherConfig};
 use crate::limits::Limits;
-use crate::schedule::LocalSchedules;
+use crate::schedule::{LocalSchedules, LoopTrigger, ScheduleStore, ScheduleTrigger};
 use crate::service::{run_scheduler, JobService};
 use crate::state::StateStore;
 use crate::{Error, Result};
@@ -110,16 +110,20 @@ impl ServerBuilder {
         let state_lock = Arc::new(lock_state_dir(&settings.job.state_dir)?);
         let store = settings.job.open_store().await?;
         let launcher = launcher(&settings, store.clone()).await?;
-        let schedules = LocalSchedules::new(settings.job.state_dir.join("schedules"))?;
+        let schedules = schedule_store(&settings).await?;
+        let trigger = schedule_trigger(&settings).await?;
+        tracing::info!("{}", trigger.describe());
         let limits = Limits {
             job: settings.job.limits,
             zip: settings.zip,
             max_schedules: settings.max_schedules,
         };
         let service = JobService::new(store, launcher)
-            .with_schedules(Arc::new(schedules))
+            .with_schedules(schedules)
+            .with_trigger(trigger)
             .with_limits(limits);
         service.recover().await?;
+        service.reconcile_triggers().await?;
         Ok(Server {
             settings,
             service,
@@ -240,6 +244,58 @@ async fn launcher(
     }
 }
 
+/// Where schedules are kept: beside the jobs, in `<state dir>/schedules` or, with `--state
+/// gcp`, in Firestore (`<prefix>schedules`), so that every instance sees them.
+async fn schedule_store(settings: &ServerSettings) -> Result<Arc<dyn ScheduleStore>> {
+    match settings.job.state {
+        StateKind::Local => Ok(Arc::new(LocalSchedules::new(
+            settings.job.state_dir.join("schedules"),
+        )?)),
+        #[cfg(feature = "gcp")]
+        StateKind::Gcp => Ok(Arc::new(
+            crate::schedule::FirestoreSchedules::builder()
+                .from_env()
+                .build()
+                .await?,
+        )),
+        #[cfg(not(feature = "gcp"))]
+        StateKind::Gcp => Err(Error::invalid(format!("--state gcp: {NO_GCP}"))),
+    }
+}
+
+/// What fires schedules ([`SchedulerSettings`]).
+async fn schedule_trigger(settings: &ServerSettings) -> Result<Arc<dyn ScheduleTrigger>> {
+    match settings.scheduler.kind {
+        SchedulerKind::Loop => Ok(Arc::new(LoopTrigger)),
+        #[cfg(feature = "gcp")]
+        SchedulerKind::CloudScheduler => {
+            let s = &settings.scheduler;
+            let mut builder = crate::schedule::CloudSchedulerTrigger::builder().from_env();
+            if let Some(region) = &s.region {
+                builder = builder.with_region(region);
+            }
+            if let Some(email) = &s.service_account {
+                builder = builder.with_service_account(email);
+            }
+            if let Some(prefix) = &s.job_prefix {
+                builder = builder.with_prefix(prefix);
+            }
+            if let Some(url) = &settings.public_url {
+                builder = builder.with_public_url(url);
+            }
+            // The ID tokens' audience is the one the server checks (default: the public URL).
+            if let Some(audience) = &settings.auth.audience {
+                builder = builder.with_audience(audience);
+            }
+            Ok(Arc::new(builder.build().await?))
+        }
+        #[cfg(not(feature = "gcp"))]
+        SchedulerKind::CloudScheduler => Err(Error::invalid(format!(
+            "--scheduler cloud-scheduler: {NO_GCP}"
+        ))),
+    }
+}
+
 /// A built server: the service to serve, who may call it, and the resolved settings.
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -268,15 +324,19 @@ impl Server {
         SocketAddr::new(self.settings.host, self.settings.port)
     }
 
-    /// Starts the scheduler (it fires due schedules every second) and, unless
+    /// Starts the scheduler (it fires due schedules every second, unless the trigger fires
+    /// them from outside: Cloud Scheduler) and, unless
     /// [`ServerSettings::gc_interval`] is zero, the retention passes, in tasks.
     pub fn start_scheduler(&self) -> Scheduler {
         let stop = CancellationToken::new();
-        tokio::spawn(run_scheduler(
-            self.service.clone(),
-            Duration::from_secs(1),
-            stop.clone(),
-        ));
+        // With Cloud Scheduler, schedules fire through the run endpoint, not here.
+        if self.service.trigger().fires_in_server() {
+            tokio::spawn(run_scheduler(
+                self.service.clone(),
+                Duration::from_secs(1),
+                stop.clone(),
+            ));
+        }
         if !self.settings.gc_interval.is_zero() {
             tokio::spawn(crate::retention::run_periodically(
                 self.service.store().clone(),
@@ -337,6 +397,26 @@ mod tests {
         assert!(err.to_string().contains("another dbt-server"), "{err}");
         drop(first);
         drop(base.clone().build().await.unwrap());
+        // Cloud Scheduler without its settings (or without the `gcp` feature) says what is
+        // missing, and no server starts.
+        let cloud_scheduler = ServerSettings {
+            scheduler: SchedulerSettings {
+                kind: SchedulerKind::CloudScheduler,
+                ..Default::default()
+            },
+            job: base.settings.job.clone(),
+            ..Default::default()
+        };
+        let err = ServerBuilder::new()
+            .with_settings(cloud_scheduler)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("--scheduler cloud-scheduler"),
+            "{err}"
+        );
         #[cfg(not(feature = "gcp"))]
         {
             let err = base

@@ -17,9 +17,11 @@ use crate::state::{LocalStore, StateStore};
 use crate::{Error, Result};
 
 mod edge;
+mod scheduler;
 pub use edge::*;
 mod original;
 pub use original::*;
+pub use scheduler::*;
 
 /// Default port of dbt-server.
 pub const DEFAULT_PORT: u16 = 8001;
@@ -498,6 +500,8 @@ pub struct ServerSettings {
     pub retention_grace: Duration,
     /// Time between two retention passes (one runs at start); zero: no retention.
     pub gc_interval: Duration,
+    /// What fires schedules.
+    pub scheduler: SchedulerSettings,
 }
 
 impl ServerSettings {
@@ -561,6 +565,7 @@ impl ServerSettings {
             s.gc_interval = Duration::from_secs(v * 60);
         }
         s.edge = EdgeSettings::from_env()?;
+        s.scheduler = SchedulerSettings::from_env()?;
         Ok(s)
     }
 
@@ -625,6 +630,7 @@ impl Default for ServerSettings {
             retain_jobs: None,
             retention_grace: Duration::from_secs(retention::DEFAULT_GRACE_MINUTES * 60),
             gc_interval: Duration::from_secs(retention::DEFAULT_GC_INTERVAL_MINUTES * 60),
+            scheduler: SchedulerSettings::default(),
         }
     }
 }

@@ -407,7 +407,7 @@ mod launcher;
 mod schedule;
 
 pub use launcher::{fake_dbt, final_job, run_launcher_suite};
-pub use schedule::{run_schedule_suite, sample_schedule};
+pub use schedule::{run_concurrent_schedule_suite, run_schedule_suite, sample_schedule};
 
 pub async fn delete_job_removes_the_record_log_and_artifacts(store: &dyn StateStore) {
     let other = store.create_job(&sample_job()).await.unwrap();
