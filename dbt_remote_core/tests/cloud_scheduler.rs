@@ -10,7 +10,7 @@ use dbt_remote_core::schedule::{
     CloudSchedulerTrigger, MemorySchedules, ScheduleSpec, ScheduleStore, MANAGED_BY,
 };
 use dbt_remote_core::testing::{sample_schedule, RecordingLauncher};
-use dbt_remote_core::{Error, JobService, MemoryStore, StateStore};
+use dbt_remote_core::{env, Error, JobService, MemoryStore, StateStore};
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -328,5 +328,51 @@ async fn missing_settings_are_named() {
     assert_has(
         &err(full.clone().with_prefix("a/b")).await,
         "DBT_REMOTE_CLOUD_SCHEDULER_PREFIX",
+    );
+}
+
+/// The server's wiring: `--scheduler cloud-scheduler` with its settings builds the trigger
+/// from the settings and the environment, reconciles at start (one list of the region's
+/// jobs), and leaves firing to Cloud Scheduler. The only test of this file that sets
+/// variables (the endpoint and project are read from the environment, as in a deployment).
+#[tokio::test]
+async fn a_server_with_cloud_scheduler_reconciles_at_start() {
+    use dbt_remote_core::server::{
+        JobSettings, SchedulerKind, SchedulerSettings, ServerBuilder, ServerSettings,
+    };
+    let api = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/{PARENT}/jobs")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&api)
+        .await;
+    std::env::set_var(env::CLOUD_SCHEDULER_ENDPOINT, api.uri());
+    std::env::set_var(env::GCP_PROJECT, "p");
+    let dir = tempfile::tempdir().unwrap();
+    let settings = ServerSettings {
+        job: JobSettings {
+            state_dir: dir.path().join("state"),
+            ..Default::default()
+        },
+        public_url: Some(URL.into()),
+        scheduler: SchedulerSettings {
+            kind: SchedulerKind::CloudScheduler,
+            region: Some("europe-west1".into()),
+            service_account: Some(INVOKER.into()),
+            job_prefix: None,
+        },
+        ..Default::default()
+    };
+    let server = ServerBuilder::new()
+        .with_settings(settings)
+        .build()
+        .await
+        .unwrap();
+    assert!(!server.service().trigger().fires_in_server());
+    let calls = calls(&api).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(
+        calls[0].starts_with(&format!("GET /v1/{PARENT}/jobs?")),
+        "{calls:?}"
     );
 }

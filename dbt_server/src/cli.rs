@@ -62,7 +62,7 @@ pub struct StateArgs {
     #[arg(long = "state", env = env::STATE, value_enum)]
     state: Option<StateKind>,
     /// Folder of the local state store (jobs, logs, artifacts, uploaded files); with
-    /// `--state gcp`, of the job processes' lock and output files and of schedules only.
+    /// `--state gcp`, of the job processes' lock and output files only.
     #[arg(long, env = env::STATE_DIR, default_value = wiring::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// Folder in which each job gets a fresh work dir [default: <state dir>/../work].

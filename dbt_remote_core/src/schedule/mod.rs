@@ -31,7 +31,7 @@ pub use cloud_scheduler::{
 pub use firestore::{FirestoreSchedules, FirestoreSchedulesBuilder};
 pub use local::LocalSchedules;
 pub use memory::MemorySchedules;
-pub use trigger::{LoopTrigger, ScheduleTrigger};
+pub use trigger::{parse_schedule_time, LoopTrigger, ScheduleTrigger, SCHEDULE_TIME_HEADER};
 
 /// What a client asks for: run `job` whenever `cron` matches.
 #[derive(Debug, Clone, PartialEq)]

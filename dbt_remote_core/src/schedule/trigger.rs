@@ -4,9 +4,27 @@
 use std::fmt;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::Schedule;
-use crate::Result;
+use crate::{Error, Result};
+
+/// The header in which Cloud Scheduler sends the occurrence it runs (RFC 3339, UTC), on
+/// every call of a job with a unix-cron schedule.
+pub const SCHEDULE_TIME_HEADER: &str = "X-CloudScheduler-ScheduleTime";
+
+/// The occurrence in a [`SCHEDULE_TIME_HEADER`] value, for
+/// [`JobService::run_schedule_occurrence`](crate::service::JobService::run_schedule_occurrence);
+/// a value that is no RFC 3339 time is [`Error::InvalidInput`] naming the header.
+pub fn parse_schedule_time(value: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(value.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            Error::invalid(format!(
+                "{SCHEDULE_TIME_HEADER} {value:?} is not an RFC 3339 time ({e})"
+            ))
+        })
+}
 
 /// What fires schedules, kept in step with the [`ScheduleStore`](super::ScheduleStore) by
 /// [`JobService`](crate::service::JobService).
@@ -57,5 +75,23 @@ impl ScheduleTrigger for LoopTrigger {
 
     fn describe(&self) -> String {
         "schedules fired by the server's own loop".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_time_header_is_read_as_rfc3339() {
+        let at = parse_schedule_time("2026-11-24T08:00:00Z").unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-11-24T08:00:00+00:00");
+        let at = parse_schedule_time("2026-11-24T09:00:00+01:00").unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-11-24T08:00:00+00:00");
+        for bad in ["", "yesterday", "2026-11-24 08:00"] {
+            let err = parse_schedule_time(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{bad:?}: {err:?}");
+            assert!(err.to_string().contains(SCHEDULE_TIME_HEADER), "{err}");
+        }
     }
 }

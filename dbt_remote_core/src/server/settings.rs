@@ -172,7 +172,7 @@ impl FromStr for LauncherKind {
 pub struct JobSettings {
     pub state: StateKind,
     /// Folder of the local state store; with [`StateKind::Gcp`], of the job processes' lock
-    /// and output files and of schedules only.
+    /// and output files only (schedules are in Firestore then).
     pub state_dir: PathBuf,
     /// Folder in which each job gets a fresh work dir. Default `<state dir>/../work`.
     pub work_dir: Option<PathBuf>,
