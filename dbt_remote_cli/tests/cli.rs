@@ -449,6 +449,8 @@ fn help_and_error_texts_match_snapshots() {
         ("help-status", &["status", "--help"]),
         ("help-cancel", &["cancel", "--help"]),
         ("help-artifacts", &["artifacts", "--help"]),
+        ("help-schedules", &["schedules", "--help"]),
+        ("help-schedules-create", &["schedules", "create", "--help"]),
         ("error-unknown-command", &["frobnicate"]),
         ("error-bad-level", &["build", "--log-level", "loud"]),
         ("error-bad-setting", &["config", "set", "colour=blue"]),

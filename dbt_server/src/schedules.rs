@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 use dbt_remote_core::api::{CreateSchedule, ScheduleInfo, ScheduleList};
+use dbt_remote_core::schedule::check_name;
 use dbt_remote_core::{Error, JobService};
 use serde::Deserialize;
 use warp::filters::BoxedFilter;
@@ -98,13 +99,23 @@ async fn list(svc: JobService) -> Answer {
     Ok(json_reply(&answer, StatusCode::OK))
 }
 
+/// A schedule name from a URL: one the server would refuse names no schedule.
+fn schedule_name(name: String) -> Result<String, Error> {
+    match check_name(&name) {
+        Ok(()) => Ok(name),
+        Err(_) => Err(Error::not_found(format!("schedule {name:?}"))),
+    }
+}
+
 async fn get_schedule(name: String, svc: JobService) -> Answer {
+    let name = schedule_name(name)?;
     let schedule = svc.schedule_named(&name).await?;
     Ok(json_reply(&ScheduleInfo::from(&schedule), StatusCode::OK))
 }
 
 /// `204 No Content`, or a 404 when there was no such schedule.
 async fn delete_schedule(name: String, svc: JobService) -> Answer {
+    let name = schedule_name(name)?;
     if svc.delete_schedule(&name).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
@@ -114,6 +125,7 @@ async fn delete_schedule(name: String, svc: JobService) -> Answer {
 
 /// Submits the schedule's job now: `201 Created` with the job and its `Location`, as a submit.
 async fn run(name: String, svc: JobService, body: Result<Option<Bytes>, Error>) -> Answer {
+    let name = schedule_name(name)?;
     if let Some(body) = body? {
         parse_json::<RunSchedule>(&body)?;
     }

@@ -138,7 +138,8 @@ fn check_fires(expr: &str, cron: &croner::Cron, now: DateTime<Utc>) -> Result<()
     }
 }
 
-pub(crate) fn check_name(name: &str) -> Result<()> {
+/// Fails unless `name` is a valid schedule name (1 to [`MAX_NAME_LEN`] letters, digits, `-`, `_`).
+pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
