@@ -3,7 +3,7 @@
 
 use crate::api::{CreateSchedule, Job, ScheduleInfo, ScheduleList};
 use crate::package::JobFiles;
-use crate::schedule::check_name;
+use crate::schedule::{check_name, parse_cron};
 use crate::Result;
 
 use super::{pack_project, submit_files, Client, UploadStats};
@@ -24,8 +24,8 @@ pub struct NewSchedule {
 
 impl Client {
     /// Packs the project as `files` says, uploads what the server lacks and stores the
-    /// schedule: every run uses the files sent now. A bad command or name is refused before
-    /// anything is read or sent.
+    /// schedule: every run uses the files sent now. A bad command, name or cron expression is
+    /// refused before anything is read or sent.
     pub async fn create_schedule(
         &self,
         schedule: NewSchedule,
@@ -34,6 +34,7 @@ impl Client {
         if let Some(name) = &schedule.name {
             check_name(name)?;
         }
+        parse_cron(&schedule.cron)?;
         let (args, packed) = pack_project(schedule.args, files).await?;
         let stats = self.upload_missing(&packed).await?;
         let request = CreateSchedule {
