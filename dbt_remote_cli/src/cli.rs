@@ -8,6 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use dbt_remote_core::config::Overrides;
 use dbt_remote_core::{Error, LogLevel, Result};
 
+mod schedules;
+
+pub use schedules::{CreateArgs, ListArgs, NameArg, RunArgs, SchedulesCommand, SCHEDULES_HELP};
+
 const AFTER_HELP: &str = "\
 Any dbt command runs on the server, with dbt's own arguments passed through unchanged:
   dbt-remote build
@@ -155,6 +159,9 @@ pub enum Command {
         after_help = "Examples:\n  dbt-remote artifacts 01a20c54-fec2-7178-96ab-21796b082a7f\n  dbt-remote artifacts 01a20c54-fec2-7178-96ab-21796b082a7f --output-dir prod-state"
     )]
     Artifacts(ArtifactsArgs),
+    /// Run dbt commands on a cron schedule: create, list, delete, run now
+    #[command(subcommand, visible_alias = "schedule", after_help = SCHEDULES_HELP)]
+    Schedules(SchedulesCommand),
     #[command(external_subcommand)]
     Dbt(Vec<OsString>),
 }

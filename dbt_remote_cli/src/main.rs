@@ -12,7 +12,7 @@ mod exit;
 mod output;
 
 use cli::{Cli, Command};
-use commands::{config, dbt, debug, jobs, Context};
+use commands::{config, dbt, debug, jobs, schedules, Context};
 use exit::ExitStatus;
 
 fn main() -> ExitCode {
@@ -74,5 +74,6 @@ async fn dispatch(cli: Cli) -> dbt_remote_core::Result<ExitStatus> {
         Command::Status(a) => jobs::status(&Context::new(&options).await?, a).await,
         Command::Cancel(a) => jobs::cancel(&Context::new(&options).await?, a).await,
         Command::Artifacts(a) => jobs::artifacts(&Context::new(&options).await?, a).await,
+        Command::Schedules(c) => schedules::run(c, options).await,
     }
 }

@@ -506,6 +506,8 @@ fn help_and_error_texts_match_snapshots() {
             "help-docs-generate",
             &["docs", "generate", "-h", "--select", "x"],
         ),
+        ("help-schedules", &["schedules", "--help"]),
+        ("help-schedules-create", &["schedules", "create", "--help"]),
         ("error-unknown-command", &["frobnicate"]),
         ("error-bad-level", &["build", "--log-level", "loud"]),
         ("error-bad-setting", &["config", "set", "colour=blue"]),

@@ -3,11 +3,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::blob::BlobHash;
 use crate::job::{FileEntry, JobId, JobMode, JobRecord, JobSpec, JobStatus};
 use crate::log::LogRecord;
 use crate::paths::RelPath;
+use crate::schedule::{Schedule, ScheduleSpec};
 use crate::state::ArtifactInfo;
 use crate::{Error, Result};
 
@@ -70,6 +72,94 @@ impl SubmitJob {
         spec.validate()?;
         Ok(spec)
     }
+}
+
+/// `POST /api/v1/schedules`: a cron expression and the job to run whenever it matches, given
+/// as `POST /api/v1/jobs` takes it (`args`, `files`, `mode`: the same checks apply). Every
+/// blob must have been uploaded first; each run uses exactly these files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSchedule {
+    /// Unique; 1 to 100 letters, digits, `-` and `_`. Default `dbt-server-<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Five fields (minute hour day-of-month month day-of-week), in UTC.
+    pub cron: String,
+    /// The dbt command as the user wrote it, for display. Default: `args` joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub files: Vec<SubmitFile>,
+    #[serde(default, skip_serializing_if = "JobMode::is_project")]
+    pub mode: JobMode,
+}
+
+impl CreateSchedule {
+    /// Checks every field as [`SubmitJob::into_spec`] does and turns the request into a
+    /// schedule spec; the error says what is wrong. (The cron and the name are checked by
+    /// [`Schedule::new`].)
+    pub fn into_spec(self) -> Result<ScheduleSpec> {
+        let job = SubmitJob {
+            args: self.args,
+            files: self.files,
+            mode: self.mode,
+        }
+        .into_spec()?;
+        Ok(ScheduleSpec {
+            name: self.name,
+            cron: self.cron,
+            command: self.command,
+            job,
+        })
+    }
+}
+
+/// A schedule, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    pub name: String,
+    pub id: Uuid,
+    pub cron: String,
+    /// The cron expression in words, e.g. "At 08:00.".
+    pub description: String,
+    /// The dbt command as the user wrote it.
+    pub command: String,
+    /// dbt's arguments, subcommand first.
+    pub args: Vec<String>,
+    /// Number of project files every run gets.
+    pub file_count: usize,
+    pub created_at: DateTime<Utc>,
+    /// When the cron next matches (UTC); absent if it never will.
+    pub next_run: Option<DateTime<Utc>>,
+    /// When the schedule last submitted a job.
+    pub last_run: Option<DateTime<Utc>>,
+    /// The job it last submitted.
+    pub last_job: Option<JobId>,
+}
+
+impl From<&Schedule> for ScheduleInfo {
+    fn from(s: &Schedule) -> Self {
+        ScheduleInfo {
+            name: s.name.clone(),
+            id: s.id,
+            cron: s.cron.clone(),
+            description: s.describe(),
+            command: s.command.clone(),
+            args: s.spec.args.clone(),
+            file_count: s.spec.files.len(),
+            created_at: s.created_at,
+            next_run: s.next_run().ok(),
+            last_run: s.last_run,
+            last_job: s.last_job,
+        }
+    }
+}
+
+/// `GET /api/v1/schedules` answer: every schedule, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleInfo>,
 }
 
 /// `POST /api/v1/blobs/missing` request.

@@ -19,6 +19,10 @@ use crate::log::LogRecord;
 use crate::package::{pack_job, with_state, JobFiles, ProjectFile};
 use crate::{Error, Result};
 
+mod schedules;
+
+pub use schedules::NewSchedule;
+
 /// How many times in a row [`Client::follow`] fails to get a stream (refused, dropped before a
 /// record, cut) before giving up; a new connection starts the count again.
 const MAX_RECONNECTS: u32 = 10;
@@ -193,6 +197,20 @@ impl Client {
         args: Vec<String>,
         files: &[ProjectFile],
     ) -> Result<(Job, UploadStats)> {
+        let stats = self.upload_missing(files).await?;
+        let request = SubmitJob {
+            args,
+            files: submit_files(files),
+            mode: Default::default(),
+        };
+        let job = self
+            .json(self.http.post(self.url("/api/v1/jobs")).json(&request))
+            .await?;
+        Ok((job, stats))
+    }
+
+    /// Uploads the blobs of `files` the server lacks (each once) and says what was sent.
+    pub async fn upload_missing(&self, files: &[ProjectFile]) -> Result<UploadStats> {
         let hashes: Vec<BlobHash> = files.iter().map(|f| f.sha256.clone()).collect();
         let mut missing = self.missing_blobs(&hashes).await?;
         missing.sort();
@@ -212,22 +230,7 @@ impl Client {
             stats.uploaded_blobs += 1;
             stats.uploaded_bytes += file.content.len() as u64;
         }
-        let request = SubmitJob {
-            args,
-            files: files
-                .iter()
-                .map(|f| SubmitFile {
-                    path: f.path.to_string(),
-                    sha256: f.sha256.to_string(),
-                    kind: "file".into(),
-                })
-                .collect(),
-            mode: Default::default(),
-        };
-        let job = self
-            .json(self.http.post(self.url("/api/v1/jobs")).json(&request))
-            .await?;
-        Ok((job, stats))
+        Ok(stats)
     }
 
     /// Packs the project as `files` says (see [`JobFiles`]), uploads what the server lacks and
@@ -238,22 +241,7 @@ impl Client {
         args: Vec<String>,
         files: &JobFiles,
     ) -> Result<(Job, UploadStats)> {
-        let args = if files.manifest.is_some() {
-            with_state(args)
-        } else {
-            args
-        };
-        JobSpec {
-            args: args.clone(),
-            ..Default::default()
-        }
-        .validate()?;
-        let packed = {
-            let files = files.clone();
-            tokio::task::spawn_blocking(move || pack_job(&files))
-                .await
-                .map_err(|e| Error::backend("packing", e))??
-        };
+        let (args, packed) = pack_project(args, files).await?;
         self.submit(args, &packed).await
     }
 
@@ -523,4 +511,41 @@ impl Follow {
 fn parse_event<T: DeserializeOwned>(data: &str) -> Result<T> {
     serde_json::from_str(data)
         .map_err(|e| Error::backend("dbt-server", format!("unexpected log stream event: {e}")))
+}
+
+/// The wire form of packed files.
+fn submit_files(files: &[ProjectFile]) -> Vec<SubmitFile> {
+    files
+        .iter()
+        .map(|f| SubmitFile {
+            path: f.path.to_string(),
+            sha256: f.sha256.to_string(),
+            kind: "file".into(),
+        })
+        .collect()
+}
+
+/// The arguments (with `--state` when a manifest is sent) and the packed files of a job on the
+/// project `files` describes. A bad command is refused before anything is read.
+async fn pack_project(
+    args: Vec<String>,
+    files: &JobFiles,
+) -> Result<(Vec<String>, Vec<ProjectFile>)> {
+    let args = if files.manifest.is_some() {
+        with_state(args)
+    } else {
+        args
+    };
+    JobSpec {
+        args: args.clone(),
+        ..Default::default()
+    }
+    .validate()?;
+    let packed = {
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || pack_job(&files))
+            .await
+            .map_err(|e| Error::backend("packing", e))??
+    };
+    Ok((args, packed))
 }

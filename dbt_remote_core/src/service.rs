@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::api::{ArtifactList, Job, JobList, LogPage, MissingBlobs, SubmitJob};
+use crate::api::{ArtifactList, CreateSchedule, Job, JobList, LogPage, MissingBlobs, SubmitJob};
 use crate::blob::BlobHash;
 use crate::containment::{check_project_file, is_checked_file};
 use crate::job::{FileEntry, JobId, JobRecord, JobSpec, JobStatus};
@@ -167,7 +167,18 @@ impl JobService {
     pub async fn submit_spec(&self, spec: JobSpec, notes: &[LogEntry]) -> Result<Job> {
         spec.validate()?;
         self.check_job_size(&spec).await?;
-        // Paths in the project's dbt_project.yml and packages files stay inside the work dir.
+        self.check_project_files(&spec).await?;
+        let job = self.store.create_job(&JobRecord::new(spec)).await?;
+        if !notes.is_empty() {
+            self.store.append_logs(job.id, notes).await?;
+        }
+        self.launcher.launch(job.id).await?;
+        Ok(job.into())
+    }
+
+    /// Fails unless the paths in the project's `dbt_project.yml` and packages files stay
+    /// inside the work dir (see [`check_project_file`]). Stores nothing.
+    pub async fn check_project_files(&self, spec: &JobSpec) -> Result<()> {
         let packages = spec.installs_packages();
         let checked = |f: &&FileEntry| is_checked_file(f.path.as_str(), packages);
         for file in spec.files.iter().filter(checked) {
@@ -180,12 +191,7 @@ impl JobService {
             }?;
             check_project_file(file.path.as_str(), &content)?;
         }
-        let job = self.store.create_job(&JobRecord::new(spec)).await?;
-        if !notes.is_empty() {
-            self.store.append_logs(job.id, notes).await?;
-        }
-        self.launcher.launch(job.id).await?;
-        Ok(job.into())
+        Ok(())
     }
 
     pub async fn missing_blobs(&self, hashes: &[BlobHash]) -> Result<MissingBlobs> {
@@ -302,6 +308,36 @@ impl JobService {
             .into_iter()
             .find(|s| s.id == id)
             .ok_or_else(|| Error::not_found(format!("schedule {id}")))
+    }
+
+    /// The schedule of that name; [`Error::NotFound`] for an unknown (or impossible) name.
+    pub async fn schedule_named(&self, name: &str) -> Result<Schedule> {
+        let unknown = || Error::not_found(format!("schedule {name:?}"));
+        crate::schedule::check_name(name).map_err(|_| unknown())?;
+        self.schedules.get_schedule(name).await
+    }
+
+    /// Checks a native `POST /api/v1/schedules` request as a job submit is checked (arguments,
+    /// files uploaded, project files contained, size) and stores the schedule. Nothing is
+    /// stored when it is refused.
+    pub async fn create_schedule_from(&self, request: CreateSchedule) -> Result<Schedule> {
+        let spec = request.into_spec()?;
+        self.limits.job.check_files(spec.job.files.len())?;
+        let missing = self.missing_files(&spec.job).await?;
+        if !missing.is_empty() {
+            return Err(Error::invalid(format!(
+                "{}: upload them with PUT /api/v1/blobs/{{sha256}}",
+                not_uploaded(&missing)
+            )));
+        }
+        self.check_project_files(&spec.job).await?;
+        self.create_schedule(spec).await
+    }
+
+    /// Submits the job of the schedule of that name now, with the files stored at its creation.
+    pub async fn run_schedule_named(&self, name: &str) -> Result<Job> {
+        let schedule = self.schedule_named(name).await?;
+        self.run_schedule_now(schedule.id).await
     }
 
     /// Deletes the schedule of that name and its trigger; `false` when there was none.

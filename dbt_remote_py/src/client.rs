@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use dbt_remote_core::client::NewSchedule;
 use dbt_remote_core::config::{Overrides, Settings};
 use dbt_remote_core::connect::{self, Connection};
 use dbt_remote_core::package::JobFiles;
@@ -12,6 +13,7 @@ use dbt_remote_core::JobId;
 use pyo3::prelude::*;
 
 use crate::job::Job;
+use crate::schedule::Schedule;
 use crate::{block_on, sync, to_py};
 
 /// A dbt command: a list of arguments, or one string split as a shell would.
@@ -99,6 +101,48 @@ pymethods_with_twins! {
             #[pyo3(signature = (status=None, limit=50))]
             fn jobs / jobs_async(&self, status: Option<String>, limit: usize) -> Vec<Job> =
                 self.list_jobs(status, limit);
+
+            /// Packs the project, uploads what the server lacks and stores a schedule that runs
+            /// `args` (a list of dbt arguments, or a string split as a shell would) whenever
+            /// `cron` (five fields, UTC) matches, always on the files sent now. Raises
+            /// `InvalidInput` for a bad cron, name or command, `ServerError` (409) for a taken
+            /// name.
+            #[pyo3(signature = (
+                cron, args, name=None, project_dir=None, *, manifest=None, dbt_project=None,
+                extra_packages=None, seeds_path=None
+            ))]
+            fn create_schedule / create_schedule_async(
+                &self,
+                cron: String,
+                args: Command,
+                name: Option<String>,
+                project_dir: Option<PathBuf>,
+                manifest: Option<PathBuf>,
+                dbt_project: Option<PathBuf>,
+                extra_packages: Option<PathBuf>,
+                seeds_path: Option<PathBuf>,
+            ) -> Schedule = self.new_schedule(
+                NewSchedule { name, cron, command: None, args: args.into_args()? },
+                self.files(project_dir, manifest, dbt_project, extra_packages, seeds_path),
+            );
+
+            /// Every schedule, by name.
+            fn list_schedules / list_schedules_async(&self) -> Vec<Schedule> =
+                self.all_schedules();
+
+            /// The schedule of that name (raises `NotFound` if there is none).
+            fn schedule / schedule_async(&self, name: String) -> Schedule =
+                self.get_schedule(name);
+
+            /// Deletes the schedule of that name (raises `NotFound` if there is none); the jobs
+            /// it submitted are kept.
+            fn delete_schedule / delete_schedule_async(&self, name: String) -> () =
+                self.remove_schedule(name);
+
+            /// Submits the schedule's job now, on the files stored at its creation, and returns
+            /// the job (follow it with `logs()`, `wait()`).
+            fn run_schedule / run_schedule_async(&self, name: String) -> Job =
+                self.run_now(name);
         }
 
         #[new]
@@ -241,6 +285,61 @@ impl Client {
                 .into_iter()
                 .map(|j| Job::new(client.clone(), j))
                 .collect())
+        }
+    }
+}
+
+/// The inner futures of the schedule operations.
+impl Client {
+    fn new_schedule(
+        &self,
+        schedule: NewSchedule,
+        files: JobFiles,
+    ) -> impl std::future::Future<Output = dbt_remote_core::Result<Schedule>> + Send + 'static {
+        let server = self.server.clone();
+        async move {
+            let client = server.client().await?;
+            let (created, _) = client.create_schedule(schedule, &files).await?;
+            Ok(created.into())
+        }
+    }
+
+    fn all_schedules(
+        &self,
+    ) -> impl std::future::Future<Output = dbt_remote_core::Result<Vec<Schedule>>> + Send + 'static
+    {
+        let server = self.server.clone();
+        async move {
+            let list = server.client().await?.list_schedules().await?;
+            Ok(list.into_iter().map(Schedule::from).collect())
+        }
+    }
+
+    fn get_schedule(
+        &self,
+        name: String,
+    ) -> impl std::future::Future<Output = dbt_remote_core::Result<Schedule>> + Send + 'static {
+        let server = self.server.clone();
+        async move { Ok(server.client().await?.schedule(&name).await?.into()) }
+    }
+
+    fn remove_schedule(
+        &self,
+        name: String,
+    ) -> impl std::future::Future<Output = dbt_remote_core::Result<()>> + Send + 'static {
+        let server = self.server.clone();
+        async move { server.client().await?.delete_schedule(&name).await }
+    }
+
+    fn run_now(
+        &self,
+        name: String,
+    ) -> impl std::future::Future<Output = dbt_remote_core::Result<Job>> + Send + 'static {
+        let server = self.server.clone();
+        async move {
+            let client = server.client().await?;
+            let job = client.run_schedule(&name).await?;
+            Ok(Job::new(client, job))
         }
     }
 }

@@ -66,6 +66,7 @@ mod client;
 mod errors;
 mod job;
 mod logs;
+mod schedule;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -157,5 +158,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<logs::LogRecord>()?;
     m.add_class::<logs::LogIterator>()?;
     m.add_class::<logs::AsyncLogIterator>()?;
+    m.add_class::<schedule::Schedule>()?;
     Ok(())
 }

@@ -21,6 +21,7 @@ mod listen;
 mod reply;
 mod request;
 pub mod routes;
+mod schedules;
 
 pub use routes::Config;
 

@@ -64,6 +64,23 @@ pub(crate) fn json_body(
         )
 }
 
+/// A body that may be empty: `None` when it is, else a JSON body as [`json_body`] reads it
+/// (an empty body needs no `Content-Type`; one with content must say JSON).
+pub(crate) fn optional_json_body(
+    limits: BodyLimits,
+) -> impl Filter<Extract = (Result<Option<Bytes>, Error>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and(limited_body(limits))
+        .map(|content_type: Option<String>, body: Result<Bytes, Error>| {
+            let body = body?;
+            if body.is_empty() {
+                return Ok(None);
+            }
+            require_json(content_type.as_deref())?;
+            Ok(Some(body))
+        })
+}
+
 /// Fails with [`Error::UnsupportedMediaType`] unless `content_type` is JSON's. A browser page
 /// can send `text/plain` or a form to another site without asking; JSON it cannot.
 fn require_json(content_type: Option<&str>) -> Result<(), Error> {

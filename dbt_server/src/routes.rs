@@ -100,6 +100,7 @@ pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Respo
     let port = config.port;
     let limits = config.body_limits();
     let heartbeat = config.edge.sse_heartbeat;
+    let schedules = crate::schedules::routes(service.clone(), limits);
     let svc = warp::any().map(move || service.clone());
     let body = move || limited_body(limits);
     let json = move || json_body(limits);
@@ -222,6 +223,8 @@ pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Respo
         .or(artifacts)
         .unify()
         .or(artifact)
+        .unify()
+        .or(schedules)
         .unify()
         .boxed()
 }

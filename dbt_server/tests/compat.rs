@@ -475,3 +475,68 @@ async fn a_schedule_without_a_name_gets_one() {
         [&format!("dbt-server-{}", body["uuid"].as_str().unwrap())]
     );
 }
+
+/// 0.4.6 schedules are native schedules: each protocol lists, runs and deletes the other's.
+#[tokio::test]
+async fn legacy_and_native_schedules_are_one_list() {
+    let s = InProcess::start(8 * MIB).await;
+    let http = reqwest::Client::new();
+    let legacy = format!("{}/schedule", s.url);
+    let native = format!("{}/api/v1/schedules", s.url);
+    let (status, body) =
+        json(post_form(&legacy, &schedule_parts("0 8 * * *", Some("old"))).await).await;
+    assert_eq!(status, 201, "{body}");
+    let created = http
+        .post(&native)
+        .json(&serde_json::json!({"name": "new", "cron": "30 6 * * 1-5", "args": ["run"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let created: Value = created.json().await.unwrap();
+
+    let (_, list) = get(native.clone()).await;
+    let old = &list["schedules"][1];
+    assert_eq!(list["schedules"][0]["name"], "new");
+    assert_eq!(old["name"], "old");
+    assert_eq!(old["id"], body["uuid"]);
+    assert_eq!(old["cron"], "0 8 * * *");
+    assert_eq!(old["args"], serde_json::json!(FORM_ARGS));
+    let (_, list) = get(legacy.clone()).await;
+    let start = format!(
+        "{}/schedule/{}/start",
+        s.url,
+        created["id"].as_str().unwrap()
+    );
+    assert_eq!(list["schedules"]["new"]["target"], start.as_str());
+    assert_eq!(list["schedules"]["new"]["schedule"], "30 6 * * 1-5");
+
+    // Run: the 0.4.6 schedule by its name, the native one by its 0.4.6 start link.
+    let job: Value = http
+        .post(format!("{native}/old/run"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (status, started) = json(http.post(&start).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{started}");
+    let (_, started) = uuid_of(&started);
+    let launched = s.launcher.launched();
+    assert_eq!(launched.len(), 2);
+    assert_eq!(launched[0].to_string(), job["id"].as_str().unwrap());
+    assert_eq!(
+        s.store.get_job(launched[0]).await.unwrap().spec.args,
+        FORM_ARGS
+    );
+    assert_eq!(s.store.get_job(started).await.unwrap().spec.args, ["run"]);
+
+    // Delete: each protocol removes the other's.
+    let (status, _) = json(http.delete(format!("{legacy}/new")).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    let gone = http.delete(format!("{native}/old")).send().await.unwrap();
+    assert_eq!(gone.status().as_u16(), 204);
+    let (_, list) = get(native).await;
+    assert_eq!(list, serde_json::json!({"schedules": []}));
+}

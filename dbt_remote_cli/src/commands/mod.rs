@@ -1,11 +1,13 @@
 //! The handlers of dbt-remote's commands, one file per group: `config`, `debug`, `jobs` (jobs,
-//! logs, status, cancel, artifacts) and `dbt` (a dbt command, following a job). Each takes its
-//! parsed arguments and returns the exit status; errors go up to `main`.
+//! logs, status, cancel, artifacts), `schedules` (create, list, delete, run) and `dbt` (a dbt
+//! command, following a job). Each takes its parsed arguments and returns the exit status;
+//! errors go up to `main`.
 
 pub mod config;
 pub mod dbt;
 pub mod debug;
 pub mod jobs;
+pub mod schedules;
 
 use std::path::PathBuf;
 

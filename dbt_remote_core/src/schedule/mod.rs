@@ -194,7 +194,8 @@ pub(crate) fn stale(schedule: &Schedule) -> Error {
     ))
 }
 
-pub(crate) fn check_name(name: &str) -> Result<()> {
+/// Fails unless `name` is a valid schedule name (1 to [`MAX_NAME_LEN`] letters, digits, `-`, `_`).
+pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
