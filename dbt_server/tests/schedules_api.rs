@@ -293,3 +293,40 @@ async fn the_client_packs_uploads_and_manages_schedules() {
     let e = client.schedule("../x").await.unwrap_err();
     assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
 }
+
+/// What Cloud Scheduler sends: `POST …/run` with the occurrence it fires in
+/// `X-CloudScheduler-ScheduleTime`. Each occurrence submits one job, however often it is
+/// retried; a time the cron does not match, a future one or a malformed one is a 400.
+#[tokio::test]
+async fn cloud_schedulers_call_runs_each_occurrence_once() {
+    let (s, _) = server().await;
+    let base = format!("{}/api/v1/schedules", s.url);
+    let (status, _) = send(http().post(&base).json(&create_body("minutely", "* * * * *"))).await;
+    assert_eq!(status, 201);
+    let now = chrono::Utc::now();
+    let minute = now - chrono::Duration::seconds(i64::from(chrono::Timelike::second(&now)));
+    let minute = minute.format("%Y-%m-%dT%H:%M:00Z").to_string();
+    let run = |at: &str| {
+        http()
+            .post(format!("{base}/minutely/run"))
+            .header("X-CloudScheduler-ScheduleTime", at)
+    };
+    let (status, job) = send(run(&minute)).await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["status"], "queued");
+    for _ in 0..3 {
+        let (status, again) = send(run(&minute)).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["submitted"], false, "{again}");
+    }
+    let (_, jobs) = send(http().get(format!("{}/api/v1/jobs", s.url))).await;
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1, "{jobs}");
+    let future = (now + chrono::Duration::hours(2)).format("%Y-%m-%dT%H:%M:00Z").to_string();
+    let odd = minute.replace(":00Z", ":30Z");
+    for bad in ["yesterday", future.as_str(), odd.as_str()] {
+        let message = refused(run(bad), 400, "invalid_input").await;
+        assert!(!message.is_empty());
+    }
+    let (_, jobs) = send(http().get(format!("{}/api/v1/jobs", s.url))).await;
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1, "nothing more submitted");
+}
