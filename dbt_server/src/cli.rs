@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// Seconds a cancelled job has to stop before it is killed.
     #[arg(long, env = env::CANCEL_GRACE_SECONDS, default_value_t = wiring::DEFAULT_CANCEL_GRACE_SECONDS)]
     cancel_grace_seconds: u64,
+    /// Seconds this instance's claim on a job it launches holds without renewal (Cloud Run
+    /// launcher); past it, another instance sharing the store takes the job over.
+    #[arg(long, env = env::LEASE_SECONDS, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    lease_seconds: u64,
     /// The server's base URL as clients reach it, for links in 0.4.6-protocol answers
     /// [default: http://<listen address>/, or the request's Host when listening on all addresses].
     #[arg(long, env = env::PUBLIC_URL)]
@@ -243,6 +247,7 @@ impl ServeArgs {
             max_concurrent_jobs: self.max_concurrent_jobs,
             max_upload_bytes: self.max_upload_bytes,
             cancel_grace: Duration::from_secs(self.cancel_grace_seconds),
+            launch_lease: Duration::from_secs(self.lease_seconds),
             public_url: self.public_url,
             accept_client_profiles: self.accept_client_profiles,
             max_schedules: self.max_schedules,

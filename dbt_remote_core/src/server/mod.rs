@@ -226,7 +226,9 @@ async fn launcher(
                      machine's state dir",
                 ));
             }
-            let mut builder = crate::launcher::CloudRunLauncher::builder().from_env();
+            let mut builder = crate::launcher::CloudRunLauncher::builder()
+                .from_env()
+                .with_lease(settings.launch_lease);
             // The executions open the same store: pass its settings on.
             builder = builder.with_env(env::STATE, StateKind::Gcp.as_str());
             for var in env::GCP_STORE_SETTINGS {

@@ -466,6 +466,9 @@ pub struct ServerSettings {
     pub max_concurrent_jobs: usize,
     pub max_upload_bytes: u64,
     pub cancel_grace: Duration,
+    /// How long this instance's claim on a job it launches holds without renewal
+    /// ([`crate::lifecycle::Lease`]; the Cloud Run launcher).
+    pub launch_lease: Duration,
     /// The server's base URL as clients reach it (`http://` or `https://`).
     pub public_url: Option<String>,
     pub accept_client_profiles: bool,
@@ -514,6 +517,9 @@ impl ServerSettings {
         }
         if let Some(v) = var_parse(env::CANCEL_GRACE_SECONDS)? {
             s.cancel_grace = Duration::from_secs(v);
+        }
+        if let Some(v) = var_parse(env::LEASE_SECONDS)? {
+            s.launch_lease = Duration::from_secs(v);
         }
         s.public_url = var(env::PUBLIC_URL);
         s.accept_client_profiles = var_bool(env::ACCEPT_CLIENT_PROFILES)?.unwrap_or(false);
@@ -573,6 +579,7 @@ impl Default for ServerSettings {
             max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             cancel_grace: Duration::from_secs(DEFAULT_CANCEL_GRACE_SECONDS),
+            launch_lease: crate::lifecycle::DEFAULT_LEASE,
             public_url: None,
             accept_client_profiles: false,
             max_schedules: DEFAULT_MAX_SCHEDULES,
