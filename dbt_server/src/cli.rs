@@ -79,6 +79,10 @@ pub struct StateArgs {
     /// Keep each job's work dir after it ends, for debugging.
     #[arg(long, env = env::KEEP_WORK_DIRS, action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     keep_work_dirs: bool,
+    /// Milliseconds a job's log appends are at least apart on the GCP store (Firestore takes
+    /// about one write per second per document); 0: at once. The local store appends at once.
+    #[arg(long, env = env::LOG_FLUSH_MS, default_value_t = 1000)]
+    log_flush_ms: u64,
     /// Most files one job may have; more are refused (413) at submit and by the runner.
     #[arg(long, env = env::MAX_JOB_FILES, default_value_t = limits::DEFAULT_MAX_JOB_FILES)]
     max_job_files: usize,
@@ -213,6 +217,7 @@ impl StateArgs {
             python: self.python.clone(),
             profiles_dir: self.profiles_dir.clone(),
             keep_work_dirs: self.keep_work_dirs,
+            log_flush: Duration::from_millis(self.log_flush_ms),
             limits: limits::JobLimits {
                 max_files: self.max_job_files,
                 max_bytes: self.max_job_bytes,

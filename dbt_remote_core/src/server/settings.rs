@@ -177,6 +177,9 @@ pub struct JobSettings {
     pub job_env: Vec<String>,
     /// Lock timeout and log caps.
     pub store_limits: StoreLimits,
+    /// How far apart a job's log appends are at least, on a store that
+    /// [batches them](crate::state::StateStore::batches_log_appends).
+    pub log_flush: Duration,
 }
 
 impl Default for JobSettings {
@@ -192,6 +195,7 @@ impl Default for JobSettings {
             limits: JobLimits::default(),
             job_env: vec![],
             store_limits: StoreLimits::default(),
+            log_flush: crate::runner::DEFAULT_LOG_FLUSH,
         }
     }
 }
@@ -256,6 +260,9 @@ impl JobSettings {
             .map(|v| crate::isolation::parse_names(&v))
             .unwrap_or_default();
         s.store_limits = StoreLimits::from_env()?;
+        if let Some(v) = var_parse(env::LOG_FLUSH_MS)? {
+            s.log_flush = Duration::from_millis(v);
+        }
         Ok(s)
     }
 
@@ -290,6 +297,10 @@ impl JobSettings {
                 (!self.job_env.is_empty()).then(|| self.job_env.join(",").into()),
             ),
         ];
+        vars.push((
+            env::LOG_FLUSH_MS,
+            Some(self.log_flush.as_millis().to_string().into()),
+        ));
         vars.extend(self.store_limits.to_env());
         vars
     }
@@ -326,6 +337,7 @@ impl JobSettings {
             limits: self.limits,
             store_limits: self.store_limits,
             job_env: self.job_env.clone(),
+            log_flush: self.log_flush,
         })
     }
 
@@ -376,6 +388,7 @@ impl JobSettings {
         config.job_env = self.job_env.clone();
         config.max_log_records = self.store_limits.max_log_records;
         config.max_log_bytes = self.store_limits.max_log_bytes;
+        config.log_flush = self.log_flush;
         config
     }
 }
@@ -627,6 +640,7 @@ mod tests {
                 max_log_records: 7,
                 ..Default::default()
             },
+            log_flush: Duration::from_millis(250),
         };
         let env = settings.to_env();
         let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
@@ -637,6 +651,7 @@ mod tests {
         assert_eq!(get(env::MAX_JOB_BYTES), Some("9".into()));
         assert_eq!(get(env::JOB_ENV), Some("SNOWFLAKE_PASSWORD,PGPASS".into()));
         assert_eq!(get(env::MAX_LOG_RECORDS), Some("7".into()));
+        assert_eq!(get(env::LOG_FLUSH_MS), Some("250".into()));
     }
 
     #[test]
