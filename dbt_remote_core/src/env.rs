@@ -33,6 +33,12 @@ pub const MAX_ZIP_ENTRIES: &str = "DBT_REMOTE_MAX_ZIP_ENTRIES";
 pub const MAX_UNZIPPED_BYTES: &str = "DBT_REMOTE_MAX_UNZIPPED_BYTES";
 /// Seconds a cancelled job has to stop before it is killed. Default 30.
 pub const CANCEL_GRACE_SECONDS: &str = "DBT_REMOTE_CANCEL_GRACE_SECONDS";
+/// Seconds a server instance's claim on a job it launches holds without renewal (Cloud Run
+/// launcher); past it, another instance takes the job over. Default 60.
+pub const LEASE_SECONDS: &str = "DBT_REMOTE_LEASE_SECONDS";
+/// Milliseconds a job's log appends are at least apart on a store that asks for it (the GCP
+/// store: Firestore's ~1 write/s per document); `0`: append at once. Default 1000.
+pub const LOG_FLUSH_MS: &str = "DBT_REMOTE_LOG_FLUSH_MS";
 /// Days a finished job (record, log, artifacts, work dir, runner files) is kept; `0`: kept
 /// forever. Default 30.
 pub const RETAIN_DAYS: &str = "DBT_REMOTE_RETAIN_DAYS";

@@ -285,6 +285,15 @@ pub struct JobRecord {
     /// execution (`projects/P/locations/R/jobs/J/executions/E`) of the Cloud Run launcher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution: Option<String>,
+    /// The launcher instance that holds the job's launch (see
+    /// [`JobLifecycle::claim_job`](crate::lifecycle::JobLifecycle::claim_job)): the only one that
+    /// starts its runner. `None` for jobs no claiming launcher started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_owner: Option<String>,
+    /// Until when the owner's claim holds; the owner renews it while it launches and watches the
+    /// job. Past it, another instance may take the job over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 impl JobRecord {
@@ -303,6 +312,8 @@ impl JobRecord {
             cancel_requested: false,
             reader_cursors: BTreeMap::new(),
             execution: None,
+            launch_owner: None,
+            lease_until: None,
         }
     }
 

@@ -62,7 +62,7 @@ pub use client::Client;
 pub use error::{Error, Result};
 pub use job::{FileEntry, JobId, JobMode, JobRecord, JobSpec, JobStatus};
 pub use launcher::{InProcessLauncher, JobLauncher, ProcessLauncher};
-pub use lifecycle::JobLifecycle;
+pub use lifecycle::{Claim, JobLifecycle, Lease};
 pub use limits::Limits;
 pub use locator::{FixedLocator, ServerLocator};
 pub use log::{LogEntry, LogLevel, LogRecord, NodeInfo};

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::job::{JobId, JobRecord, JobStatus};
 use crate::log::{LogEntry, LogLevel};
@@ -41,6 +42,64 @@ where
     }
 }
 
+/// How long a launch claim holds when no length is configured.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// A launcher instance's hold on the jobs it launches: who it is and how long a claim lasts.
+///
+/// Several servers may share one store (Cloud Run instances on one Firestore). Of those, only
+/// the one holding a job's claim starts its runner; it renews the claim (every
+/// [`renew_every`](Self::renew_every)) while it launches and watches the job. An instance that
+/// dies stops renewing, and once the lease has run out another instance may take the job over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The instance's id, random per launcher.
+    pub owner: String,
+    /// How long a claim holds without renewal.
+    pub length: Duration,
+}
+
+impl Lease {
+    /// A lease of `length` for a new random owner id.
+    pub fn new(length: Duration) -> Self {
+        Lease {
+            owner: uuid::Uuid::now_v7().simple().to_string(),
+            length,
+        }
+    }
+
+    /// How often the owner renews its claims: a third of the length, so that two renewals may
+    /// fail before the claim runs out.
+    pub fn renew_every(&self) -> Duration {
+        (self.length / 3).max(Duration::from_millis(100))
+    }
+
+    /// When a claim made or renewed now runs out.
+    fn until(&self) -> DateTime<Utc> {
+        let length = chrono::Duration::from_std(self.length).unwrap_or(chrono::Duration::MAX);
+        Utc::now()
+            .checked_add_signed(length)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// Whether `job`'s claim is free for this owner: its own, never made, or run out.
+    fn is_free(&self, job: &JobRecord) -> bool {
+        job.launch_owner.as_deref() == Some(self.owner.as_str())
+            || job.lease_until.is_none_or(|until| until <= Utc::now())
+    }
+}
+
+/// What [`JobLifecycle::claim_job`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The caller holds the job now and is the one to start (or keep watching) its runner.
+    /// `taken_over` is set when the job was `running` already (under an owner whose lease ran
+    /// out, or no owner): its runner may exist already, so look for it before starting one.
+    Won { job: JobRecord, taken_over: bool },
+    /// The job is final, or another owner holds a live lease: leave it alone.
+    Lost(JobRecord),
+}
+
 /// The transitions of a job, over every [`StateStore`].
 #[async_trait]
 pub trait JobLifecycle: StateStore {
@@ -55,6 +114,54 @@ pub trait JobLifecycle: StateStore {
             _ => Modify::Keep,
         })
         .await
+    }
+
+    /// Claims the launch of a job for `lease`'s owner, with compare-and-set: of several
+    /// instances claiming at once, exactly one wins. A queued job becomes `running` under the
+    /// claim; a running one is taken over only if its lease has run out (or it has none, or it
+    /// is the caller's own). A final job, or a live lease of another owner, is
+    /// [`Claim::Lost`].
+    async fn claim_job(&self, id: JobId, lease: &Lease) -> Result<Claim> {
+        let mut taken_over = false;
+        let job = self
+            .modify_job(id, |job| {
+                taken_over = job.status == JobStatus::Running;
+                let free = match job.status {
+                    JobStatus::Queued => true,
+                    JobStatus::Running => lease.is_free(job),
+                    _ => false,
+                };
+                if !free {
+                    return Modify::Keep;
+                }
+                job.start();
+                job.launch_owner = Some(lease.owner.clone());
+                job.lease_until = Some(lease.until());
+                Modify::Write
+            })
+            .await?;
+        let won = job.launch_owner.as_deref() == Some(lease.owner.as_str())
+            && job.status == JobStatus::Running;
+        Ok(if won {
+            Claim::Won { job, taken_over }
+        } else {
+            Claim::Lost(job)
+        })
+    }
+
+    /// Renews `lease`'s claim on a job that is not final. Returns whether the caller still holds
+    /// it: `false` once the job is final or another owner has taken it over (stop renewing).
+    async fn renew_lease(&self, id: JobId, lease: &Lease) -> Result<bool> {
+        let job = self
+            .modify_job(id, |job| {
+                if job.status.is_final() || job.launch_owner.as_deref() != Some(&lease.owner) {
+                    return Modify::Keep;
+                }
+                job.lease_until = Some(lease.until());
+                Modify::Write
+            })
+            .await?;
+        Ok(!job.status.is_final() && job.launch_owner.as_deref() == Some(&lease.owner))
     }
 
     /// Moves a job that is not final yet to the final `status`. Returns the record as stored;

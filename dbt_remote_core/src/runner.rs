@@ -52,6 +52,10 @@ pub const DEFAULT_MAX_LOG_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Most log entries written to the store in one append.
 const MAX_BATCH: usize = 500;
+/// How far apart a job's log appends are at least on a store that batches them: Firestore's
+/// sustained rate is about one write per second per document, and each append writes the
+/// log head.
+pub const DEFAULT_LOG_FLUSH: Duration = Duration::from_secs(1);
 
 /// How the runner finds and runs dbt.
 #[derive(Debug, Clone)]
@@ -81,6 +85,9 @@ pub struct RunnerConfig {
     pub max_log_records: u64,
     /// Most bytes of messages of dbt's output kept in the job's log (same rule).
     pub max_log_bytes: u64,
+    /// How far apart the log appends are at least, on a store that
+    /// [batches them](StateStore::batches_log_appends) (the GCP store); others append at once.
+    pub log_flush: Duration,
 }
 
 impl RunnerConfig {
@@ -97,6 +104,7 @@ impl RunnerConfig {
             limits: JobLimits::default(),
             max_log_records: DEFAULT_MAX_LOG_RECORDS,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            log_flush: DEFAULT_LOG_FLUSH,
         }
     }
 
@@ -359,7 +367,12 @@ impl Runner<'_> {
         ));
         let stderr = tokio::spawn(pump(child.stderr.take().unwrap(), LogLevel::Warn, tx));
         let cap = LogCap::new(self.config.max_log_records, self.config.max_log_bytes);
-        let writer = tokio::spawn(write_logs(self.store.clone(), self.id, rx, cap));
+        let window = if self.store.batches_log_appends() {
+            self.config.log_flush
+        } else {
+            Duration::ZERO
+        };
+        let writer = tokio::spawn(write_logs(self.store.clone(), self.id, rx, cap, window));
 
         let mut interrupted = false;
         let mut poll = tokio::time::interval(self.config.cancel_poll);
@@ -495,21 +508,39 @@ async fn pump(out: impl AsyncRead + Unpin, level: LogLevel, tx: mpsc::Sender<Log
     }
 }
 
-/// Appends entries as they come, batching whatever is already waiting, until the job's log
-/// reaches `cap`; then one "log truncated" record, and the rest is read and dropped (so dbt
-/// is never blocked on its output).
+/// Appends the entries of `rx` to job `id`'s log as they come, each append at least
+/// `window` after the previous one (gathering what arrives meanwhile, up to 500 entries), with
+/// no cap: what the runner does, for benchmarks and embedders.
+pub async fn write_log_stream(
+    store: Arc<dyn StateStore>,
+    id: JobId,
+    rx: mpsc::Receiver<LogEntry>,
+    window: Duration,
+) -> Result<()> {
+    write_logs(store, id, rx, LogCap::new(u64::MAX, u64::MAX), window).await
+}
+
+/// Appends entries as they come, batching whatever is already waiting and, with a `window`,
+/// what arrives until `window` after the previous append (so that one job's appends, each a
+/// write of the store's log head, stay that far apart), until the job's log reaches `cap`;
+/// then one "log truncated" record, and the rest is read and dropped (so dbt is never blocked
+/// on its output).
 async fn write_logs(
     store: Arc<dyn StateStore>,
     id: JobId,
     mut rx: mpsc::Receiver<LogEntry>,
     mut cap: LogCap,
+    window: Duration,
 ) -> Result<()> {
     let mut batch = Vec::new();
+    let mut next = tokio::time::Instant::now();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        gather_until(&mut rx, &mut batch, next).await;
         let kept = cap.admit(&mut batch);
         if !batch.is_empty() {
             store.append_logs(id, &batch).await?;
         }
+        next = tokio::time::Instant::now() + window;
         if !kept {
             store.log(id, cap.truncated_note()).await?;
             while rx.recv().await.is_some() {}
@@ -517,6 +548,22 @@ async fn write_logs(
         batch.clear();
     }
     Ok(())
+}
+
+/// Adds to `batch` what `rx` holds or receives until `deadline`, up to [`MAX_BATCH`] entries
+/// or until every sender is gone. A deadline already past takes only what is waiting.
+async fn gather_until(
+    rx: &mut mpsc::Receiver<LogEntry>,
+    batch: &mut Vec<LogEntry>,
+    deadline: tokio::time::Instant,
+) {
+    while batch.len() < MAX_BATCH {
+        let room = MAX_BATCH - batch.len();
+        match tokio::time::timeout_at(deadline, rx.recv_many(batch, room)).await {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
 }
 
 /// What is left of a job's log cap: records and message bytes.

@@ -451,6 +451,27 @@ async fn a_job_the_runner_finished_keeps_its_status_when_the_execution_ends() {
     assert_eq!(job.failure_reason, None);
 }
 
+/// `GET /v2/{job}/executions` answering `executions` (one page).
+async fn mount_executions_list(server: &MockServer, executions: Value) {
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{JOB}/executions")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"executions": executions})))
+        .mount(server)
+        .await;
+}
+
+/// An execution, as `GET /v2/{job}/executions` lists it, started for dbt job `id`.
+fn listed_execution(n: u32, id: JobId) -> Value {
+    json!({
+        "name": execution_name(n),
+        "template": {"containers": [{
+            "name": "dbt-server",
+            "args": ["run-job", id.to_string()],
+            "env": [{"name": "DBT_REMOTE_JOB_ID", "value": id.to_string()}]
+        }]}
+    })
+}
+
 #[tokio::test]
 async fn recover_watches_running_executions_and_launches_queued_jobs() {
     let (server, store) = api_and_store().await;
@@ -468,9 +489,13 @@ async fn recover_watches_running_executions_and_launches_queued_jobs() {
     let conditions = json!([{"type": "Completed", "state": "CONDITION_FAILED", "message": "Task was killed: out of memory."}]);
     let failed = ended("2026-11-25T10:00:00Z", "failedCount", conditions);
     mount_execution(&server, 7, failed).await;
-    // A running job without an execution: the server died before starting it.
+    // A running job without an execution and no live lease: its server died before starting
+    // it, and Cloud Run lists no execution for it (only one of another job): it runs once.
     let lost = queued_job(&store).await;
     store.start_job(lost).await.unwrap();
+    mount_executions_list(&server, json!([listed_execution(9, JobId::new())])).await;
+    mount_run(&server, lost, 2).await;
+    mount_execution(&server, 2, running()).await;
     let queued = queued_job(&store).await;
     mount_run(&server, queued, 1).await;
     mount_execution(&server, 1, running()).await;
@@ -484,13 +509,71 @@ async fn recover_watches_running_executions_and_launches_queued_jobs() {
     let reason = failure_reason(&store, running_id).await;
     assert!(reason.contains("out of memory"));
     let job = store.get_job(lost).await.unwrap();
-    assert_eq!(job.status, JobStatus::Failed);
-    assert!(job
-        .failure_reason
-        .unwrap()
-        .contains("before the job's Cloud Run execution started"));
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.execution.as_deref(), Some(execution_name(2).as_str()));
     let job = store.get_job(queued).await.unwrap();
     assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.execution.as_deref(), Some(execution_name(1).as_str()));
+}
+
+#[tokio::test]
+async fn a_taken_over_job_adopts_the_execution_started_for_it_without_running_another() {
+    let (server, store) = api_and_store().await;
+    mount_job_creation(&server).await;
+    // Its server died inside `RunJob`: the execution exists, the record does not name it.
+    let lost = queued_job(&store).await;
+    store.start_job(lost).await.unwrap();
+    mount_executions_list(
+        &server,
+        json!([listed_execution(4, JobId::new()), listed_execution(5, lost)]),
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v2/{JOB}:run")))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    mount_execution(&server, 5, running()).await;
+
+    launcher(&server, store.clone())
+        .await
+        .recover()
+        .await
+        .unwrap();
+
+    let job = store.get_job(lost).await.unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.execution.as_deref(), Some(execution_name(5).as_str()));
+}
+
+#[tokio::test]
+async fn a_job_another_launcher_holds_is_left_to_it_and_its_cancel_reaches_the_execution() {
+    let (server, store) = api_and_store().await;
+    mount_job_creation(&server).await;
+    let id = queued_job(&store).await;
+    mount_run(&server, id, 1).await;
+    mount_execution(&server, 1, running()).await;
+    let owner = launcher(&server, store.clone()).await;
+    owner.launch(id).await.unwrap();
+    // A second instance on the same store: recover and launch leave the held job alone
+    // (`:run` is expected once), and its cancel cancels the owner's execution.
+    let other = launcher(&server, store.clone()).await;
+    other.recover().await.unwrap();
+    other.launch(id).await.unwrap();
+    Mock::given(method("POST"))
+        .and(path(format!("/v2/{}:cancel", execution_name(1))))
+        .respond_with(done_operation(
+            "cancel",
+            "Execution",
+            json!({"name": execution_name(1)}),
+        ))
+        .expect(1..)
+        .mount(&server)
+        .await;
+    let job = other.cancel(id).await.unwrap();
+    assert!(job.cancel_requested);
+    let job = store.get_job(id).await.unwrap();
     assert_eq!(job.execution.as_deref(), Some(execution_name(1).as_str()));
 }
 

@@ -80,6 +80,10 @@ pub struct StateArgs {
     /// Keep each job's work dir after it ends, for debugging.
     #[arg(long, env = env::KEEP_WORK_DIRS, action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     keep_work_dirs: bool,
+    /// Milliseconds a job's log appends are at least apart on the GCP store (Firestore takes
+    /// about one write per second per document); 0: at once. The local store appends at once.
+    #[arg(long, env = env::LOG_FLUSH_MS, default_value_t = 1000)]
+    log_flush_ms: u64,
     /// Most files one job may have; more are refused (413) at submit and by the runner.
     #[arg(long, env = env::MAX_JOB_FILES, default_value_t = limits::DEFAULT_MAX_JOB_FILES)]
     max_job_files: usize,
@@ -130,6 +134,10 @@ pub struct ServeArgs {
     /// Seconds a cancelled job has to stop before it is killed.
     #[arg(long, env = env::CANCEL_GRACE_SECONDS, default_value_t = wiring::DEFAULT_CANCEL_GRACE_SECONDS)]
     cancel_grace_seconds: u64,
+    /// Seconds this instance's claim on a job it launches holds without renewal (Cloud Run
+    /// launcher); past it, another instance sharing the store takes the job over.
+    #[arg(long, env = env::LEASE_SECONDS, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    lease_seconds: u64,
     /// The server's base URL as clients reach it, for links in 0.4.6-protocol answers
     /// [default: http://<listen address>/, or the request's Host when listening on all addresses].
     #[arg(long, env = env::PUBLIC_URL)]
@@ -224,6 +232,7 @@ impl StateArgs {
             python: self.python.clone(),
             profiles_dir: self.profiles_dir.clone(),
             keep_work_dirs: self.keep_work_dirs,
+            log_flush: Duration::from_millis(self.log_flush_ms),
             limits: limits::JobLimits {
                 max_files: self.max_job_files,
                 max_bytes: self.max_job_bytes,
@@ -268,6 +277,7 @@ impl ServeArgs {
             max_concurrent_jobs: self.max_concurrent_jobs,
             max_upload_bytes: self.max_upload_bytes,
             cancel_grace: Duration::from_secs(self.cancel_grace_seconds),
+            launch_lease: Duration::from_secs(self.lease_seconds),
             public_url: self.public_url,
             accept_client_profiles: self.accept_client_profiles,
             max_schedules: self.max_schedules,

@@ -18,7 +18,7 @@ use super::JobLauncher;
 use crate::cloud_run::{api_error, client, code, ClientOptions, Hints};
 use crate::env;
 use crate::job::{JobId, JobRecord, JobStatus};
-use crate::lifecycle::JobLifecycle;
+use crate::lifecycle::{Claim, JobLifecycle, Lease};
 use crate::state::{Modify, StateStore, StateStoreExt};
 use crate::{Error, Result};
 
@@ -62,6 +62,7 @@ impl CloudRunLauncher {
     ) -> Result<CloudRunLauncher> {
         let jobs = client!(Jobs, client)?;
         let executions = client!(Executions, client)?;
+        let lease = Lease::new(config.lease);
         Ok(CloudRunLauncher {
             shared: Arc::new(Shared {
                 store,
@@ -70,6 +71,8 @@ impl CloudRunLauncher {
                 config,
                 job_ready: OnceCell::new(),
                 watched: Mutex::default(),
+                lease,
+                sweeping: std::sync::Once::new(),
             }),
         })
     }
@@ -105,6 +108,10 @@ struct Shared {
     job_ready: OnceCell<()>,
     /// Jobs launched or watched by this launcher.
     watched: Mutex<HashSet<JobId>>,
+    /// This instance's claim on the jobs it launches.
+    lease: Lease,
+    /// Set once the periodic take-over of jobs left by dead instances has started.
+    sweeping: std::sync::Once,
 }
 
 impl CloudRunLauncher {
@@ -188,7 +195,16 @@ impl Shared {
             .map(|_| ())
     }
 
-    /// Starts the execution of a job and watches it; finishes the job `failed` if it cannot.
+    /// Launches the job unless this launcher already does: see [`launch`](Self::launch).
+    async fn launch_once(self: &Arc<Self>, id: JobId) -> Result<()> {
+        if !self.watched.lock().unwrap().insert(id) {
+            return Ok(());
+        }
+        self.launch(id).await
+    }
+
+    /// Claims the job, starts (or adopts) its execution and watches it; finishes the job
+    /// `failed` if the execution cannot start. A job another instance holds is left to it.
     async fn launch(self: &Arc<Self>, id: JobId) -> Result<()> {
         match self.start(id).await {
             Ok(Some(execution)) => {
@@ -211,16 +227,39 @@ impl Shared {
         }
     }
 
-    /// Runs one execution for the job; its name, or `None` if the job is not to run.
-    async fn start(&self, id: JobId) -> Result<Option<String>> {
+    /// The execution of a job this instance wins the claim of: the recorded one, else one
+    /// started for it before (a taken-over job), else a new one. `None` if the job is not this
+    /// instance's to run (final, or another instance's lease is live).
+    async fn start(self: &Arc<Self>, id: JobId) -> Result<Option<String>> {
+        let (job, taken_over) = match self.store.claim_job(id, &self.lease).await? {
+            Claim::Won { job, taken_over } => (job, taken_over),
+            Claim::Lost(_) => return Ok(None),
+        };
+        tokio::spawn(self.clone().keep_lease(id));
         self.ensure_job().await?;
-        let job = self.store.start_job(id).await?;
-        if job.status != JobStatus::Running {
-            return Ok(None);
-        }
         if let Some(execution) = job.execution {
+            tracing::info!(job = %id, execution, "watching the job's Cloud Run execution");
             return Ok(Some(execution));
         }
+        if taken_over {
+            if let Some(execution) = self.find_execution(id).await? {
+                tracing::info!(job = %id, execution, "adopting the Cloud Run execution another instance started");
+                let recorded = self.record_execution(id, &execution).await?;
+                return Ok(recorded.then_some(execution));
+            }
+        }
+        if job.cancel_requested {
+            // Cancelled while no execution ran: nothing to start.
+            self.store.finish_cancelled(id).await?;
+            return Ok(None);
+        }
+        let execution = self.run_execution(id).await?;
+        let recorded = self.record_execution(id, &execution).await?;
+        Ok(recorded.then_some(execution))
+    }
+
+    /// `POST {job}:run` for one job; the new execution's name.
+    async fn run_execution(&self, id: JobId) -> Result<String> {
         let c = &self.config;
         let id_text = id.to_string();
         let overrides = Overrides::new()
@@ -260,17 +299,81 @@ impl Shared {
                 )
             })?;
         tracing::info!(job = %id, execution, "Cloud Run execution started");
+        Ok(execution)
+    }
+
+    /// Keeps the execution's name in the job record while this instance still holds the job's
+    /// claim; cancels the execution if a cancel was requested before it was recorded (an
+    /// instance that got the cancel saw no execution). An execution started under a claim that
+    /// another instance has since taken over is cancelled instead, so that one execution runs.
+    /// Returns whether the execution was recorded.
+    async fn record_execution(&self, id: JobId, execution: &str) -> Result<bool> {
+        let owner = self.lease.owner.as_str();
         let job = self
             .store
             .modify_job(id, |job| {
-                job.execution = Some(execution.clone());
+                if job.launch_owner.as_deref() != Some(owner) || job.status.is_final() {
+                    return Modify::Keep;
+                }
+                job.execution = Some(execution.to_string());
                 Modify::Write
             })
             .await?;
-        if job.cancel_requested {
-            self.cancel_execution(&execution).await?;
+        let recorded = job.execution.as_deref() == Some(execution);
+        if !recorded {
+            tracing::warn!(job = %id, execution, "the job was taken over or ended during the launch: cancelling this execution");
         }
-        Ok(Some(execution))
+        if job.cancel_requested || !recorded {
+            self.cancel_execution(execution).await?;
+        }
+        Ok(recorded)
+    }
+
+    /// The execution started for the job earlier, if any: the one among the Cloud Run job's
+    /// executions whose container overrides set `DBT_REMOTE_JOB_ID` to the job's id (an
+    /// execution's `template` is the task template its tasks were made from, overrides applied).
+    async fn find_execution(&self, id: JobId) -> Result<Option<String>> {
+        let c = &self.config;
+        let id_text = id.to_string();
+        let mut token = String::new();
+        for _ in 0..MAX_EXECUTION_PAGES {
+            let page = self
+                .executions
+                .list_executions()
+                .set_parent(&c.job)
+                .set_page_size(100)
+                .set_page_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    api_error(
+                        e,
+                        format!("listing the executions of Cloud Run job {}", c.job),
+                        self.hints(),
+                    )
+                })?;
+            if let Some(found) = page.executions.iter().find(|e| runs_job(e, &id_text)) {
+                return Ok(Some(found.name.clone()));
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        Ok(None)
+    }
+
+    /// Renews this instance's claim on the job every third of the lease, until the job is final
+    /// or another instance has taken it over.
+    async fn keep_lease(self: Arc<Self>, id: JobId) {
+        loop {
+            tokio::time::sleep(self.lease.renew_every()).await;
+            match self.store.renew_lease(id, &self.lease).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => tracing::warn!(job = %id, "could not renew the job's lease: {e}"),
+            }
+        }
     }
 
     async fn cancel_execution(&self, execution: &str) -> Result<()> {
@@ -293,8 +396,10 @@ impl Shared {
     }
 
     /// Reads the execution's state until it ends or its job is final; finishes a job whose
-    /// execution ended without finishing it.
+    /// execution ended without finishing it. A cancel requested through any instance cancels
+    /// the execution (once; the call is idempotent anyway).
     async fn watch(self: Arc<Self>, id: JobId, execution: String) {
+        let mut cancelled = false;
         loop {
             tokio::time::sleep(self.config.poll_interval).await;
             let ended = match self
@@ -322,12 +427,71 @@ impl Shared {
             }
             match self.store.get_job(id).await {
                 Ok(job) if job.status.is_final() => break,
+                Ok(job) if job.cancel_requested && !cancelled => {
+                    match self.cancel_execution(&execution).await {
+                        Ok(()) => cancelled = true,
+                        Err(e) => tracing::warn!(job = %id, "could not cancel the execution: {e}"),
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(job = %id, "could not read the job: {e}"),
             }
         }
         self.watched.lock().unwrap().remove(&id);
     }
+
+    /// Takes over what no live instance holds: running jobs whose owner's lease ran out (their
+    /// execution is adopted, found, or started once) and queued jobs (whoever wins the claim
+    /// launches them). Jobs this instance launches already are skipped.
+    async fn take_over(self: &Arc<Self>) -> Result<()> {
+        for id in self.store.jobs_in(JobStatus::Running).await? {
+            if self.watched.lock().unwrap().contains(&id) {
+                continue;
+            }
+            let job = self.store.get_job(id).await?;
+            if job
+                .lease_until
+                .is_some_and(|until| until > chrono::Utc::now())
+            {
+                continue;
+            }
+            if let Err(e) = self.launch_once(id).await {
+                tracing::error!(job = %id, "could not take over a running job: {e}");
+            }
+        }
+        for id in self.store.jobs_in(JobStatus::Queued).await? {
+            // A job that cannot start is finished `failed` by `launch`: go on with the others.
+            if let Err(e) = self.launch_once(id).await {
+                tracing::error!(job = %id, "could not launch a queued job: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs [`take_over`](Self::take_over) every half lease, so that the jobs of an instance
+    /// that died are taken over while this one runs (not only when a server starts).
+    async fn sweep(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.lease.length / 2).await;
+            if let Err(e) = self.take_over().await {
+                tracing::warn!("could not look for jobs to take over: {e}");
+            }
+        }
+    }
+}
+
+/// Pages of executions [`Shared::find_execution`] reads at most (100 each).
+const MAX_EXECUTION_PAGES: usize = 20;
+
+/// Whether an execution's container overrides name the job `id_text`.
+fn runs_job(execution: &Execution, id_text: &str) -> bool {
+    execution.template.iter().any(|t| {
+        t.containers.iter().any(|c| {
+            c.env
+                .iter()
+                .any(|e| e.name == env::JOB_ID && e.value().map(String::as_str) == Some(id_text))
+        })
+    })
 }
 
 /// Why an execution is over, in words; `None` while it runs.
@@ -381,12 +545,12 @@ fn wkt_duration(d: Duration) -> google_cloud_wkt::Duration {
 #[async_trait]
 impl JobLauncher for CloudRunLauncher {
     async fn launch(&self, id: JobId) -> Result<()> {
-        if !self.shared.watched.lock().unwrap().insert(id) {
-            return Ok(());
-        }
-        self.shared.launch(id).await
+        self.shared.launch_once(id).await
     }
 
+    /// Requests the cancel in the store and cancels the recorded execution, from any instance:
+    /// the owner, watching, cancels it too, and an owner still inside `RunJob` cancels it as
+    /// soon as it records it.
     async fn cancel(&self, id: JobId) -> Result<JobRecord> {
         let job = self.shared.store.request_cancel(id).await?;
         if let (JobStatus::Running, Some(execution)) = (job.status, &job.execution) {
@@ -395,35 +559,14 @@ impl JobLauncher for CloudRunLauncher {
         Ok(job)
     }
 
+    /// Takes over the jobs no live instance holds (see [`Lease`]), then keeps doing so every
+    /// half lease.
     async fn recover(&self) -> Result<()> {
         let shared = &self.shared;
-        for id in shared.store.jobs_in(JobStatus::Running).await? {
-            let job = shared.store.get_job(id).await?;
-            match job.execution {
-                Some(execution) => {
-                    if shared.watched.lock().unwrap().insert(id) {
-                        tracing::info!(job = %id, execution, "watching a Cloud Run execution started before this server");
-                        tokio::spawn(shared.clone().watch(id, execution));
-                    }
-                }
-                None => {
-                    shared
-                        .store
-                        .finish_orphan(
-                            id,
-                            "the server stopped before the job's Cloud Run execution started"
-                                .into(),
-                        )
-                        .await?;
-                }
-            }
-        }
-        for id in shared.store.jobs_in(JobStatus::Queued).await? {
-            // A job that cannot start is finished `failed` by `launch`: go on with the others.
-            if let Err(e) = self.launch(id).await {
-                tracing::error!(job = %id, "could not launch a queued job: {e}");
-            }
-        }
+        shared.take_over().await?;
+        shared
+            .sweeping
+            .call_once(|| drop(tokio::spawn(shared.clone().sweep())));
         Ok(())
     }
 }

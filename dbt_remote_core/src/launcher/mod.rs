@@ -32,6 +32,22 @@ pub use process::{JobCommand, ProcessLauncher, ProcessLauncherConfig, RunnerLock
 /// - [`recover`](Self::recover), called when a server starts, takes over the jobs that the store
 ///   holds as `queued` or `running`: queued ones are launched in creation order, running ones are
 ///   watched, and those whose runner is gone are finished as above.
+/// - Several servers may share one store. A job's runner is started by exactly one of them:
+///   the one that wins the job's claim ([`JobLifecycle::claim_job`]: queued → running with an
+///   owner and a lease, compare-and-set). The owner renews the lease while it launches and
+///   watches the job; `recover` takes over only jobs whose owner's lease has run out, and looks
+///   for the runner the old owner may have started before starting one. `cancel` works from any
+///   of them: it marks the record, and whoever sees a runner (now, or when it records one)
+///   stops it.
+///
+///   The Cloud Run launcher keeps this rule (its instances share Firestore). The process
+///   launcher needs no lease: a server holds `<state dir>/server.lock`, so no second server runs
+///   on a state dir, and were two ever allowed, a job's runner still runs once, since
+///   `dbt-server run-job` takes the job's runner lock (`runs/<id>.lock`) first and refuses to run
+///   when it is held; the kernel releases that lock when the runner dies, which is how its
+///   `recover` tells a dead runner from a live one.
+///
+/// [`JobLifecycle::claim_job`]: crate::lifecycle::JobLifecycle::claim_job
 #[async_trait]
 pub trait JobLauncher: fmt::Debug + Send + Sync + 'static {
     async fn launch(&self, id: JobId) -> Result<()>;

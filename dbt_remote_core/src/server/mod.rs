@@ -228,7 +228,9 @@ async fn launcher(
                      machine's state dir",
                 ));
             }
-            let mut builder = crate::launcher::CloudRunLauncher::builder().from_env();
+            let mut builder = crate::launcher::CloudRunLauncher::builder()
+                .from_env()
+                .with_lease(settings.launch_lease);
             // The executions run as local job processes do: the same job settings, and the
             // same store.
             for (name, value) in settings.execution_env() {

@@ -190,6 +190,9 @@ pub struct JobSettings {
     pub job_env: Vec<String>,
     /// Lock timeout and log caps.
     pub store_limits: StoreLimits,
+    /// How far apart a job's log appends are at least, on a store that
+    /// [batches them](crate::state::StateStore::batches_log_appends).
+    pub log_flush: Duration,
 }
 
 impl Default for JobSettings {
@@ -205,6 +208,7 @@ impl Default for JobSettings {
             limits: JobLimits::default(),
             job_env: vec![],
             store_limits: StoreLimits::default(),
+            log_flush: crate::runner::DEFAULT_LOG_FLUSH,
         }
     }
 }
@@ -269,6 +273,9 @@ impl JobSettings {
             .map(|v| crate::isolation::parse_names(&v))
             .unwrap_or_default();
         s.store_limits = StoreLimits::from_env()?;
+        if let Some(v) = var_parse(env::LOG_FLUSH_MS)? {
+            s.log_flush = Duration::from_millis(v);
+        }
         Ok(s)
     }
 
@@ -303,6 +310,10 @@ impl JobSettings {
                 (!self.job_env.is_empty()).then(|| self.job_env.join(",").into()),
             ),
         ];
+        vars.push((
+            env::LOG_FLUSH_MS,
+            Some(self.log_flush.as_millis().to_string().into()),
+        ));
         vars.extend(self.store_limits.to_env());
         vars
     }
@@ -339,6 +350,7 @@ impl JobSettings {
             limits: self.limits,
             store_limits: self.store_limits,
             job_env: self.job_env.clone(),
+            log_flush: self.log_flush,
         })
     }
 
@@ -389,6 +401,7 @@ impl JobSettings {
         config.job_env = self.job_env.clone();
         config.max_log_records = self.store_limits.max_log_records;
         config.max_log_bytes = self.store_limits.max_log_bytes;
+        config.log_flush = self.log_flush;
         config
     }
 }
@@ -479,6 +492,9 @@ pub struct ServerSettings {
     pub max_concurrent_jobs: usize,
     pub max_upload_bytes: u64,
     pub cancel_grace: Duration,
+    /// How long this instance's claim on a job it launches holds without renewal
+    /// ([`crate::lifecycle::Lease`]; the Cloud Run launcher).
+    pub launch_lease: Duration,
     /// The server's base URL as clients reach it (`http://` or `https://`).
     pub public_url: Option<String>,
     pub accept_client_profiles: bool,
@@ -532,6 +548,9 @@ impl ServerSettings {
         }
         if let Some(v) = var_parse(env::CANCEL_GRACE_SECONDS)? {
             s.cancel_grace = Duration::from_secs(v);
+        }
+        if let Some(v) = var_parse(env::LEASE_SECONDS)? {
+            s.launch_lease = Duration::from_secs(v);
         }
         s.public_url = var(env::PUBLIC_URL);
         s.accept_client_profiles = var_bool(env::ACCEPT_CLIENT_PROFILES)?.unwrap_or(false);
@@ -619,6 +638,7 @@ impl Default for ServerSettings {
             max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             cancel_grace: Duration::from_secs(DEFAULT_CANCEL_GRACE_SECONDS),
+            launch_lease: crate::lifecycle::DEFAULT_LEASE,
             public_url: None,
             accept_client_profiles: false,
             max_schedules: DEFAULT_MAX_SCHEDULES,
@@ -667,6 +687,7 @@ mod tests {
                 max_log_records: 7,
                 ..Default::default()
             },
+            log_flush: Duration::from_millis(250),
         };
         let env = settings.to_env();
         let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
@@ -677,6 +698,7 @@ mod tests {
         assert_eq!(get(env::MAX_JOB_BYTES), Some("9".into()));
         assert_eq!(get(env::JOB_ENV), Some("SNOWFLAKE_PASSWORD,PGPASS".into()));
         assert_eq!(get(env::MAX_LOG_RECORDS), Some("7".into()));
+        assert_eq!(get(env::LOG_FLUSH_MS), Some("250".into()));
     }
 
     #[test]

@@ -69,6 +69,9 @@ impl StateStore for EchoLogs {
     async fn update_job(&self, job: &JobRecord) -> Result<JobRecord> {
         self.inner.update_job(job).await
     }
+    fn batches_log_appends(&self) -> bool {
+        self.inner.batches_log_appends()
+    }
     async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage> {
         self.inner.list_jobs(query).await
     }

@@ -113,6 +113,12 @@ pub trait StateStore: fmt::Debug + Send + Sync + 'static {
     /// Appends log entries; returns the sequence number of the last one (of the log, if
     /// `entries` is empty).
     async fn append_logs(&self, id: JobId, entries: &[LogEntry]) -> Result<u64>;
+    /// Whether a writer should gather a job's log entries over a short window before each
+    /// append: a store whose every append writes the same document (Firestore's log head, with
+    /// its ~1 write/s sustained rate per document). Default `false`: append at once.
+    fn batches_log_appends(&self) -> bool {
+        false
+    }
     /// Up to `limit` records with `seq > after`, in order.
     async fn read_logs(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<LogRecord>>;
 

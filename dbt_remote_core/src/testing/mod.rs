@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::blob::BlobHash;
 use crate::job::{JobRecord, JobSpec, JobStatus};
-use crate::lifecycle::JobLifecycle;
+use crate::lifecycle::{Claim, JobLifecycle, Lease};
 use crate::log::{LogEntry, LogLevel};
 use crate::paths::RelPath;
 use crate::state::{JobQuery, StateStore, StateStoreExt};
@@ -36,6 +36,7 @@ pub async fn run_store_suite(store: Arc<dyn StateStore>) {
     update_is_compare_and_set(&*store).await;
     concurrent_updates_have_one_winner(store.clone()).await;
     final_status_is_never_overwritten(&*store).await;
+    a_launch_claim_has_one_winner_and_a_lease(store.clone()).await;
     list_is_newest_first_and_paged(&*store).await;
     blobs_are_content_addressed(&*store).await;
     blob_sizes_are_known(&*store).await;
@@ -146,6 +147,67 @@ pub async fn concurrent_updates_have_one_winner(store: Arc<dyn StateStore>) {
     }
     assert_eq!(wins, 1);
     assert_eq!(store.get_job(job.id).await.unwrap().version, 2);
+}
+
+/// Two claimers, one winner; a live lease cannot be taken over, an expired one can; renewing
+/// keeps a claim only for its owner and only while the job is not final.
+pub async fn a_launch_claim_has_one_winner_and_a_lease(store: Arc<dyn StateStore>) {
+    use std::time::Duration;
+    let job = store.create_job(&sample_job()).await.unwrap();
+    let leases: Vec<Lease> = (0..4)
+        .map(|_| Lease::new(Duration::from_millis(600)))
+        .collect();
+    let tasks: Vec<_> = leases
+        .iter()
+        .map(|lease| {
+            let (store, lease) = (store.clone(), lease.clone());
+            tokio::spawn(async move { store.claim_job(job.id, &lease).await.unwrap() })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if let Claim::Won { taken_over, .. } = t.await.unwrap() {
+            assert!(!taken_over, "a queued job is claimed, not taken over");
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "one claimer wins");
+    let (owner, other) = (&leases[winners[0]], &leases[(winners[0] + 1) % 4]);
+    let held = store.get_job(job.id).await.unwrap();
+    assert_eq!(held.status, JobStatus::Running);
+    assert_eq!(held.launch_owner.as_deref(), Some(owner.owner.as_str()));
+    // A live lease cannot be taken over, and only its owner renews it.
+    assert!(matches!(
+        store.claim_job(job.id, other).await.unwrap(),
+        Claim::Lost(_)
+    ));
+    assert!(!store.renew_lease(job.id, other).await.unwrap());
+    assert!(store.renew_lease(job.id, owner).await.unwrap());
+    // An expired one can: the new owner takes the running job over.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    match store.claim_job(job.id, other).await.unwrap() {
+        Claim::Won { job, taken_over } => {
+            assert!(taken_over);
+            assert_eq!(job.launch_owner.as_deref(), Some(other.owner.as_str()));
+        }
+        lost => panic!("an expired lease is taken over: {lost:?}"),
+    }
+    assert!(
+        !store.renew_lease(job.id, owner).await.unwrap(),
+        "the old owner lost it"
+    );
+    store
+        .finish_job(job.id, JobStatus::Succeeded, Some(0), None)
+        .await
+        .unwrap();
+    assert!(
+        !store.renew_lease(job.id, other).await.unwrap(),
+        "a final job is not held"
+    );
+    assert!(matches!(
+        store.claim_job(job.id, owner).await.unwrap(),
+        Claim::Lost(_)
+    ));
 }
 
 pub async fn final_status_is_never_overwritten(store: &dyn StateStore) {

@@ -10,6 +10,7 @@ use super::{CloudRunLauncher, DEFAULT_JOB_NAME, DEFAULT_POLL_INTERVAL, DEFAULT_T
 use super::{DEFAULT_CPU, DEFAULT_MEMORY};
 use crate::cloud_run::{check_region, ClientOptions};
 use crate::env;
+use crate::lifecycle::DEFAULT_LEASE;
 use crate::state::StateStore;
 use crate::{Error, Result};
 
@@ -29,6 +30,7 @@ pub struct CloudRunLauncherBuilder {
     env: BTreeMap<String, String>,
     profiles_secret: Option<String>,
     poll_interval: Option<Duration>,
+    lease: Option<Duration>,
     client: ClientOptions,
 }
 
@@ -124,6 +126,13 @@ impl CloudRunLauncherBuilder {
         self
     }
 
+    /// How long a launch claim holds without renewal (default [`DEFAULT_LEASE`]); see
+    /// [`Lease`](crate::lifecycle::Lease).
+    pub fn with_lease(mut self, length: Duration) -> Self {
+        self.lease = Some(length);
+        self
+    }
+
     crate::cloud_run::client_option_setters!();
 
     /// Checks the settings and makes the launcher; jobs are kept in `store`, which the
@@ -207,6 +216,7 @@ impl CloudRunLauncherBuilder {
             env: self.env,
             profiles,
             poll_interval: self.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
+            lease: self.lease.unwrap_or(DEFAULT_LEASE),
         };
         CloudRunLauncher::with_config(store, config, &self.client).await
     }
@@ -231,6 +241,8 @@ pub(super) struct Config {
     pub(super) env: BTreeMap<String, String>,
     pub(super) profiles: Option<ProfilesSecret>,
     pub(super) poll_interval: Duration,
+    /// How long a launch claim holds without renewal.
+    pub(super) lease: Duration,
 }
 
 /// The Secret Manager secret (and version) mounted as the executions' `profiles.yml`.

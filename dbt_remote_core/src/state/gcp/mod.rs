@@ -308,6 +308,11 @@ impl StateStore for GcpStore {
             .await
     }
 
+    /// Every append rewrites the log head document (see `firestore.rs`).
+    fn batches_log_appends(&self) -> bool {
+        true
+    }
+
     async fn read_logs(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
         self.records.read_logs(id, after, limit).await
     }
