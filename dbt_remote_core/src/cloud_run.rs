@@ -190,7 +190,10 @@ mod tests {
             err.contains("`EU` is a BigQuery multi-region, not a Cloud Run region"),
             "{err}"
         );
-        assert!(err.contains("europe-west1: pass --location"), "{err}");
+        assert!(
+            err.contains("pass --location with a region such as europe-west1"),
+            "{err}"
+        );
         let err = check_region("us", "--location").unwrap_err().to_string();
         assert!(err.contains("us-central1"), "{err}");
         assert!(check_region("Europe West", "--location").is_err());

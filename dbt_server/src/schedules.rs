@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use dbt_remote_core::api::{CreateSchedule, ScheduleInfo, ScheduleList};
-use dbt_remote_core::schedule::{check_name, parse_schedule_time, SCHEDULE_TIME_HEADER};
+use dbt_remote_core::schedule::{check_name, parse_schedule_time};
 use dbt_remote_core::{Error, JobService};
 use serde::Deserialize;
 use warp::filters::BoxedFilter;
@@ -63,7 +63,9 @@ pub(crate) fn routes(service: JobService, limits: BodyLimits) -> BoxedFilter<(Re
         .and(end())
         .and(post())
         .and(svc)
-        .and(warp::header::optional::<String>("x-cloudscheduler-scheduletime"))
+        .and(warp::header::optional::<String>(
+            "x-cloudscheduler-scheduletime",
+        ))
         .and(optional_json_body(limits))
         .then(run)
         .map(native);
@@ -125,8 +127,10 @@ async fn delete_schedule(name: String, svc: JobService) -> Answer {
 }
 
 /// Submits the schedule's job now: `201 Created` with the job and its `Location`, as a submit.
-/// With Cloud Scheduler's [`SCHEDULE_TIME_HEADER`], runs that occurrence once: a retried or
-/// second call for it is `200 OK` saying it ran already, and submits nothing.
+/// With Cloud Scheduler's header
+/// ([`SCHEDULE_TIME_HEADER`](dbt_remote_core::schedule::SCHEDULE_TIME_HEADER)), runs that
+/// occurrence once: a retried or second call for it is `200 OK` saying it ran already, and
+/// submits nothing.
 async fn run(
     name: String,
     svc: JobService,

@@ -301,7 +301,12 @@ async fn the_client_packs_uploads_and_manages_schedules() {
 async fn cloud_schedulers_call_runs_each_occurrence_once() {
     let (s, _) = server().await;
     let base = format!("{}/api/v1/schedules", s.url);
-    let (status, _) = send(http().post(&base).json(&create_body("minutely", "* * * * *"))).await;
+    let (status, _) = send(
+        http()
+            .post(&base)
+            .json(&create_body("minutely", "* * * * *")),
+    )
+    .await;
     assert_eq!(status, 201);
     let now = chrono::Utc::now();
     let minute = now - chrono::Duration::seconds(i64::from(chrono::Timelike::second(&now)));
@@ -321,12 +326,18 @@ async fn cloud_schedulers_call_runs_each_occurrence_once() {
     }
     let (_, jobs) = send(http().get(format!("{}/api/v1/jobs", s.url))).await;
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1, "{jobs}");
-    let future = (now + chrono::Duration::hours(2)).format("%Y-%m-%dT%H:%M:00Z").to_string();
+    let future = (now + chrono::Duration::hours(2))
+        .format("%Y-%m-%dT%H:%M:00Z")
+        .to_string();
     let odd = minute.replace(":00Z", ":30Z");
     for bad in ["yesterday", future.as_str(), odd.as_str()] {
         let message = refused(run(bad), 400, "invalid_input").await;
         assert!(!message.is_empty());
     }
     let (_, jobs) = send(http().get(format!("{}/api/v1/jobs", s.url))).await;
-    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1, "nothing more submitted");
+    assert_eq!(
+        jobs["jobs"].as_array().unwrap().len(),
+        1,
+        "nothing more submitted"
+    );
 }

@@ -25,6 +25,10 @@ pub async fn run(command: SchedulesCommand, mut options: Options) -> Result<Exit
 /// Packs the project, uploads what the server lacks, stores the schedule; prints its name.
 async fn create(ctx: &Context, a: CreateArgs, args: Vec<String>) -> Result<ExitStatus> {
     let client = ctx.client()?;
+    let args = match ctx.dbt_log_level {
+        Some(level) => dbt_remote_core::job::with_dbt_log_level(args, level),
+        None => args,
+    };
     let request = NewSchedule {
         name: a.name,
         cron: a.cron,
