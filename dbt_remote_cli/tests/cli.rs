@@ -8,38 +8,8 @@ use std::time::Duration;
 use dbt_remote_core::{Client, JobStatus};
 use dbt_remote_test_support::server::{eventually, example_project, RealServer};
 
-fn cli() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_dbt-remote"))
-}
-
-/// dbt-server, built next to dbt-remote by `cargo test --workspace`.
-fn server_binary() -> PathBuf {
-    let path = cli().with_file_name("dbt-server");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo test --workspace`",
-        path.display()
-    );
-    path
-}
-
-/// Runs dbt-remote in `cwd` with a clean DBT_REMOTE_* environment.
-fn run(cwd: &Path, args: &[&str]) -> Output {
-    run_with(cwd, args, &[])
-}
-
-/// Runs dbt-remote as [`run`] does, with `env` set too.
-fn run_with(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(cli());
-    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DBT_REMOTE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(env.iter().copied());
-    cmd.output().unwrap()
-}
+mod common;
+use common::{cli, project_copy, run, run_with, server_binary, text};
 
 /// The args of `dbt-remote {before} run` of the model that fails on demand, made to fail, on
 /// the server at `url`.
@@ -54,23 +24,6 @@ fn failing_run<'a>(url: &'a str, before: &[&'a str]) -> Vec<&'a str> {
         url,
     ];
     [before, &run].concat()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A copy of the example project (so artifacts can land in its target/).
-fn project_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(example_project().join("."))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    dir
 }
 
 #[test]

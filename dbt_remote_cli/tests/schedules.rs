@@ -3,38 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use dbt_remote_test_support::server::{example_project, RealServer};
+use dbt_remote_test_support::server::RealServer;
 
-fn cli() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_dbt-remote"))
-}
-
-/// dbt-server, built next to dbt-remote by `cargo test --workspace`.
-fn server_binary() -> PathBuf {
-    let path = cli().with_file_name("dbt-server");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --bin dbt-server`",
-        path.display()
-    );
-    path
-}
-
-/// Runs dbt-remote in `cwd` with a clean DBT_REMOTE_* environment.
-fn run(cwd: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(cli());
-    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DBT_REMOTE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{project_copy, run, server_binary, text};
 
 /// Asserts `out` exited with `code`; its stdout.
 fn exited(out: &Output, code: i32) -> String {
@@ -49,17 +21,6 @@ fn exited(out: &Output, code: i32) -> String {
 }
 
 /// A copy of the example project, to edit.
-fn project_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(example_project().join("."))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    dir
-}
 
 #[test]
 fn schedules_run_the_files_stored_at_creation() {

@@ -296,3 +296,77 @@ async fn unreachable_keys_fail_closed() {
     assert_eq!(body["error"]["code"], "internal");
     assert!(body.get("jobs").is_none());
 }
+
+/// What a Cloud Scheduler job sends to run its schedule: `POST /api/v1/schedules/{name}/run`
+/// with an OIDC token of the scheduler's service account for the server's URL, and the
+/// occurrence in `X-CloudScheduler-ScheduleTime`. With Google ID tokens checked and only that
+/// account allowed, the call runs the schedule; without a token, with another account's or
+/// with a token for another audience it is refused and submits nothing.
+#[tokio::test]
+async fn cloud_schedulers_oidc_call_runs_the_schedule_and_nothing_else_does() {
+    const SCHEDULER: &str = "dbt-scheduler@test-project.iam.gserviceaccount.com";
+    let (jwks_url, _) = jwks_endpoint().await;
+    let s = with_google(&jwks_url, &[SCHEDULER]).await;
+    let token =
+        |audience: &str, email: &str| bearer(&key(0).sign(&google_claims(audience, email, 3600)));
+    let scheduler = token(AUDIENCE, SCHEDULER);
+    let http = reqwest::Client::new();
+    let model = b"select 1 as id\n";
+    let put = http
+        .put(format!("{}/api/v1/blobs/{}", s.url, BlobHash::of(model)))
+        .header("authorization", &scheduler)
+        .header("content-type", "application/octet-stream")
+        .body(&model[..])
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let created = http
+        .post(format!("{}/api/v1/schedules", s.url))
+        .header("authorization", &scheduler)
+        .json(&serde_json::json!({
+            "name": "minutely",
+            "cron": "* * * * *",
+            "args": ["build"],
+            "files": [{"path": "models/a.sql", "sha256": BlobHash::of(model).to_string()}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        created.status().as_u16(),
+        201,
+        "{}",
+        created.text().await.unwrap()
+    );
+    let now = chrono::Utc::now();
+    let minute = now.format("%Y-%m-%dT%H:%M:00Z").to_string();
+    let run = |authorization: Option<String>| {
+        let mut request = http
+            .post(format!("{}/api/v1/schedules/minutely/run", s.url))
+            .header("X-CloudScheduler-ScheduleTime", &minute);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.send()
+    };
+    for refused in [
+        None,
+        Some(token(AUDIENCE, "someone@example.test")),
+        Some(token("https://elsewhere.example.test", SCHEDULER)),
+    ] {
+        let response = run(refused).await.unwrap();
+        assert_eq!(response.status().as_u16(), 401);
+    }
+    assert!(
+        s.launcher.launched().is_empty(),
+        "a refused call submitted a job"
+    );
+    let response = run(Some(scheduler.clone())).await.unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    assert_eq!(s.launcher.launched().len(), 1);
+    // Cloud Scheduler retrying the same occurrence does not run it again.
+    let response = run(Some(scheduler)).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(s.launcher.launched().len(), 1);
+}
