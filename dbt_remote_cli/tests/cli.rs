@@ -1,12 +1,12 @@
 //! The dbt-remote binary against a real dbt-server with real dbt on the example project, and
 //! its settings, help and error texts.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dbt_remote_core::{Client, JobStatus};
-use dbt_remote_test_support::server::{eventually, example_project, RealServer};
+use dbt_remote_test_support::server::{eventually, RealServer};
 
 mod common;
 use common::{cli, project_copy, run, run_with, server_binary, text};

@@ -1,7 +1,6 @@
 //! `dbt-remote schedules` end to end: the real binaries, real dbt on the example project.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use dbt_remote_test_support::server::RealServer;
 
