@@ -15,15 +15,16 @@ use async_trait::async_trait;
 use firestore::{FirestoreDb, FirestoreDbOptions};
 use futures::TryStreamExt;
 use gcloud_sdk::google::firestore::v1::{
-    batch_get_documents_response, precondition, run_query_request, structured_query, value, write,
-    BatchGetDocumentsRequest, CommitRequest, Document, Precondition, RunQueryRequest,
-    StructuredQuery, Value, Write,
+    batch_get_documents_response, run_query_request, structured_query, value, write,
+    BatchGetDocumentsRequest, CommitRequest, Document, RunQueryRequest, StructuredQuery, Value,
+    Write,
 };
 use gcloud_sdk::prost_types::Timestamp;
 use gcloud_sdk::tonic::{Code, Status};
 
 use super::{check_name, stale, Schedule, ScheduleStore};
 use crate::env;
+use crate::state::gcp::firestore::{create_only, integer, put, string, unchanged_since};
 use crate::{Error, Result};
 
 const BACKEND: &str = "firestore schedules";
@@ -150,26 +151,13 @@ fn rpc(op: &str, status: &Status) -> Error {
     )
 }
 
-fn string(s: impl Into<String>) -> Value {
-    Value {
-        value_type: Some(value::ValueType::StringValue(s.into())),
-    }
-}
-
 /// The fields of a schedule's document: the schedule as JSON, and its name and version.
 fn fields(schedule: &Schedule) -> Result<HashMap<String, Value>> {
     let json = serde_json::to_string(schedule).map_err(|e| Error::backend(BACKEND, e))?;
     Ok(HashMap::from([
         ("schedule".to_owned(), string(json)),
         ("name".to_owned(), string(schedule.name.clone())),
-        (
-            "version".to_owned(),
-            Value {
-                value_type: Some(value::ValueType::IntegerValue(
-                    i64::try_from(schedule.version).unwrap_or(i64::MAX),
-                )),
-            },
-        ),
+        ("version".to_owned(), integer(schedule.version)),
     ]))
 }
 
@@ -191,25 +179,6 @@ fn read(doc: &Document) -> Result<(Schedule, Option<Timestamp>)> {
     let schedule = serde_json::from_str(json)
         .map_err(|e| Error::backend(BACKEND, format!("document {}: {e}", doc.name)))?;
     Ok((schedule, doc.update_time))
-}
-
-/// A write of the whole document under `condition`.
-fn put(
-    name: String,
-    fields: HashMap<String, Value>,
-    condition: precondition::ConditionType,
-) -> Write {
-    Write {
-        operation: Some(write::Operation::Update(Document {
-            name,
-            fields,
-            ..Default::default()
-        })),
-        current_document: Some(Precondition {
-            condition_type: Some(condition),
-        }),
-        ..Default::default()
-    }
 }
 
 impl FirestoreSchedules {
@@ -268,11 +237,7 @@ impl ScheduleStore for FirestoreSchedules {
             version: 1,
             ..schedule.clone()
         };
-        let write = put(
-            self.doc(&schedule.name)?,
-            fields(&stored)?,
-            precondition::ConditionType::Exists(false),
-        );
+        let write = put(self.doc(&schedule.name)?, fields(&stored)?, create_only());
         match self.commit(vec![write]).await {
             Ok(()) => Ok(()),
             Err(s) if s.code() == Code::AlreadyExists => {
@@ -302,11 +267,7 @@ impl ScheduleStore for FirestoreSchedules {
             version: schedule.version + 1,
             ..schedule.clone()
         };
-        let write = put(
-            name,
-            fields(&stored)?,
-            precondition::ConditionType::UpdateTime(stamp),
-        );
+        let write = put(name, fields(&stored)?, unchanged_since(stamp));
         match self.commit(vec![write]).await {
             Ok(()) => Ok(stored),
             // A write between our read and our commit: that writer won (or deleted it).

@@ -146,13 +146,13 @@ impl Doc {
     }
 }
 
-fn string(s: impl Into<String>) -> Value {
+pub(crate) fn string(s: impl Into<String>) -> Value {
     Value {
         value_type: Some(value::ValueType::StringValue(s.into())),
     }
 }
 
-fn integer(i: u64) -> Value {
+pub(crate) fn integer(i: u64) -> Value {
     Value {
         value_type: Some(value::ValueType::IntegerValue(i as i64)),
     }
@@ -163,7 +163,7 @@ fn json(v: &impl serde::Serialize) -> Value {
 }
 
 /// A write of the whole document `name` under `precondition`.
-fn put(
+pub(crate) fn put(
     name: String,
     fields: HashMap<String, Value>,
     precondition: precondition::ConditionType,
@@ -181,11 +181,11 @@ fn put(
     }
 }
 
-fn create_only() -> precondition::ConditionType {
+pub(crate) fn create_only() -> precondition::ConditionType {
     precondition::ConditionType::Exists(false)
 }
 
-fn unchanged_since(stamp: Timestamp) -> precondition::ConditionType {
+pub(crate) fn unchanged_since(stamp: Timestamp) -> precondition::ConditionType {
     precondition::ConditionType::UpdateTime(stamp)
 }
 

@@ -37,7 +37,7 @@ use crate::log::{LogEntry, LogRecord};
 use crate::paths::RelPath;
 use crate::{Error, Result};
 
-mod firestore;
+pub(crate) mod firestore;
 mod gcs;
 
 /// State in Firestore (records, logs) and Cloud Storage (blobs, artifacts).
