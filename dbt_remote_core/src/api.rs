@@ -194,6 +194,12 @@ pub struct Job {
     /// `manifest` for a job run from a compiled manifest; absent for the default `project`.
     #[serde(default, skip_serializing_if = "JobMode::is_project")]
     pub mode: JobMode,
+    /// The dbt project's name, when its files name one plainly.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The dbt target, when the arguments or the profile's default name one.
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 impl From<JobRecord> for Job {
@@ -210,6 +216,8 @@ impl From<JobRecord> for Job {
             exit_code: r.exit_code,
             failure_reason: r.failure_reason,
             cancel_requested: r.cancel_requested,
+            project: r.project,
+            target: r.target,
         }
     }
 }

@@ -105,6 +105,25 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
+    /// Where a browser opens the docs site of a finished job: for a succeeded `dbt docs
+    /// generate` job, its own site and the latest site of its project and target (when both
+    /// are known); for any other job, none.
+    pub fn docs_links(&self, job: &Job) -> Vec<(&'static str, String)> {
+        let spec = crate::JobSpec {
+            args: job.args.clone(),
+            ..Default::default()
+        };
+        if job.status != crate::JobStatus::Succeeded || spec.command() != Some("docs generate") {
+            return vec![];
+        }
+        let mut links = vec![("docs", self.url(&format!("/api/v1/jobs/{}/docs/", job.id)))];
+        if let (Some(project), Some(target)) = (&job.project, &job.target) {
+            let latest = format!("/api/v1/docs/{project}/{target}/");
+            links.push(("latest docs", self.url(&latest)));
+        }
+        links
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         let request = match self.auth.token().await? {
             Some(token) => request.bearer_auth(token),

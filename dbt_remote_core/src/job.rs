@@ -294,11 +294,20 @@ pub struct JobRecord {
     /// job. Past it, another instance may take the job over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<DateTime<Utc>>,
+    /// The dbt project's name, from its `dbt_project.yml` (or a manifest job's manifest), when
+    /// it has a plain one (see [`crate::project`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The dbt target the job runs against: the one its arguments name, else its profile's
+    /// default, filled in when the job starts; `None` when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 impl JobRecord {
-    /// A new queued job.
+    /// A new queued job, with the target its arguments name.
     pub fn new(spec: JobSpec) -> Self {
+        let target = crate::project::target_from_args(&spec.args);
         JobRecord {
             id: JobId::new(),
             spec,
@@ -314,6 +323,8 @@ impl JobRecord {
             execution: None,
             launch_owner: None,
             lease_until: None,
+            project: None,
+            target,
         }
     }
 

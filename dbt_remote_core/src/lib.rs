@@ -48,6 +48,7 @@ pub mod outcome;
 pub mod package;
 pub mod paths;
 mod process;
+pub mod project;
 pub mod retention;
 pub mod runner;
 pub mod schedule;

@@ -210,6 +210,7 @@ impl Runner<'_> {
         self.materialise(job).await?;
         let command = job.spec.command().unwrap_or("?");
         let profiles = job.spec.client_profiles.then_some(self.work_dir);
+        self.record_default_target(job, profiles).await;
         if command != "deps"
             && job.spec.mode == JobMode::Project
             && PACKAGE_FILES
@@ -410,6 +411,33 @@ impl Runner<'_> {
             return Some(dir.to_path_buf());
         }
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".dbt"))
+    }
+
+    /// Records the target dbt will use when the job's arguments name none: its profile's
+    /// default (see [`crate::project::default_target`]). Unknown or unrecordable: left unset.
+    async fn record_default_target(&self, job: &JobRecord, profiles: Option<&Path>) {
+        if job.target.is_some() {
+            return;
+        }
+        let Some(target) = self
+            .profiles_dir(profiles)
+            .and_then(|dir| crate::project::default_target(&job.spec.args, self.work_dir, &dir))
+        else {
+            return;
+        };
+        let recorded = self
+            .store
+            .modify_job(self.id, |j| match j.target {
+                None => {
+                    j.target = Some(target.clone());
+                    crate::state::Modify::Write
+                }
+                Some(_) => crate::state::Modify::Keep,
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(job = %self.id, "could not record the job's target: {e}");
+        }
     }
 
     async fn store_artifacts(&self) -> Result<()> {

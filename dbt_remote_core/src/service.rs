@@ -23,7 +23,7 @@ use crate::schedule::{
     LoopTrigger, MemorySchedules, Schedule, ScheduleSpec, ScheduleStore, ScheduleStoreExt,
     ScheduleTrigger,
 };
-use crate::state::{follow_logs, FollowEvent, JobQuery, StateStore};
+use crate::state::{follow_logs, FollowEvent, JobPage, JobQuery, StateStore};
 use crate::{Error, Result};
 
 /// Blob sizes looked up at once when a job's size is checked.
@@ -41,7 +41,32 @@ pub struct ListJobs {
     pub limit: Option<usize>,
     /// The `next_page_token` of the previous page: only jobs older than this one.
     pub page_token: Option<JobId>,
+    /// Only jobs of this dbt project (see [`JobRecord::project`]).
+    pub project: Option<String>,
+    /// Only jobs against this dbt target (see [`JobRecord::target`]).
+    pub target: Option<String>,
 }
+
+impl ListJobs {
+    /// Whether the job passes the project and target filters (the store filters the status).
+    fn matches(&self, job: &JobRecord) -> bool {
+        let same = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        };
+        same(&self.project, &job.project) && same(&self.target, &job.target)
+    }
+
+    fn filters_labels(&self) -> bool {
+        self.project.is_some() || self.target.is_some()
+    }
+}
+
+/// Most job records one list call reads from the store while filtering by project or target;
+/// past it the page ends early and its `next_page_token` goes on from there.
+pub const MAX_SCAN: usize = 2000;
+
+/// The artifact that is dbt's docs site (with `manifest.json` and `catalog.json`).
+pub const DOCS_INDEX: &str = "index.html";
 
 /// dbt-server's operations.
 #[derive(Debug, Clone)]
@@ -168,7 +193,9 @@ impl JobService {
         spec.validate()?;
         self.check_job_size(&spec).await?;
         self.check_project_files(&spec).await?;
-        let job = self.store.create_job(&JobRecord::new(spec)).await?;
+        let mut record = JobRecord::new(spec);
+        record.project = self.project_of(&record.spec).await;
+        let job = self.store.create_job(&record).await?;
         if !notes.is_empty() {
             self.store.append_logs(job.id, notes).await?;
         }
@@ -208,18 +235,83 @@ impl JobService {
         Ok(self.store.get_job(id).await?.into())
     }
 
-    /// Jobs newest first, one page.
+    /// The project a job's files name (see [`crate::project`]); `None` when they name none.
+    async fn project_of(&self, spec: &JobSpec) -> Option<String> {
+        let (file, name) = crate::project::naming_file(spec)?;
+        name(&self.store.get_blob(&file.sha256).await.ok()?)
+    }
+
+    /// Jobs newest first, one page. With a project or target filter, the store is read page
+    /// by page (at most [`MAX_SCAN`] records) and a page may hold fewer jobs than asked for
+    /// while a `next_page_token` says there may be more.
     pub async fn list(&self, query: &ListJobs) -> Result<JobList> {
-        let query = JobQuery {
-            status: query.status,
-            before: query.page_token,
-            limit: page_limit(query.limit, 50)?,
-        };
-        let page = self.store.list_jobs(&query).await?;
+        let limit = page_limit(query.limit, 50)?;
+        let page = self.list_records(query, limit).await?;
         Ok(JobList {
             jobs: page.jobs.into_iter().map(Job::from).collect(),
             next_page_token: page.next.map(|id| id.to_string()),
         })
+    }
+
+    async fn list_records(&self, query: &ListJobs, limit: usize) -> Result<JobPage> {
+        let mut store_query = JobQuery {
+            status: query.status,
+            before: query.page_token,
+            limit,
+        };
+        if !query.filters_labels() {
+            return self.store.list_jobs(&store_query).await;
+        }
+        store_query.limit = MAX_PAGE;
+        let (mut jobs, mut scanned) = (Vec::new(), 0);
+        loop {
+            let page = self.store.list_jobs(&store_query).await?;
+            let count = page.jobs.len();
+            for (i, job) in page.jobs.into_iter().enumerate() {
+                scanned += 1;
+                let id = job.id;
+                if query.matches(&job) {
+                    jobs.push(job);
+                }
+                if jobs.len() == limit || scanned == MAX_SCAN {
+                    // More may follow, unless this was the store's very last job.
+                    let store_done = page.next.is_none() && i + 1 == count;
+                    let next = (!store_done).then_some(id);
+                    return Ok(JobPage { jobs, next });
+                }
+            }
+            match page.next {
+                None => return Ok(JobPage { jobs, next: None }),
+                Some(next) => store_query.before = Some(next),
+            }
+        }
+    }
+
+    /// The newest succeeded `dbt docs generate` job of `project` and `target` that stored dbt's
+    /// docs site (`index.html`), among the last [`MAX_SCAN`] succeeded jobs.
+    pub async fn latest_docs(&self, project: &str, target: &str) -> Result<JobId> {
+        let query = ListJobs {
+            status: Some(JobStatus::Succeeded),
+            project: Some(project.to_string()),
+            target: Some(target.to_string()),
+            ..Default::default()
+        };
+        let page = self.list_records(&query, MAX_SCAN).await?;
+        for job in page.jobs {
+            if job.spec.command() == Some("docs generate") && self.has_docs(job.id).await? {
+                return Ok(job.id);
+            }
+        }
+        Err(Error::not_found(format!(
+            "a recent docs site of project {project:?} and target {target:?} (run `dbt docs \
+             generate` with that target to make one)"
+        )))
+    }
+
+    /// Whether a job stored dbt's docs site.
+    pub async fn has_docs(&self, id: JobId) -> Result<bool> {
+        let artifacts = self.store.list_artifacts(id).await?;
+        Ok(artifacts.iter().any(|a| a.name.as_str() == DOCS_INDEX))
     }
 
     pub async fn cancel(&self, id: JobId) -> Result<Job> {
@@ -501,8 +593,56 @@ fn page_limit(limit: Option<usize>, default: usize) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{sample_schedule, RecordingLauncher};
+    use crate::testing::{sample_job, sample_schedule, RecordingLauncher};
     use crate::MemoryStore;
+
+    /// Jobs of two projects and two targets, listed by project and target a page at a time:
+    /// every matching job once, newest first, whatever the page size.
+    #[tokio::test]
+    async fn jobs_are_listed_by_project_and_target_across_pages() {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let service = JobService::new(
+            store.clone(),
+            Arc::new(RecordingLauncher::new(store.clone())),
+        );
+        let mut want = vec![];
+        for i in 0..9 {
+            let mut job = sample_job();
+            job.project = Some(if i % 3 == 0 { "shop" } else { "other" }.to_string());
+            job.target = Some(if i % 2 == 0 { "dev" } else { "prod" }.to_string());
+            let job = store.create_job(&job).await.unwrap();
+            if i % 3 == 0 && i % 2 == 0 {
+                want.push(job.id);
+            }
+        }
+        want.reverse();
+        for limit in [1, 2, 5] {
+            let (mut got, mut token) = (vec![], None);
+            loop {
+                let query = ListJobs {
+                    project: Some("shop".into()),
+                    target: Some("dev".into()),
+                    limit: Some(limit),
+                    page_token: token,
+                    ..Default::default()
+                };
+                let page = service.list(&query).await.unwrap();
+                assert!(page.jobs.len() <= limit);
+                got.extend(page.jobs.iter().map(|j| j.id));
+                match page.next_page_token {
+                    Some(t) => token = Some(t.parse().unwrap()),
+                    None => break,
+                }
+            }
+            assert_eq!(got, want, "limit {limit}");
+        }
+        let other = ListJobs {
+            project: Some("nope".into()),
+            ..Default::default()
+        };
+        let page = service.list(&other).await.unwrap();
+        assert!(page.jobs.is_empty() && page.next_page_token.is_none());
+    }
 
     #[tokio::test]
     async fn a_due_schedule_fires_once_per_occurrence() {

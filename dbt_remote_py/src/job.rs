@@ -244,6 +244,19 @@ pymethods_with_twins! {
             self.state().args
         }
 
+        /// The dbt project's name, when the job's files name one plainly.
+        #[getter]
+        fn project(&self) -> Option<String> {
+            self.state().project
+        }
+
+        /// The dbt target the job runs against, once known (its arguments' or its profile's
+        /// default, recorded when it starts).
+        #[getter]
+        fn target(&self) -> Option<String> {
+            self.state().target
+        }
+
         /// ISO 8601 times (UTC); `None` until they happen.
         #[getter]
         fn created_at(&self) -> String {

@@ -45,6 +45,8 @@ def test_build_follows_logs_live_and_succeeds(server, project, tmp_path):
     job.wait()  # succeeded: no exception
     assert job.done
     assert job.finished_at is not None
+    # What the job is about: the project's name and the profile's default target.
+    assert (job.project, job.target) == ("jaffle_duckdb", "dev")
 
     again = list(job.logs(follow=False))
     assert [r.seq for r in again] == [r.seq for r in records]

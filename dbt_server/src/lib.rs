@@ -16,6 +16,7 @@ use warp::Filter;
 mod allow;
 mod auth;
 mod compat;
+mod docs;
 mod guard;
 mod listen;
 mod reply;

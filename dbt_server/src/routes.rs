@@ -73,6 +73,8 @@ type Answer = Result<Response, Error>;
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<String>,
+    project: Option<String>,
+    target: Option<String>,
     limit: Option<usize>,
     page_token: Option<String>,
 }
@@ -101,6 +103,7 @@ pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Respo
     let limits = config.body_limits();
     let heartbeat = config.edge.sse_heartbeat;
     let schedules = crate::schedules::routes(service.clone(), limits);
+    let docs = crate::docs::routes(service.clone());
     let svc = warp::any().map(move || service.clone());
     let body = move || limited_body(limits);
     let json = move || json_body(limits);
@@ -226,6 +229,8 @@ pub(crate) fn routes(service: JobService, config: &Config) -> BoxedFilter<(Respo
         .unify()
         .or(schedules)
         .unify()
+        .or(docs)
+        .unify()
         .boxed()
 }
 
@@ -282,6 +287,8 @@ async fn list(svc: JobService, q: Result<ListQuery, Error>) -> Answer {
             .map(|t| t.parse().map_err(|_| Error::invalid("invalid page_token")))
             .transpose()?,
         limit: q.limit,
+        project: q.project,
+        target: q.target,
     };
     Ok(json_reply(&svc.list(&query).await?, StatusCode::OK))
 }
@@ -337,6 +344,11 @@ async fn artifact(id: String, name: Tail, svc: JobService) -> Answer {
     let name = percent_decode(name.as_str())?;
     let id = job_id(&id)?;
     let content = svc.artifact(id, &RelPath::new(name.as_str())?).await?;
+    Ok(artifact_reply(&name, content))
+}
+
+/// An artifact's content, typed by its name.
+pub(crate) fn artifact_reply(name: &str, content: Bytes) -> Response {
     let kind = if name.ends_with(".json") {
         "application/json"
     } else if name.ends_with(".html") {
@@ -344,7 +356,7 @@ async fn artifact(id: String, name: Tail, svc: JobService) -> Answer {
     } else {
         "application/octet-stream"
     };
-    Ok(reply::with_header(content.to_vec(), "content-type", kind).into_response())
+    reply::with_header(content.to_vec(), "content-type", kind).into_response()
 }
 
 /// Server-Sent Events of a log follower: `log` events with the record's seq as event id, then

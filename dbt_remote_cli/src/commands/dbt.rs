@@ -50,6 +50,9 @@ pub async fn follow(
                 Some(Ok(StreamEvent::End(job))) => {
                     let outcome = JobOutcome::of(&job);
                     output::note(outcome.to_string());
+                    for (what, url) in client.docs_links(&job) {
+                        output::note(format!("{what}: {url}"));
+                    }
                     return Ok(ExitStatus::from(&outcome));
                 }
                 Some(Err(e)) => return Err(e),
