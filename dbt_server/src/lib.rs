@@ -22,6 +22,7 @@ mod reply;
 mod request;
 pub mod routes;
 mod schedules;
+mod ui;
 
 pub use routes::Config;
 
@@ -38,7 +39,7 @@ pub fn app(
     let legacy = compat::routes(service, &config);
     let answered = guard::filter(guard)
         .and(auth::gate(config.auth.clone()))
-        .and(native.or(legacy).unify())
+        .and(native.or(ui::routes()).unify().or(legacy).unify())
         .recover(reply::recover)
         .unify();
     warp::path::full()
