@@ -115,6 +115,9 @@ pub const AUTH_AUDIENCE: &str = "DBT_REMOTE_AUTH_AUDIENCE";
 pub const AUTH_JWKS_URL: &str = "DBT_REMOTE_AUTH_JWKS_URL";
 /// Comma-separated emails whose Google ID tokens are accepted. Default: any.
 pub const AUTH_ALLOWED_EMAILS: &str = "DBT_REMOTE_AUTH_ALLOWED_EMAILS";
+/// Seconds the web UI's session cookie lasts (a Google ID token's own expiry is sooner).
+/// Default 43200 (12 h).
+pub const SESSION_MAX_AGE_SECONDS: &str = "DBT_REMOTE_SESSION_MAX_AGE_SECONDS";
 
 // The HTTP edge of dbt-server (docs/configuration.md, docs/security/http.md).
 

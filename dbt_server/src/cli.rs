@@ -173,6 +173,9 @@ pub struct ServeArgs {
     /// Accept Google ID tokens of these emails only (comma-separated) [default: any].
     #[arg(long, env = env::AUTH_ALLOWED_EMAILS, value_name = "EMAILS", value_delimiter = ',')]
     auth_allowed_emails: Vec<String>,
+    /// Seconds the web UI's session cookie lasts (a Google ID token's own expiry is sooner).
+    #[arg(long, env = env::SESSION_MAX_AGE_SECONDS, value_name = "SECONDS", default_value_t = dbt_remote_core::auth::session::DEFAULT_SESSION_MAX_AGE.as_secs())]
+    session_max_age_seconds: u64,
     /// Days a finished job (record, log, artifacts, work dir, runner files) is kept; 0 keeps
     /// jobs forever.
     #[arg(long, env = env::RETAIN_DAYS, value_name = "DAYS", default_value_t = retention::DEFAULT_RETAIN_DAYS)]
@@ -292,6 +295,7 @@ impl ServeArgs {
                 audience: self.auth_audience,
                 jwks_url: self.auth_jwks_url,
                 allowed_emails: self.auth_allowed_emails,
+                session_max_age: Duration::from_secs(self.session_max_age_seconds),
             },
             edge: self.edge.settings(),
             job_program: None,

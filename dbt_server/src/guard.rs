@@ -9,7 +9,8 @@
 //!   `--public-url`, and the names of `--allowed-hosts`, with any port. A request without a
 //!   Host (HTTP/1.0) is not a browser's and passes.
 //! - `Origin` / `Sec-Fetch-Site`: every request but the public reads (`GET`/`HEAD` of
-//!   `/health`, `/check`, `/version`, `/api/v1/openapi.json`). An `Origin` passes when it is
+//!   `/health`, `/check`, `/version`, `/api/v1/openapi.json`, and of the web UI's shell: `/`
+//!   and `/ui/…`). `POST /ui/login` and `/ui/logout` are checked, as every write is. An `Origin` passes when it is
 //!   the server's own (`http://` or `https://` + the Host reached, or the public URL's origin)
 //!   or listed in `--allowed-origins`. Without an `Origin`, `Sec-Fetch-Site: cross-site` or
 //!   `same-site` is refused. Requests with neither header (the CLI, the Python client, the
@@ -98,13 +99,15 @@ impl Guard {
     }
 }
 
-/// Reads that carry no data and no side effect, which any page may make.
+/// Reads that carry no data and no side effect, which any page may make: also the web UI's
+/// shell (`/`, `/ui/…`), so that a link to a job's page from another site (a chat, a mail)
+/// opens it; the page's own API calls are same-origin and checked.
 fn is_public_read(method: &Method, path: &str) -> bool {
     (*method == Method::GET || *method == Method::HEAD)
-        && matches!(
+        && (matches!(
             path,
-            "/health" | "/check" | "/version" | "/api/v1/openapi.json"
-        )
+            "/" | "/health" | "/check" | "/version" | "/api/v1/openapi.json"
+        ) || crate::auth::is_ui_shell(path))
 }
 
 fn is_cross_site(site: &str) -> bool {
@@ -284,5 +287,7 @@ mod tests {
         };
         assert!(get("/health") && get("/version") && get("/api/v1/openapi.json"));
         assert!(!get("/api/v1/jobs/x/logs/stream") && !get("/job/x/logs"));
+        assert!(get("/") && get("/ui/jobs/x") && get("/ui/assets/app.js"));
+        assert!(!post(&[host, ("origin", "https://evil.example")]) && !get("/ui"));
     }
 }

@@ -22,7 +22,9 @@ mod reply;
 mod request;
 pub mod routes;
 mod schedules;
+mod session;
 mod ui;
+mod ui_headers;
 
 pub use routes::Config;
 
@@ -37,9 +39,18 @@ pub fn app(
     let guard = guard::Guard::new(&config.edge, config.public_url.as_deref(), local);
     let native = routes::routes(service.clone(), &config);
     let legacy = compat::routes(service, &config);
+    let session = session::routes(&config);
     let answered = guard::filter(guard)
         .and(auth::gate(config.auth.clone()))
-        .and(native.or(ui::routes()).unify().or(legacy).unify())
+        .and(
+            native
+                .or(ui::routes())
+                .unify()
+                .or(legacy)
+                .unify()
+                .or(session)
+                .unify(),
+        )
         .recover(reply::recover)
         .unify();
     warp::path::full()

@@ -42,6 +42,8 @@ pub struct Config {
     pub auth: Verifier,
     /// The HTTP edge: allowed origins and hosts, timeouts, connections, heartbeats.
     pub edge: EdgeSettings,
+    /// How long the web UI's session cookie lasts (`POST /ui/login`).
+    pub session_max_age: std::time::Duration,
 }
 
 impl Config {
@@ -55,6 +57,7 @@ impl Config {
             accept_client_profiles: false,
             auth: Verifier::open(),
             edge: EdgeSettings::default(),
+            session_max_age: dbt_remote_core::auth::session::DEFAULT_SESSION_MAX_AGE,
         }
     }
 
@@ -344,7 +347,11 @@ async fn artifact(id: String, name: Tail, svc: JobService) -> Answer {
     } else {
         "application/octet-stream"
     };
-    Ok(reply::with_header(content.to_vec(), "content-type", kind).into_response())
+    let answer = reply::with_header(content.to_vec(), "content-type", kind).into_response();
+    Ok(crate::ui_headers::with_artifact_headers(
+        answer,
+        name.ends_with(".html"),
+    ))
 }
 
 /// Server-Sent Events of a log follower: `log` events with the record's seq as event id, then
@@ -402,6 +409,7 @@ impl Config {
             accept_client_profiles: settings.accept_client_profiles,
             auth: server.verifier().clone(),
             edge: settings.edge.clone(),
+            session_max_age: settings.auth.session_max_age,
             ..Config::new(addr.port(), settings.max_upload_bytes)
         }
     }

@@ -2,10 +2,11 @@
 //! binary. The shell holds no data: its script renders the page of the path (`/` the jobs
 //! list, `/ui/jobs/{id}` a job, `/ui/schedules` the schedules) from the same API the CLI uses,
 //! with the same authentication. Every answer here carries the UI's security headers
-//! ([`secured`]): the page loads nothing but its own files and runs no inline script.
+//! ([`crate::ui_headers::page_headers`]): the page loads nothing but its own files and runs
+//! no inline script.
 
 use warp::filters::BoxedFilter;
-use warp::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use warp::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
@@ -15,9 +16,6 @@ const INDEX_HTML: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
 /// The style sheet.
 const APP_CSS: &str = include_str!("../ui/app.css");
-
-/// The UI's Content-Security-Policy: its own files only, never framed.
-const CSP: &str = "default-src 'self'; frame-ancestors 'none'";
 
 /// `GET /`, `GET /ui/jobs/{id}`, `GET /ui/schedules` (the shell) and `GET /ui/assets/{file}`.
 /// Any other path is left to the other routes (and so is a 404).
@@ -40,7 +38,13 @@ pub(crate) fn routes() -> BoxedFilter<(Response,)> {
     let assets = path!("ui" / "assets" / String)
         .and(get())
         .and_then(|name: String| async move { asset(&name).ok_or_else(warp::reject::not_found) });
-    pages.or(assets).unify().map(secured).boxed()
+    pages
+        .or(assets)
+        .unify()
+        .map(no_cache)
+        .with(crate::ui_headers::page_headers())
+        .map(Reply::into_response)
+        .boxed()
 }
 
 /// The embedded file of `/ui/assets/{name}`, with its content type.
@@ -60,17 +64,11 @@ fn typed(body: String, content_type: &'static str) -> Response {
     response
 }
 
-/// The security headers of every UI answer: the CSP, no MIME sniffing, no referrer, and
-/// revalidation (a new binary serves a new script).
-fn secured(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+/// Revalidation: a new binary serves a new script at the same URL.
+fn no_cache(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 

@@ -150,6 +150,7 @@ function showLogin(retry) {
       }
       input.value = "";
       document.body.classList.remove("login");
+      document.getElementById("logout").hidden = false;
       retry();
     } catch (error) {
       message.textContent = error.message;
@@ -586,5 +587,10 @@ function route() {
 }
 
 document.getElementById("timezone").textContent = `Times in ${Intl.DateTimeFormat().resolvedOptions().timeZone}`;
+document.getElementById("logout").addEventListener("click", async (event) => {
+  await fetch("/ui/logout", { method: "POST", credentials: "same-origin" });
+  event.target.hidden = true;
+  route();
+});
 window.addEventListener("popstate", route);
 route();

@@ -9,10 +9,13 @@
 //!   public keys (JWKS), audience, issuer, expiry and an optional list of emails. Off by
 //!   default: a server without one accepts every request.
 //!
+//! - [`session`]: the web UI's browser session, the same token kept in an HttpOnly cookie.
+//!
 //! Every failure is an [`Error::Unauthenticated`](crate::Error::Unauthenticated) with a
 //! message a person can act on.
 
 mod client;
+pub mod session;
 mod verify;
 
 pub use client::{ClientAuth, ServiceAccountKey, DEFAULT_METADATA_HOST, GOOGLE_TOKEN_URI};

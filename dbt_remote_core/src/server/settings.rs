@@ -467,6 +467,9 @@ pub struct AuthSettings {
     pub jwks_url: String,
     /// Accept Google ID tokens of these emails only (empty: any).
     pub allowed_emails: Vec<String>,
+    /// How long the web UI's session cookie lasts (a Google ID token's own expiry is sooner;
+    /// [`crate::auth::session`]).
+    pub session_max_age: Duration,
 }
 
 impl Default for AuthSettings {
@@ -478,6 +481,7 @@ impl Default for AuthSettings {
             audience: None,
             jwks_url: GOOGLE_JWKS_URL.into(),
             allowed_emails: vec![],
+            session_max_age: crate::auth::session::DEFAULT_SESSION_MAX_AGE,
         }
     }
 }
@@ -573,6 +577,9 @@ impl ServerSettings {
         s.auth.allowed_emails = var(env::AUTH_ALLOWED_EMAILS)
             .map(|v| v.split(',').map(str::to_string).collect())
             .unwrap_or_default();
+        if let Some(v) = var_parse(env::SESSION_MAX_AGE_SECONDS)? {
+            s.auth.session_max_age = Duration::from_secs(v);
+        }
         if let Some(v) = var_parse(env::RETAIN_DAYS)? {
             s.retain_days = v;
         }

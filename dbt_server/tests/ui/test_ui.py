@@ -157,7 +157,7 @@ def test_status_filter_and_paging(page, server, finished, slow):
     wait_for(lambda: [r["jobId"] for r in rows(page, "#jobs tbody tr")] == first, 10, "the first page again")
 
 
-def test_results_table_matches_run_results_json(page, server, finished):
+def test_results_table_matches_run_results_json(page, server, finished, shots):
     job = finished["ok"]
     status, body = server.request("GET", f"/api/v1/jobs/{job['id']}/artifacts/run_results.json")
     assert status == 200
@@ -174,6 +174,8 @@ def test_results_table_matches_run_results_json(page, server, finished):
     listed = {a["name"] for a in server.json("GET", f"/api/v1/jobs/{job['id']}/artifacts")["artifacts"]}
     hrefs = page.eval_on_selector_all("#artifact-list a", "as => as.map(a => a.getAttribute('href'))")
     assert sorted(hrefs) == sorted(f"/api/v1/jobs/{job['id']}/artifacts/{n}" for n in listed)
+    page.locator("#log-state").filter(has_text="ended").wait_for()
+    page.screenshot(path=str(shots / "job.png"), full_page=True)
 
 
 def test_failed_job_page_shows_the_failing_node(page, server, finished):
@@ -234,7 +236,7 @@ def test_cancel_from_the_page_ends_the_job_cancelled(page, server, slow, shots):
     page.locator("h1 .badge[data-status=cancelled]").wait_for()
     page.locator("#log-state").filter(has_text="ended").wait_for()
     assert not page.locator("#cancel").is_visible()
-    page.screenshot(path=str(shots / "job.png"), full_page=True)
+    page.screenshot(path=str(shots / "job-cancelled.png"), full_page=True)
 
 
 def test_schedules_page_lists_schedules_and_their_last_job(page, server, project):
