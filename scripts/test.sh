@@ -2,7 +2,8 @@
 # The README's second command: installs what the tests need (the dbt venv, the Firestore and
 # Cloud Storage emulators, a test venv with maturin, pytest, mypy and Apache Airflow) and runs
 # every test: unit, conformance (also on the emulators), API and end-to-end tests with real dbt,
-# doctests, then the Python package's tests (scripts/test-python.sh) and the OpenAPI document
+# doctests, then the Python package's tests (scripts/test-python.sh), the web UI's browser tests
+# (scripts/test-ui.sh) and the OpenAPI document
 # fuzzed against the real server (scripts/test-api.sh, schemathesis). Before the tests: rustfmt,
 # clippy with warnings as errors, and a check of every target with default features.
 # Benchmarks are built (not run): run them with `cargo bench` (see docs/testing.md).
@@ -37,6 +38,8 @@ cargo test --workspace --all-features --no-fail-fast 2>&1 | tee "$log" || status
 echo "test: the Python package and its Airflow operator (pytest)" >&2
 cargo build --quiet --bins
 scripts/test-python.sh 2>&1 | tee -a "$log" || status=$?
+echo "test: the web UI in headless chromium (Playwright, pytest)" >&2
+scripts/test-ui.sh 2>&1 | tee -a "$log" || status=$?
 echo "test: the OpenAPI document against the real server (schemathesis)" >&2
 scripts/test-api.sh 2>&1 | tee -a "$log" || status=$?
 # One closing line for the whole suite (cargo prints one per test binary, pytest its own).

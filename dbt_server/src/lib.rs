@@ -24,6 +24,7 @@ mod request;
 pub mod routes;
 mod schedules;
 mod session;
+mod ui;
 mod ui_headers;
 
 pub use routes::Config;
@@ -42,7 +43,15 @@ pub fn app(
     let session = session::routes(&config);
     let answered = guard::filter(guard)
         .and(auth::gate(config.auth.clone()))
-        .and(native.or(legacy).unify().or(session).unify())
+        .and(
+            native
+                .or(ui::routes())
+                .unify()
+                .or(legacy)
+                .unify()
+                .or(session)
+                .unify(),
+        )
         .recover(reply::recover)
         .unify();
     warp::path::full()
