@@ -17,8 +17,12 @@ RUN cargo build --release --locked --features gcp --bin dbt-server \
 FROM python:3.11-slim-bookworm
 ARG DBT_CORE="dbt-core>=1.10,<1.12"
 ARG DBT_ADAPTER="dbt-bigquery>=1.10,<1.12"
+# Elementary reports (docs/elementary.md): --build-arg ELEMENTARY="elementary-data[bigquery]==0.25.1"
+# puts `edr` beside dbt, where dbt-server finds it. Empty (the default): no edr.
+ARG ELEMENTARY=""
 RUN python -m venv /opt/dbt \
     && /opt/dbt/bin/pip install --no-cache-dir "${DBT_CORE}" "${DBT_ADAPTER}" msgpack \
+    && if [ -n "${ELEMENTARY}" ]; then /opt/dbt/bin/pip install --no-cache-dir "${ELEMENTARY}"; fi \
     && useradd --create-home --uid 10001 dbt-remote
 COPY --from=build /usr/local/bin/dbt-server /usr/local/bin/dbt-server
 

@@ -91,6 +91,10 @@ pub struct Options {
     /// Submit the job, print its id and return at once
     #[arg(long, global = true)]
     pub detach: bool,
+    /// Make an Elementary report (edr report) after the dbt command, stored with the job
+    /// [default: the elementary setting, false]
+    #[arg(long, global = true)]
+    pub elementary: bool,
     /// `--help` or `-h` among a dbt command's arguments: print that command's help, run nothing.
     #[arg(skip)]
     pub help: bool,
@@ -109,7 +113,7 @@ impl Options {
             seeds_path: path(&self.seeds_path),
             location: self.location.clone(),
             creds_path: path(&self.credentials),
-            elementary: None,
+            elementary: self.elementary.then_some(true),
         }
     }
 }
@@ -302,6 +306,10 @@ fn take_own_options(args: Vec<String>, options: &mut Options) -> Result<Vec<Stri
             options.detach = true;
             continue;
         }
+        if arg == "--elementary" {
+            options.elementary = true;
+            continue;
+        }
         if arg == "--help" || arg == "-h" {
             options.help = true;
             continue;
@@ -365,6 +373,7 @@ mod tests {
                 "prod",
                 "--detach",
                 "--manifest=target",
+                "--elementary",
             ]),
             &mut o,
         )
@@ -381,6 +390,7 @@ mod tests {
         assert_eq!(overrides.server_url.as_deref(), Some("http://h:1"));
         assert_eq!(overrides.manifest, Some(PathBuf::from("target")));
         assert_eq!(overrides.creds_path, None);
+        assert_eq!(overrides.elementary, Some(true));
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct SubmitJob {
     /// `manifest` runs dbt from the `manifest.json` among the files instead of parsing sources.
     #[serde(default, skip_serializing_if = "JobMode::is_project")]
     pub mode: JobMode,
+    /// Make an Elementary report (`edr report`) after the dbt command, stored as the artifact
+    /// `elementary_report.html` (docs/elementary.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub elementary: bool,
 }
 
 /// One file of a [`SubmitJob`].
@@ -68,6 +72,7 @@ impl SubmitJob {
             files,
             mode: self.mode,
             client_profiles: false,
+            elementary: self.elementary,
         };
         spec.validate()?;
         Ok(spec)
@@ -93,6 +98,9 @@ pub struct CreateSchedule {
     pub files: Vec<SubmitFile>,
     #[serde(default, skip_serializing_if = "JobMode::is_project")]
     pub mode: JobMode,
+    /// Each run makes an Elementary report, as [`SubmitJob::elementary`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub elementary: bool,
 }
 
 impl CreateSchedule {
@@ -104,6 +112,7 @@ impl CreateSchedule {
             args: self.args,
             files: self.files,
             mode: self.mode,
+            elementary: self.elementary,
         }
         .into_spec()?;
         Ok(ScheduleSpec {
@@ -200,6 +209,10 @@ pub struct Job {
     /// The dbt target, when the arguments or the profile's default name one.
     #[serde(default)]
     pub target: Option<String>,
+    /// Whether the job makes an Elementary report after dbt (the artifact
+    /// `elementary_report.html`, when `edr` wrote one).
+    #[serde(default)]
+    pub elementary: bool,
 }
 
 impl From<JobRecord> for Job {
@@ -209,6 +222,7 @@ impl From<JobRecord> for Job {
             status: r.status,
             file_count: r.spec.files.len(),
             mode: r.spec.mode,
+            elementary: r.spec.elementary,
             args: r.spec.args,
             created_at: r.created_at,
             started_at: r.started_at,

@@ -35,6 +35,14 @@ pub struct Client {
     auth: ClientAuth,
 }
 
+/// How a submitted job runs beyond its arguments and files ([`Client::submit_with`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubmitOptions {
+    /// Make an Elementary report after the dbt command (the artifact
+    /// [`ELEMENTARY_REPORT`](crate::runner::ELEMENTARY_REPORT); docs/elementary.md).
+    pub elementary: bool,
+}
+
 /// What [`Client::submit`] sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UploadStats {
@@ -216,11 +224,23 @@ impl Client {
         args: Vec<String>,
         files: &[ProjectFile],
     ) -> Result<(Job, UploadStats)> {
+        self.submit_with(args, files, SubmitOptions::default())
+            .await
+    }
+
+    /// [`submit`](Self::submit) with `options`.
+    pub async fn submit_with(
+        &self,
+        args: Vec<String>,
+        files: &[ProjectFile],
+        options: SubmitOptions,
+    ) -> Result<(Job, UploadStats)> {
         let stats = self.upload_missing(files).await?;
         let request = SubmitJob {
             args,
             files: submit_files(files),
             mode: Default::default(),
+            elementary: options.elementary,
         };
         let job = self
             .json(self.http.post(self.url("/api/v1/jobs")).json(&request))
@@ -260,8 +280,28 @@ impl Client {
         args: Vec<String>,
         files: &JobFiles,
     ) -> Result<(Job, UploadStats)> {
+        self.submit_project_with(args, files, SubmitOptions::default())
+            .await
+    }
+
+    /// [`submit_project`](Self::submit_project) with `options`.
+    pub async fn submit_project_with(
+        &self,
+        args: Vec<String>,
+        files: &JobFiles,
+        options: SubmitOptions,
+    ) -> Result<(Job, UploadStats)> {
         let (args, packed) = pack_project(args, files).await?;
-        self.submit(args, &packed).await
+        self.submit_with(args, &packed, options).await
+    }
+
+    /// Where a job's Elementary report is served, when the job stored one
+    /// (`GET /api/v1/jobs/{id}/artifacts/elementary_report.html`).
+    pub fn report_url(&self, id: JobId) -> String {
+        self.url(&format!(
+            "/api/v1/jobs/{id}/artifacts/{}",
+            crate::runner::ELEMENTARY_REPORT
+        ))
     }
 
     /// Waits until the job has a final status, asking every `poll`, and returns it.

@@ -81,7 +81,7 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "elementary",
         default: Some("false"),
-        help: "generate an elementary report after the job",
+        help: "make an Elementary report after each job (docs/elementary.md)",
         kind: Kind::Bool,
     },
 ];
@@ -350,6 +350,11 @@ impl Settings {
     /// The service-account key file the requests' ID tokens are made with.
     pub fn creds_path(&self) -> Option<PathBuf> {
         self.path("creds_path")
+    }
+
+    /// Whether jobs make an Elementary report after dbt (`--elementary`, `elementary`).
+    pub fn elementary(&self) -> bool {
+        self.get("elementary") == Some("true")
     }
 
     /// These settings with the server's URL as a locator found it: `url` replaces

@@ -14,6 +14,12 @@ pub const STATE_DIR: &str = "DBT_REMOTE_STATE_DIR";
 pub const WORK_DIR: &str = "DBT_REMOTE_WORK_DIR";
 /// The dbt executable. Default `dbt` on PATH.
 pub const DBT_PATH: &str = "DBT_REMOTE_DBT_PATH";
+/// Elementary's `edr`, run after dbt for jobs that ask for a report (docs/elementary.md).
+/// Default: the `edr` next to the dbt executable when it exists, else `edr` on PATH.
+pub const EDR_PATH: &str = "DBT_REMOTE_EDR_PATH";
+/// Seconds an `edr report` may run before it is interrupted (the job keeps dbt's result).
+/// Default 900.
+pub const EDR_TIMEOUT_SECONDS: &str = "DBT_REMOTE_EDR_TIMEOUT_SECONDS";
 /// dbt's profiles dir, owned by the server (as in dbt itself).
 pub const PROFILES_DIR: &str = "DBT_PROFILES_DIR";
 /// How many jobs run at once; the rest wait queued, in order. Default 4.

@@ -105,6 +105,11 @@ pub struct JobSpec {
     /// Only a server configured to accept client profiles stores such a job.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub client_profiles: bool,
+    /// Whether the runner makes an Elementary report (`edr report`) after the dbt command,
+    /// stored as the artifact [`ELEMENTARY_REPORT`](crate::runner::ELEMENTARY_REPORT)
+    /// (docs/elementary.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub elementary: bool,
 }
 
 /// How a job's dbt gets the project.

@@ -42,6 +42,10 @@ const LOG_DIR: &str = "logs";
 /// Commands that take no `--target-path` flag (they get `DBT_TARGET_PATH` only).
 const NO_TARGET_FLAG: &[&str] = &["deps", "debug"];
 
+mod elementary;
+
+pub use elementary::{DEFAULT_EDR_TIMEOUT, ELEMENTARY_REPORT};
+
 /// The Python entry point of manifest jobs ([`JobMode::Manifest`]), run with `python -c`.
 const RUN_MANIFEST: &str = include_str!("runner/run_manifest.py");
 
@@ -88,6 +92,11 @@ pub struct RunnerConfig {
     /// How far apart the log appends are at least, on a store that
     /// [batches them](StateStore::batches_log_appends) (the GCP store); others append at once.
     pub log_flush: Duration,
+    /// Elementary's `edr`, run after dbt for jobs that ask for a report; `None`: the `edr`
+    /// next to the dbt executable when there is one, else `edr` on PATH.
+    pub edr_path: Option<PathBuf>,
+    /// Longest an `edr report` may run before it is interrupted (the job keeps dbt's result).
+    pub edr_timeout: Duration,
 }
 
 impl RunnerConfig {
@@ -105,6 +114,8 @@ impl RunnerConfig {
             max_log_records: DEFAULT_MAX_LOG_RECORDS,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             log_flush: DEFAULT_LOG_FLUSH,
+            edr_path: None,
+            edr_timeout: DEFAULT_EDR_TIMEOUT,
         }
     }
 
@@ -113,6 +124,21 @@ impl RunnerConfig {
         if let Some(p) = &self.python_path {
             return p.clone();
         }
+        self.beside_dbt("python")
+            .unwrap_or_else(|| PathBuf::from("python3"))
+    }
+
+    /// Elementary's `edr`: the configured one, else the `edr` beside dbt, else `edr` on PATH.
+    pub fn edr(&self) -> PathBuf {
+        if let Some(p) = &self.edr_path {
+            return p.clone();
+        }
+        self.beside_dbt("edr")
+            .unwrap_or_else(|| PathBuf::from("edr"))
+    }
+
+    /// The file `name` in the folder of the dbt executable (a venv's `bin`), if it exists.
+    fn beside_dbt(&self, name: &str) -> Option<PathBuf> {
         let dbt = if self.dbt_path.components().count() > 1 {
             Some(self.dbt_path.clone())
         } else {
@@ -122,9 +148,8 @@ impl RunnerConfig {
                     .find(|p| p.is_file())
             })
         };
-        dbt.and_then(|d| Some(d.parent()?.join("python")))
+        dbt.and_then(|d| Some(d.parent()?.join(name)))
             .filter(|p| p.is_file())
-            .unwrap_or_else(|| PathBuf::from("python3"))
     }
 }
 
@@ -169,6 +194,11 @@ pub async fn run_job(
             Some(format!("dbt exited with code {code}")),
         ),
         Ok(Outcome::Signalled(reason)) => (JobStatus::Failed, None, Some(reason)),
+        Ok(Outcome::TimedOut(limit)) => (
+            JobStatus::Failed,
+            None,
+            Some(format!("dbt ran past its limit of {}s", limit.as_secs())),
+        ),
         Err(e) => {
             let reason = format!("{e}");
             let _ = store
@@ -195,7 +225,26 @@ enum Outcome {
     Exited(i32),
     Signalled(String),
     Cancelled,
+    /// Interrupted after running past its time limit.
+    TimedOut(Duration),
 }
+
+/// A program the runner runs with its output going into the job's log.
+struct Tool {
+    /// Its name in messages.
+    name: &'static str,
+    /// The server flag that says which executable it is.
+    flag: &'static str,
+    /// One line of its output as a log record (the level for lines that carry none).
+    line: fn(&str, LogLevel) -> LogEntry,
+}
+
+/// dbt, whose `--log-format json` lines become records with dbt's level, event and node.
+const DBT: Tool = Tool {
+    name: "dbt",
+    flag: "--dbt",
+    line: LogEntry::from_dbt_line,
+};
 
 struct Runner<'a> {
     store: &'a Arc<dyn StateStore>,
@@ -243,6 +292,12 @@ impl Runner<'_> {
         .await;
         let outcome = self.dbt(job.spec.mode, profiles, &job.spec.args).await?;
         self.store_artifacts().await?;
+        if job.spec.elementary && !matches!(outcome, Outcome::Cancelled) {
+            let report = elementary::report(self, &job.spec.args, profiles).await?;
+            if report == elementary::Report::Cancelled {
+                return Ok(Outcome::Cancelled);
+            }
+        }
         Ok(outcome)
     }
 
@@ -334,13 +389,26 @@ impl Runner<'_> {
             .env("DBT_TARGET_PATH", TARGET_DIR)
             .env("DBT_LOG_PATH", LOG_DIR)
             .env_remove("DBT_PROJECT_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stdin(Stdio::null());
         if let Some(dir) = self.profiles_dir(profiles) {
             cmd.env(crate::env::PROFILES_DIR, dir);
         }
+        self.stream(cmd, &DBT, None).await
+    }
+
+    /// Runs `cmd` (the program `tool`) to its end, its stdout and stderr turned line by line
+    /// into log records (stderr's at `warn` when a line carries no level). A cancel interrupts
+    /// it ([`Outcome::Cancelled`]); so does running past `limit` ([`Outcome::TimedOut`]).
+    async fn stream(
+        &self,
+        mut cmd: Command,
+        tool: &Tool,
+        limit: Option<Duration>,
+    ) -> Result<Outcome> {
+        let program = PathBuf::from(cmd.as_std().get_program());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         // A process started in the background may inherit SIGINT ignored, and then dbt would
         // not stop on interrupt: give dbt the default dispositions back.
         // SAFETY: only async-signal-safe calls (sigaction) between fork and exec.
@@ -353,20 +421,22 @@ impl Runner<'_> {
         let mut child = spawn_retrying_busy(&mut cmd).await.map_err(|e| {
             tracing::error!(job = %self.id, "could not start {}: {e}", program.display());
             Error::backend(
-                "dbt",
+                tool.name,
                 format!(
-                    "could not start dbt ({}): check the server's --dbt",
-                    e.kind()
+                    "could not start {} ({}): check the server's {}",
+                    tool.name,
+                    e.kind(),
+                    tool.flag
                 ),
             )
         })?;
         let (tx, rx) = mpsc::channel::<LogEntry>(4096);
-        let stdout = tokio::spawn(pump(
-            child.stdout.take().unwrap(),
-            LogLevel::Info,
-            tx.clone(),
-        ));
-        let stderr = tokio::spawn(pump(child.stderr.take().unwrap(), LogLevel::Warn, tx));
+        let (out, err) = match (child.stdout.take(), child.stderr.take()) {
+            (Some(out), Some(err)) => (out, err),
+            _ => return Err(Error::backend(tool.name, "its output could not be read")),
+        };
+        let stdout = tokio::spawn(pump(out, LogLevel::Info, tool.line, tx.clone()));
+        let stderr = tokio::spawn(pump(err, LogLevel::Warn, tool.line, tx));
         let cap = LogCap::new(self.config.max_log_records, self.config.max_log_bytes);
         let window = if self.store.batches_log_appends() {
             self.config.log_flush
@@ -376,7 +446,10 @@ impl Runner<'_> {
         let writer = tokio::spawn(write_logs(self.store.clone(), self.id, rx, cap, window));
 
         let mut interrupted = false;
+        let mut timed_out = false;
         let mut poll = tokio::time::interval(self.config.cancel_poll);
+        let deadline = tokio::time::sleep(limit.unwrap_or(Duration::MAX));
+        tokio::pin!(deadline);
         let status = loop {
             tokio::select! {
                 status = child.wait() => break status,
@@ -386,13 +459,20 @@ impl Runner<'_> {
                 _ = poll.tick(), if !interrupted => {
                     interrupted = matches!(self.store.get_job(self.id).await, Ok(j) if j.cancel_requested);
                 }
+                _ = &mut deadline, if limit.is_some() => {
+                    timed_out = true;
+                }
             }
             if interrupted {
-                self.note(LogLevel::Warn, "dbt-remote: cancel requested, interrupting dbt").await;
+                let note = format!("dbt-remote: cancel requested, interrupting {}", tool.name);
+                self.note(LogLevel::Warn, note).await;
+                break interrupt(&mut child, self.config.interrupt_grace).await;
+            }
+            if timed_out {
                 break interrupt(&mut child, self.config.interrupt_grace).await;
             }
         }
-        .map_err(|e| Error::backend("dbt", e))?;
+        .map_err(|e| Error::backend(tool.name, e))?;
         let _ = stdout.await;
         let _ = stderr.await;
         writer
@@ -401,7 +481,10 @@ impl Runner<'_> {
         if interrupted {
             return Ok(Outcome::Cancelled);
         }
-        Ok(exit_outcome(status))
+        if let (true, Some(limit)) = (timed_out, limit) {
+            return Ok(Outcome::TimedOut(limit));
+        }
+        Ok(exit_outcome(status, tool.name))
     }
 
     /// dbt's profiles dir: the job's own (`profiles`), else the server's, else `~/.dbt`, never
@@ -493,12 +576,12 @@ async fn spawn_retrying_busy(cmd: &mut Command) -> std::io::Result<tokio::proces
     }
 }
 
-fn exit_outcome(status: ExitStatus) -> Outcome {
+fn exit_outcome(status: ExitStatus, name: &str) -> Outcome {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => Outcome::Exited(code),
-        (None, Some(sig)) => Outcome::Signalled(format!("dbt was killed by signal {sig}")),
-        (None, None) => Outcome::Signalled("dbt ended without an exit code".into()),
+        (None, Some(sig)) => Outcome::Signalled(format!("{name} was killed by signal {sig}")),
+        (None, None) => Outcome::Signalled(format!("{name} ended without an exit code")),
     }
 }
 
@@ -519,18 +602,19 @@ async fn interrupt(
     }
 }
 
-/// Reads lines of dbt's output into log entries.
-async fn pump(out: impl AsyncRead + Unpin, level: LogLevel, tx: mpsc::Sender<LogEntry>) {
+/// Reads lines of a program's output into log entries made by `entry`.
+async fn pump(
+    out: impl AsyncRead + Unpin,
+    level: LogLevel,
+    entry: fn(&str, LogLevel) -> LogEntry,
+    tx: mpsc::Sender<LogEntry>,
+) {
     let mut lines = BufReader::new(out).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if line.trim().is_empty() {
             continue;
         }
-        if tx
-            .send(LogEntry::from_dbt_line(&line, level))
-            .await
-            .is_err()
-        {
+        if tx.send(entry(&line, level)).await.is_err() {
             break;
         }
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dbt_remote_core::client::NewSchedule;
+use dbt_remote_core::client::{NewSchedule, SubmitOptions};
 use dbt_remote_core::config::{Overrides, Settings};
 use dbt_remote_core::connect::{self, Connection};
 use dbt_remote_core::package::JobFiles;
@@ -76,9 +76,11 @@ pymethods_with_twins! {
         twins {
             /// Packs the project, uploads what the server lacks and submits `command` (a list of
             /// dbt arguments, or a string split as a shell would). Returns at once with the job.
+            /// `elementary=True` makes an Elementary report after dbt (`Job.report_url()`);
+            /// default: the `elementary` setting.
             #[pyo3(signature = (
                 command, project_dir=None, *, manifest=None, dbt_project=None, extra_packages=None,
-                seeds_path=None
+                seeds_path=None, elementary=None
             ))]
             fn submit / submit_async(
                 &self,
@@ -88,9 +90,13 @@ pymethods_with_twins! {
                 dbt_project: Option<PathBuf>,
                 extra_packages: Option<PathBuf>,
                 seeds_path: Option<PathBuf>,
+                elementary: Option<bool>,
             ) -> Job = self.submit_job(
                 command.into_args()?,
                 self.files(project_dir, manifest, dbt_project, extra_packages, seeds_path),
+                SubmitOptions {
+                    elementary: elementary.unwrap_or_else(|| self.server.settings.elementary()),
+                },
             );
 
             /// The job with this id (raises `NotFound` for an unknown one).
@@ -122,7 +128,13 @@ pymethods_with_twins! {
                 extra_packages: Option<PathBuf>,
                 seeds_path: Option<PathBuf>,
             ) -> Schedule = self.new_schedule(
-                NewSchedule { name, cron, command: None, args: args.into_args()? },
+                NewSchedule {
+                    name,
+                    cron,
+                    command: None,
+                    args: args.into_args()?,
+                    elementary: self.server.settings.elementary(),
+                },
                 self.files(project_dir, manifest, dbt_project, extra_packages, seeds_path),
             );
 
@@ -250,11 +262,12 @@ impl Client {
         &self,
         args: Vec<String>,
         files: JobFiles,
+        options: SubmitOptions,
     ) -> impl std::future::Future<Output = dbt_remote_core::Result<Job>> + Send + 'static {
         let server = self.server.clone();
         async move {
             let client = server.client().await?;
-            let (job, _) = client.submit_project(args, &files).await?;
+            let (job, _) = client.submit_project_with(args, &files, options).await?;
             Ok(Job::new(client, job))
         }
     }

@@ -279,6 +279,21 @@ pymethods_with_twins! {
             self.state().status.is_final()
         }
 
+        /// Whether the job makes an Elementary report after dbt (`submit(..., elementary=True)`).
+        #[getter]
+        fn elementary(&self) -> bool {
+            self.state().elementary
+        }
+
+        /// Where the job's Elementary report is served
+        /// (`<server>/api/v1/jobs/<id>/artifacts/elementary_report.html`), for a job that
+        /// makes one, else `None`. The report is there once the job has ended with one stored
+        /// (see `artifacts()`; a failed report is a warning in the log).
+        fn report_url(&self) -> Option<String> {
+            let state = self.state();
+            state.elementary.then(|| self.client.report_url(state.id))
+        }
+
         /// The job's log records: with `follow`, live until the job ends (reconnecting without
         /// loss); without, those written so far. `after` skips records up to that sequence
         /// number.

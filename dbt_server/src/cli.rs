@@ -74,6 +74,13 @@ pub struct StateArgs {
     /// The Python that runs manifest-only jobs [default: the python beside dbt, else python3].
     #[arg(long, env = env::PYTHON)]
     python: Option<PathBuf>,
+    /// Elementary's edr, run after dbt for jobs that ask for a report (docs/elementary.md)
+    /// [default: the edr next to the dbt executable when it exists, else edr on PATH].
+    #[arg(long, env = env::EDR_PATH, value_name = "PATH")]
+    edr_path: Option<PathBuf>,
+    /// Seconds an edr report may run before it is interrupted (the job keeps dbt's result).
+    #[arg(long, env = env::EDR_TIMEOUT_SECONDS, value_name = "SECONDS", default_value_t = dbt_remote_core::runner::DEFAULT_EDR_TIMEOUT.as_secs())]
+    edr_timeout_seconds: u64,
     /// dbt's profiles dir, owned by the server (jobs name only --profile/--target).
     #[arg(long, env = env::PROFILES_DIR)]
     profiles_dir: Option<PathBuf>,
@@ -236,6 +243,8 @@ impl StateArgs {
             profiles_dir: self.profiles_dir.clone(),
             keep_work_dirs: self.keep_work_dirs,
             log_flush: Duration::from_millis(self.log_flush_ms),
+            edr_path: self.edr_path.clone(),
+            edr_timeout: Duration::from_secs(self.edr_timeout_seconds),
             limits: limits::JobLimits {
                 max_files: self.max_job_files,
                 max_bytes: self.max_job_bytes,

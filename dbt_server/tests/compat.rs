@@ -540,3 +540,64 @@ async fn legacy_and_native_schedules_are_one_list() {
     let (_, list) = get(native).await;
     assert_eq!(list, serde_json::json!({"schedules": []}));
 }
+
+/// Writes an executable shell script.
+fn script(path: &std::path::Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// The original's `'elementary': True` override: the job asks for a report, and its runner
+/// (run here on the job the form made, with stand-ins for dbt and edr that record their
+/// arguments) runs `edr report` after dbt and stores the page it writes.
+#[tokio::test]
+async fn the_elementary_override_runs_edr() {
+    let s = InProcess::start(8 * MIB).await;
+    let mut f = form("http://127.0.0.1:18081/", good_zip());
+    f.overrides = overrides_with("'target': 'dev', 'elementary': True");
+    let (_, id) = uuid_of(&created(&s, &f).await);
+    let job = s.store.get_job(id).await.unwrap();
+    assert!(job.spec.elementary);
+    assert_eq!(
+        job.spec.args,
+        ["build", "--select", "some_model", "--target", "dev"]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (dbt, edr) = (dir.path().join("dbt"), dir.path().join("edr"));
+    script(&dbt, "exit 0");
+    let seen = dir.path().join("edr-args");
+    script(
+        &edr,
+        &format!(
+            "echo \"$@\" > {}\nwhile [ \"$1\" != --file-path ]; do shift; done\n\
+             echo '<html>report</html>' > \"$2\"",
+            seen.display()
+        ),
+    );
+    let mut config = dbt_remote_core::runner::RunnerConfig::new(dir.path().join("work"));
+    config.python_path = Some(dbt);
+    config.edr_path = Some(edr);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let done = dbt_remote_core::runner::run_job(s.store.clone(), id, &config, cancel)
+        .await
+        .unwrap();
+    assert_eq!(
+        done.status,
+        JobStatus::Succeeded,
+        "{:?}",
+        done.failure_reason
+    );
+    let report = s
+        .store
+        .get_artifact(
+            id,
+            &dbt_remote_core::RelPath::new("elementary_report.html").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&report[..], b"<html>report</html>\n");
+    let args = std::fs::read_to_string(seen).unwrap();
+    assert!(args.starts_with("report --profiles-dir "), "{args}");
+    assert!(args.contains("--profile-target dev"), "{args}");
+}

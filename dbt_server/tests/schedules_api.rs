@@ -269,6 +269,7 @@ async fn the_client_packs_uploads_and_manages_schedules() {
         cron: "0 * * * *".into(),
         command: None,
         args: vec!["run".into()],
+        elementary: false,
     };
     let (created, stats) = client.create_schedule(request, &files).await.unwrap();
     assert_eq!(created.name, "hourly");

@@ -1,7 +1,7 @@
 //! `dbt-remote <dbt command>`: pack, submit, follow the logs, exit with dbt's code. Ctrl-C
 //! cancels the remote job; a second Ctrl-C leaves at once.
 
-use dbt_remote_core::client::StreamEvent;
+use dbt_remote_core::client::{StreamEvent, SubmitOptions};
 use dbt_remote_core::{Client, Error, JobId, JobOutcome, Result};
 use futures::StreamExt;
 
@@ -16,7 +16,10 @@ pub async fn run(ctx: &Context, args: Vec<String>, detach: bool) -> Result<ExitS
         Some(level) => dbt_remote_core::job::with_dbt_log_level(args, level),
         None => args,
     };
-    let (job, stats) = client.submit_project(args, &files).await?;
+    let options = SubmitOptions {
+        elementary: ctx.settings.elementary(),
+    };
+    let (job, stats) = client.submit_project_with(args, &files, options).await?;
     output::note(format!(
         "job {} submitted to {} ({} files, {} uploaded, {} bytes)",
         job.id,
@@ -53,6 +56,9 @@ pub async fn follow(
                     for (what, url) in client.docs_links(&job) {
                         output::note(format!("{what}: {url}"));
                     }
+                    if job.elementary {
+                        print_report_url(client, id).await;
+                    }
                     return Ok(ExitStatus::from(&outcome));
                 }
                 Some(Err(e)) => return Err(e),
@@ -74,5 +80,18 @@ pub async fn follow(
                 client.cancel(id).await?;
             }
         }
+    }
+}
+
+/// Prints where to open the job's Elementary report, when the job stored one (a report that
+/// failed is a warning in the job's log, already shown).
+async fn print_report_url(client: &Client, id: JobId) {
+    let stored = client.artifacts(id).await.is_ok_and(|list| {
+        list.artifacts
+            .iter()
+            .any(|a| a.name.as_str() == dbt_remote_core::runner::ELEMENTARY_REPORT)
+    });
+    if stored {
+        output::note(format!("Elementary report: {}", client.report_url(id)));
     }
 }

@@ -34,6 +34,7 @@ async fn create(ctx: &Context, a: CreateArgs, args: Vec<String>) -> Result<ExitS
         cron: a.cron,
         command: None,
         args,
+        elementary: ctx.settings.elementary(),
     };
     let (s, stats) = client
         .create_schedule(request, &ctx.settings.job_files())

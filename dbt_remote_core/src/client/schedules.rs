@@ -20,6 +20,8 @@ pub struct NewSchedule {
     pub command: Option<String>,
     /// dbt's arguments, subcommand first.
     pub args: Vec<String>,
+    /// Each run makes an Elementary report after dbt (docs/elementary.md).
+    pub elementary: bool,
 }
 
 impl Client {
@@ -44,6 +46,7 @@ impl Client {
             args,
             files: submit_files(&packed),
             mode: Default::default(),
+            elementary: schedule.elementary,
         };
         let created = self
             .json(self.http.post(self.url("/api/v1/schedules")).json(&request))

@@ -91,11 +91,12 @@ pub fn legacy_job(form: &LegacyForm, policy: &LegacyPolicy) -> Result<LegacyJob>
         .to_string();
     let mut args =
         split_command(&command).map_err(|e| Error::invalid(format!("user_command: {e}")))?;
-    let (extra, notes) = match &form.overrides {
+    let overrides = match &form.overrides {
         Some(text) => override_args(text, &args)?,
-        None => (vec![], vec![]),
+        None => ReadOverrides::default(),
     };
-    args.extend(extra);
+    args.extend(overrides.flags);
+    let notes = overrides.notes;
 
     let mut files: Vec<(String, Bytes)> = Vec::new();
     let project = required(&form.dbt_project, "dbt_project")?;
@@ -132,6 +133,7 @@ pub fn legacy_job(form: &LegacyForm, policy: &LegacyPolicy) -> Result<LegacyJob>
         files: entries,
         mode: JobMode::Manifest,
         client_profiles,
+        elementary: overrides.elementary,
     };
     spec.validate()?;
     Ok(LegacyJob {
@@ -179,7 +181,6 @@ const CLIENT_OVERRIDES: &[&str] = &[
     "dbt_project",
     "extra_packages",
     "seeds_path",
-    "elementary",
     "schedule",
     "schedule_name",
     "location",
@@ -212,9 +213,25 @@ const CLIENT_OVERRIDES: &[&str] = &[
     "target_path",
 ];
 
+/// The override key that asks for an Elementary report after the job (the original ran
+/// `edr report` after dbt when it was `True`).
+const ELEMENTARY_OVERRIDE: &str = "elementary";
+
+/// What a form's overrides ask for.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ReadOverrides {
+    /// dbt flags.
+    flags: Vec<String>,
+    /// A note for each key that was not used.
+    notes: Vec<String>,
+    /// `elementary: True`: an Elementary report after the job ([`JobSpec::elementary`]).
+    elementary: bool,
+}
+
 /// dbt flags for the overrides in `text` (a Python dict literal, read as YAML), skipping those
-/// `command` already sets; and a note for each key that was not used.
-fn override_args(text: &str, command: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+/// `command` already sets; a note for each key that was not used; and whether `elementary` is
+/// on.
+fn override_args(text: &str, command: &[String]) -> Result<ReadOverrides> {
     let invalid = |why: String| {
         Error::invalid(format!(
             "dbt_native_params_overrides is not a mapping of parameters ({why})"
@@ -223,15 +240,20 @@ fn override_args(text: &str, command: &[String]) -> Result<(Vec<String>, Vec<Str
     let value: Value = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
     let map = match value {
         Value::Mapping(map) => map,
-        Value::Null => return Ok((vec![], vec![])),
+        Value::Null => return Ok(ReadOverrides::default()),
         _ => return Err(invalid("not a dict".into())),
     };
     let mut args = Vec::new();
     let mut notes = Vec::new();
+    let mut elementary = false;
     for (key, value) in map {
         let Value::String(key) = key else {
             return Err(invalid("a key is not a string".into()));
         };
+        if key == ELEMENTARY_OVERRIDE {
+            elementary = is_on(&value);
+            continue;
+        }
         let Some((_, flag)) = PASSED_OVERRIDES.iter().find(|(k, _)| *k == key) else {
             if !CLIENT_OVERRIDES.contains(&key.as_str()) && !is_unset(&value) {
                 notes.push(format!(
@@ -260,7 +282,21 @@ fn override_args(text: &str, command: &[String]) -> Result<(Vec<String>, Vec<Str
             _ => return Err(invalid(format!("{key} has a value of an unsupported kind"))),
         }
     }
-    Ok((args, notes))
+    Ok(ReadOverrides {
+        flags: args,
+        notes,
+        elementary,
+    })
+}
+
+/// Whether an override value says "on": `True`, or the text `True` (the original compared
+/// the value it received with `'True'`).
+fn is_on(value: &Value) -> bool {
+    match value {
+        Value::Bool(b) => *b,
+        Value::String(s) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
 }
 
 /// Whether an override value says "not set" (Python's `None`, `False`, empty).
@@ -284,7 +320,23 @@ mod tests {
 
     fn args(command: &str, overrides: &str) -> (Vec<String>, Vec<String>) {
         let command = shlex::split(command).unwrap();
-        override_args(overrides, &command).unwrap()
+        let read = override_args(overrides, &command).unwrap();
+        (read.flags, read.notes)
+    }
+
+    #[test]
+    fn the_elementary_override_asks_for_a_report_and_adds_no_flag() {
+        for (value, on) in [
+            ("True", true),
+            ("'True'", true),
+            ("False", false),
+            ("None", false),
+        ] {
+            let read = override_args(&format!("{{'elementary': {value}}}"), &[]).unwrap();
+            assert_eq!(read.elementary, on, "elementary: {value}");
+            assert!(read.flags.is_empty() && read.notes.is_empty(), "{read:?}");
+        }
+        assert!(!override_args(CAPTURED_OVERRIDES, &[]).unwrap().elementary);
     }
 
     #[test]
@@ -373,6 +425,21 @@ mod tests {
             max_unzipped_bytes: 1 << 20,
         },
     };
+
+    #[test]
+    fn the_elementary_override_makes_a_job_with_a_report() {
+        let zip = zip_of(&[("manifest.json", b"{}")]);
+        let mut with = form(zip.clone());
+        with.overrides = Some("{'target': 'dev', 'elementary': True}".into());
+        let job = legacy_job(&with, &POLICY).unwrap();
+        assert!(job.spec.elementary);
+        assert_eq!(
+            job.spec.args,
+            ["build", "--select", "orders", "--target", "dev"]
+        );
+        assert!(job.notes.is_empty(), "{:?}", job.notes);
+        assert!(!legacy_job(&form(zip), &POLICY).unwrap().spec.elementary);
+    }
 
     #[test]
     fn a_form_becomes_a_manifest_job() {

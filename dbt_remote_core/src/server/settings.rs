@@ -193,6 +193,10 @@ pub struct JobSettings {
     /// How far apart a job's log appends are at least, on a store that
     /// [batches them](crate::state::StateStore::batches_log_appends).
     pub log_flush: Duration,
+    /// Elementary's `edr` (docs/elementary.md). Default: the `edr` next to dbt, else on PATH.
+    pub edr_path: Option<PathBuf>,
+    /// Longest run of one `edr report`.
+    pub edr_timeout: Duration,
 }
 
 impl Default for JobSettings {
@@ -209,6 +213,8 @@ impl Default for JobSettings {
             job_env: vec![],
             store_limits: StoreLimits::default(),
             log_flush: crate::runner::DEFAULT_LOG_FLUSH,
+            edr_path: None,
+            edr_timeout: crate::runner::DEFAULT_EDR_TIMEOUT,
         }
     }
 }
@@ -276,6 +282,10 @@ impl JobSettings {
         if let Some(v) = var_parse(env::LOG_FLUSH_MS)? {
             s.log_flush = Duration::from_millis(v);
         }
+        s.edr_path = var_path(env::EDR_PATH);
+        if let Some(v) = var_parse(env::EDR_TIMEOUT_SECONDS)? {
+            s.edr_timeout = Duration::from_secs(v);
+        }
         Ok(s)
     }
 
@@ -314,6 +324,11 @@ impl JobSettings {
             env::LOG_FLUSH_MS,
             Some(self.log_flush.as_millis().to_string().into()),
         ));
+        vars.push((env::EDR_PATH, path(&self.edr_path)));
+        vars.push((
+            env::EDR_TIMEOUT_SECONDS,
+            Some(self.edr_timeout.as_secs().to_string().into()),
+        ));
         vars.extend(self.store_limits.to_env());
         vars
     }
@@ -351,6 +366,8 @@ impl JobSettings {
             store_limits: self.store_limits,
             job_env: self.job_env.clone(),
             log_flush: self.log_flush,
+            edr_path: self.edr_path.as_deref().map(program).transpose()?,
+            edr_timeout: self.edr_timeout,
         })
     }
 
@@ -402,6 +419,8 @@ impl JobSettings {
         config.max_log_records = self.store_limits.max_log_records;
         config.max_log_bytes = self.store_limits.max_log_bytes;
         config.log_flush = self.log_flush;
+        config.edr_path = self.edr_path.clone();
+        config.edr_timeout = self.edr_timeout;
         config
     }
 }
@@ -695,6 +714,8 @@ mod tests {
                 ..Default::default()
             },
             log_flush: Duration::from_millis(250),
+            edr_path: Some("/edr/bin/edr".into()),
+            edr_timeout: Duration::from_secs(42),
         };
         let env = settings.to_env();
         let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
@@ -706,6 +727,8 @@ mod tests {
         assert_eq!(get(env::JOB_ENV), Some("SNOWFLAKE_PASSWORD,PGPASS".into()));
         assert_eq!(get(env::MAX_LOG_RECORDS), Some("7".into()));
         assert_eq!(get(env::LOG_FLUSH_MS), Some("250".into()));
+        assert_eq!(get(env::EDR_PATH), Some("/edr/bin/edr".into()));
+        assert_eq!(get(env::EDR_TIMEOUT_SECONDS), Some("42".into()));
     }
 
     #[test]
