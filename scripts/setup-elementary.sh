@@ -2,7 +2,7 @@
 # Create (once; cached) the venv holding Elementary's `edr` for the tests, and make its internal
 # dbt project work offline.
 #
-# Usage: EDR=$(scripts/setup-elementary.sh)
+# Usage: eval "$(scripts/setup-elementary.sh | sed 's/^/export /')"
 #
 # The venv lives at ${DBT_REMOTE_EDR_VENV:-$HOME/.cache/dbt-remote/edr-venv}; its requirements are
 # scripts/requirements-elementary.txt (installed by scripts/setup-python.sh, which skips pip when
@@ -10,13 +10,24 @@
 # (site-packages/elementary/monitor/dbt_project) unless its dbt_packages/ already holds
 # `elementary/` and `dbt_utils/`: they are copied there from the offline packages,
 # ${DBT_REMOTE_DBT_PACKAGES:-<repo>/../shared/dbt-packages} (see its README.md).
-# Progress goes to stderr; the only line on stdout is the path of `edr` (printed last).
+# Progress goes to stderr. stdout: `DBT_REMOTE_EDR_PATH=<edr>` and `DBT_REMOTE_DBT_PACKAGES=<folder>`.
 set -euo pipefail
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "${script_dir}/.." && pwd)"
 venv="${DBT_REMOTE_EDR_VENV:-${HOME}/.cache/dbt-remote/edr-venv}"
-packages="${DBT_REMOTE_DBT_PACKAGES:-${root}/../shared/dbt-packages}"
+# The offline packages: DBT_REMOTE_DBT_PACKAGES, else the workplace's shared folder next to the
+# repository, else /work/shared (where it is when the repository was cloned elsewhere, as CI does).
+packages="${DBT_REMOTE_DBT_PACKAGES:-}"
+if [[ -z "${packages}" ]]; then
+    for candidate in "${root}/../shared/dbt-packages" /work/shared/dbt-packages; do
+        if [[ -d "${candidate}" ]]; then
+            packages="$(cd "${candidate}" && pwd)"
+            break
+        fi
+    done
+    packages="${packages:-${root}/../shared/dbt-packages}"
+fi
 
 log() { printf 'setup-elementary: %s\n' "$*" >&2; }
 
@@ -42,4 +53,4 @@ else
     cp -R "${packages}/dbt_utils-0.8.6" "${installed}/dbt_utils"
 fi
 
-printf '%s\n' "${venv}/bin/edr"
+printf 'DBT_REMOTE_EDR_PATH=%s\nDBT_REMOTE_DBT_PACKAGES=%s\n' "${venv}/bin/edr" "${packages}"

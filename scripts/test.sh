@@ -16,8 +16,11 @@ venv="$(scripts/setup-python.sh)"
 export DBT_REMOTE_DBT_PATH="$venv/bin/dbt"
 # Elementary's edr (its own venv, with the offline packages in its internal project); the
 # --elementary tests fail instead of being skipped if it is missing (docs/elementary.md).
-DBT_REMOTE_EDR_PATH="$(scripts/setup-elementary.sh)"
-export DBT_REMOTE_EDR_PATH
+# Prints DBT_REMOTE_EDR_PATH=… and DBT_REMOTE_DBT_PACKAGES=… (the offline dbt packages).
+elementary="$(scripts/setup-elementary.sh)"
+while IFS= read -r setting; do
+    export "${setting?}"
+done <<< "$elementary"
 # Prints DBT_REMOTE_GCS_EMULATOR=… and DBT_REMOTE_FIRESTORE_EMULATOR=…
 emulators="$(scripts/setup-emulators.sh)"
 while IFS= read -r setting; do
