@@ -310,9 +310,8 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    /// A new queued job, with the target its arguments name.
+    /// A new queued job.
     pub fn new(spec: JobSpec) -> Self {
-        let target = crate::project::target_from_args(&spec.args);
         JobRecord {
             id: JobId::new(),
             spec,
@@ -329,7 +328,7 @@ impl JobRecord {
             launch_owner: None,
             lease_until: None,
             project: None,
-            target,
+            target: None,
         }
     }
 

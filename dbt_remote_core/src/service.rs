@@ -195,6 +195,7 @@ impl JobService {
         self.check_project_files(&spec).await?;
         let mut record = JobRecord::new(spec);
         record.project = self.project_of(&record.spec).await;
+        record.target = crate::project::target_from_args(&record.spec.args);
         let job = self.store.create_job(&record).await?;
         if !notes.is_empty() {
             self.store.append_logs(job.id, notes).await?;

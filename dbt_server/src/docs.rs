@@ -11,9 +11,8 @@ use warp::path::{FullPath, Tail};
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
-use crate::reply::native;
+use crate::reply::{artifact_reply, native};
 use crate::request::{job_id, percent_decode};
-use crate::routes::artifact_reply;
 
 /// The files of a docs site: what dbt's `index.html` loads, and itself.
 const DOCS_FILES: &[&str] = &[DOCS_INDEX, "manifest.json", "catalog.json"];

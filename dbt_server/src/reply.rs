@@ -158,6 +158,19 @@ fn error_status(e: &Error) -> StatusCode {
     }
 }
 
+/// An artifact's content, typed by its name, with the headers of what a job wrote.
+pub(crate) fn artifact_reply(name: &str, content: bytes::Bytes) -> Response {
+    let kind = if name.ends_with(".json") {
+        "application/json"
+    } else if name.ends_with(".html") {
+        "text/html; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    };
+    let answer = reply::with_header(content.to_vec(), "content-type", kind).into_response();
+    crate::ui_headers::with_artifact_headers(answer, name.ends_with(".html"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

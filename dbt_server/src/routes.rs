@@ -19,7 +19,7 @@ use warp::path::Tail;
 use warp::reply::{self, Reply, Response};
 use warp::Filter;
 
-use crate::reply::{json_reply, native};
+use crate::reply::{artifact_reply, json_reply, native};
 use crate::request::{
     job_id, json_body, limited_body, parse_json, percent_decode, query, BodyLimits,
 };
@@ -348,19 +348,6 @@ async fn artifact(id: String, name: Tail, svc: JobService) -> Answer {
     let id = job_id(&id)?;
     let content = svc.artifact(id, &RelPath::new(name.as_str())?).await?;
     Ok(artifact_reply(&name, content))
-}
-
-/// An artifact's content, typed by its name, with the headers of what a job wrote.
-pub(crate) fn artifact_reply(name: &str, content: Bytes) -> Response {
-    let kind = if name.ends_with(".json") {
-        "application/json"
-    } else if name.ends_with(".html") {
-        "text/html; charset=utf-8"
-    } else {
-        "application/octet-stream"
-    };
-    let answer = reply::with_header(content.to_vec(), "content-type", kind).into_response();
-    crate::ui_headers::with_artifact_headers(answer, name.ends_with(".html"))
 }
 
 /// Server-Sent Events of a log follower: `log` events with the record's seq as event id, then

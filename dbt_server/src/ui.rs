@@ -37,7 +37,10 @@ pub(crate) fn routes() -> BoxedFilter<(Response,)> {
         .map(|html: String| typed(html, "text/html; charset=utf-8"));
     let assets = path!("ui" / "assets" / String)
         .and(get())
-        .and_then(|name: String| async move { asset(&name).ok_or_else(warp::reject::not_found) });
+        .map(|name: String| {
+            let missing = || dbt_remote_core::Error::not_found(format!("UI asset {name:?}"));
+            crate::reply::native(asset(&name).ok_or_else(missing))
+        });
     pages
         .or(assets)
         .unify()

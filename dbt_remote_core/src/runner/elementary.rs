@@ -110,13 +110,14 @@ async fn run_edr(
         .await
         .map_err(io)?;
     let profiles_dir = runner.profiles_dir(profiles);
+    let target = crate::project::target_from_args(args);
     let mut cmd = Command::new(runner.config.edr());
     cmd.args(edr_args(
         runner.work_dir,
         profiles_dir.as_deref(),
         file,
         &config_dir,
-        target(args),
+        target.as_deref(),
     ))
     .current_dir(runner.work_dir)
     .env_clear()
@@ -162,20 +163,6 @@ fn edr_args(
     out
 }
 
-/// The dbt target the job's arguments name (`--target T`, `--target=T`, `-t T`), if any.
-fn target(args: &[String]) -> Option<&str> {
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        if arg == "--target" || arg == "-t" {
-            return iter.next().map(String::as_str);
-        }
-        if let Some(t) = arg.strip_prefix("--target=") {
-            return Some(t);
-        }
-    }
-    None
-}
-
 /// One line of edr's output as a record: `edr: <line>`, at the level of edr's
 /// `<time> — LEVEL — <message>` lines, else `default`.
 fn edr_line(line: &str, default: LogLevel) -> LogEntry {
@@ -198,24 +185,6 @@ fn edr_line(line: &str, default: LogLevel) -> LogEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn the_target_of_the_job_is_found_in_each_spelling() {
-        assert_eq!(
-            target(&strings(&["build", "--target", "prod"])),
-            Some("prod")
-        );
-        assert_eq!(
-            target(&strings(&["run", "--target=ci", "-s", "x"])),
-            Some("ci")
-        );
-        assert_eq!(target(&strings(&["build", "-t", "dev"])), Some("dev"));
-        assert_eq!(target(&strings(&["build", "--select", "t"])), None);
-    }
 
     #[test]
     fn edr_gets_the_profiles_the_project_the_file_and_the_target() {

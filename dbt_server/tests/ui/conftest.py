@@ -135,8 +135,9 @@ class Server:
             assert status == 201, answer
         return files
 
-    def submit(self, project: Path, args: list[str]) -> dict[str, Any]:
-        return self.json("POST", "/api/v1/jobs", {"args": args, "files": self.upload(project)})
+    def submit(self, project: Path, args: list[str], elementary: bool = False) -> dict[str, Any]:
+        body = {"args": args, "files": self.upload(project), "elementary": elementary}
+        return self.json("POST", "/api/v1/jobs", body)
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.json("GET", f"/api/v1/jobs/{job_id}")

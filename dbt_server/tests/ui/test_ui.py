@@ -20,9 +20,23 @@ SLOW = ["run", "--select", "slow_model", "--vars", "{slow_seconds: 120}"]
 HOSTILE = "<b id=xss>x</b>"
 
 
+# A stand-in for Elementary's `edr` (the real one is tested in dbt_remote_cli/tests/elementary.rs,
+# where one report takes minutes): it writes a report page where `--file-path` says.
+FAKE_EDR = """#!/bin/sh
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--file-path" ]; then echo '<html><body><h1>Fake Elementary report</h1></body></html>' > "$2"; fi
+  shift
+done
+"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(tmp_path_factory.mktemp("ui-server"))
+    tmp = tmp_path_factory.mktemp("ui-server")
+    edr = tmp / "edr"
+    edr.write_text(FAKE_EDR)
+    edr.chmod(0o755)
+    s = Server(tmp, ["--edr-path", str(edr)])
     yield s
     s.stop()
 
@@ -38,7 +52,9 @@ def finished(server: Server, project: Path) -> dict[str, dict[str, Any]]:
         "hostile": ["ls", "--select", HOSTILE],
     }
     jobs = {name: server.submit(project, args) for name, args in specs.items()}
+    jobs["report"] = server.submit(project, ["seed"], elementary=True)
     done = {name: server.wait(job["id"], timeout=180) for name, job in jobs.items()}
+    assert done["report"]["status"] == "succeeded", done["report"]
     assert done["ok"]["status"] == "succeeded", done["ok"]
     assert done["bad"]["status"] == "failed", done["bad"]
     assert done["docs"]["status"] == "succeeded", done["docs"]
@@ -209,6 +225,31 @@ def test_docs_link_opens_the_dbt_docs_site(page, server, finished):
     page.get_by_text("Depends On").first.wait_for(timeout=30_000)
     text = page.inner_text("body")
     assert "stg_payments" in text and "ref('stg_orders')" in text, text[:2000]
+
+
+def test_report_and_latest_docs_links_open(page, server, finished):
+    report = finished["report"]
+    page.goto(f"{server.url}/ui/jobs/{report['id']}")
+    link = page.locator("#elementary-link")
+    link.wait_for()
+    assert link.get_attribute("href") == f"/api/v1/jobs/{report['id']}/artifacts/elementary_report.html"
+    page.goto(server.url + link.get_attribute("href"))
+    page.get_by_text("Fake Elementary report").wait_for()
+    # A job without a report shows no report link.
+    page.goto(f"{server.url}/ui/jobs/{finished['ok']['id']}")
+    page.locator("#latest-docs-link").wait_for()  # the links are drawn with the artifacts
+    assert page.locator("#elementary-link").count() == 0
+
+    docs = finished["docs"]
+    assert (docs["project"], docs["target"]) == ("jaffle_duckdb", "dev")
+    page.goto(f"{server.url}/ui/jobs/{docs['id']}")
+    latest = page.locator("#latest-docs-link")
+    latest.wait_for()
+    assert latest.get_attribute("href") == "/api/v1/docs/jaffle_duckdb/dev/"
+    page.goto(f"{server.url}/api/v1/docs/jaffle_duckdb/dev/#!/model/model.jaffle_duckdb.orders")
+    # The redirect lands on the newest docs job's own site, which loads its manifest.
+    page.get_by_text("Depends On").first.wait_for(timeout=30_000)
+    assert page.url.startswith(f"{server.url}/api/v1/jobs/{docs['id']}/docs/"), page.url
 
 
 def test_api_data_is_shown_as_text_never_as_html(page, server, finished):
