@@ -23,7 +23,7 @@ use crate::schedule::{
     LoopTrigger, MemorySchedules, Schedule, ScheduleSpec, ScheduleStore, ScheduleStoreExt,
     ScheduleTrigger,
 };
-use crate::state::{follow_logs, FollowEvent, JobPage, JobQuery, StateStore};
+use crate::state::{FollowEvent, JobPage, JobQuery, LogHub, StateStore};
 use crate::{Error, Result};
 
 /// Blob sizes looked up at once when a job's size is checked.
@@ -76,18 +76,22 @@ pub struct JobService {
     schedules: Arc<dyn ScheduleStore>,
     trigger: Arc<dyn ScheduleTrigger>,
     limits: Limits,
-    /// How often a log follower looks for new records.
+    /// The readers of followed jobs' logs, one per job.
+    hub: LogHub,
+    /// How often a followed job's log is read when its store cannot say it changed.
     pub log_poll: Duration,
 }
 
 impl JobService {
     pub fn new(store: Arc<dyn StateStore>, launcher: Arc<dyn JobLauncher>) -> Self {
+        let hub = LogHub::new(store.clone());
         JobService {
             store,
             launcher,
             schedules: Arc::new(MemorySchedules::new()),
             trigger: Arc::new(LoopTrigger),
             limits: Limits::new(),
+            hub,
             log_poll: Duration::from_millis(100),
         }
     }
@@ -345,7 +349,7 @@ impl JobService {
     ) -> Result<impl futures::Stream<Item = Result<FollowEvent>> + Send + 'static> {
         let after = log_cursor(after)?;
         self.store.get_job(id).await?;
-        Ok(follow_logs(self.store.clone(), id, after, self.log_poll))
+        Ok(self.hub.follow(id, after, self.log_poll))
     }
 
     pub async fn artifacts(&self, id: JobId) -> Result<ArtifactList> {

@@ -69,6 +69,9 @@ impl StateStore for EchoLogs {
     async fn update_job(&self, job: &JobRecord) -> Result<JobRecord> {
         self.inner.update_job(job).await
     }
+    fn watch_job(&self, id: JobId) -> Option<super::JobWatch> {
+        self.inner.watch_job(id)
+    }
     fn batches_log_appends(&self) -> bool {
         self.inner.batches_log_appends()
     }

@@ -42,6 +42,8 @@ pub struct LocalStore {
     root: Arc<PathBuf>,
     lock_timeout: Duration,
     max_log_record_bytes: usize,
+    /// The inotify watcher of followed jobs' folders, started on the first watch.
+    watcher: Arc<std::sync::OnceLock<Option<super::inotify::DirWatcher>>>,
 }
 
 impl LocalStore {
@@ -60,6 +62,7 @@ impl LocalStore {
             root: Arc::new(root),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             max_log_record_bytes: super::DEFAULT_MAX_LOG_RECORD_BYTES,
+            watcher: Arc::default(),
         })
     }
 
@@ -423,6 +426,14 @@ impl StateStore for LocalStore {
             }
         })
         .await
+    }
+
+    fn watch_job(&self, id: JobId) -> Option<super::JobWatch> {
+        let watcher = self
+            .watcher
+            .get_or_init(super::inotify::DirWatcher::start)
+            .as_ref()?;
+        watcher.watch(id, &self.job_dir(id))
     }
 
     async fn read_logs(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<LogRecord>> {

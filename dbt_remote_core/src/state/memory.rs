@@ -18,6 +18,7 @@ use crate::{Error, Result};
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     max_log_record_bytes: usize,
+    wakeups: super::JobWakeups,
 }
 
 impl Default for MemoryStore {
@@ -25,6 +26,7 @@ impl Default for MemoryStore {
         MemoryStore {
             inner: Mutex::default(),
             max_log_record_bytes: super::DEFAULT_MAX_LOG_RECORD_BYTES,
+            wakeups: super::JobWakeups::default(),
         }
     }
 }
@@ -115,6 +117,7 @@ impl StateStore for MemoryStore {
             };
             Ok(stored.record.clone())
         })
+        .inspect(|_| self.wakeups.wake(job.id))
     }
 
     async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage> {
@@ -173,6 +176,11 @@ impl StateStore for MemoryStore {
             }
             Ok(job.logs.len() as u64)
         })
+        .inspect(|_| self.wakeups.wake(id))
+    }
+
+    fn watch_job(&self, id: JobId) -> Option<super::JobWatch> {
+        Some(self.wakeups.watch(id))
     }
 
     async fn read_logs(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
@@ -212,7 +220,9 @@ impl StateStore for MemoryStore {
     }
 
     async fn delete_job(&self, id: JobId) -> Result<bool> {
-        Ok(self.inner.lock().unwrap().jobs.remove(&id).is_some())
+        let had = self.inner.lock().unwrap().jobs.remove(&id).is_some();
+        self.wakeups.wake(id);
+        Ok(had)
     }
 
     async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {

@@ -17,14 +17,19 @@ use crate::{Error, Result};
 mod echo;
 #[cfg(feature = "gcp")]
 pub mod gcp;
+mod hub;
+mod inotify;
 mod local;
 mod memory;
+mod wake;
 
 pub use echo::{cloud_logging_line, EchoLogs};
 #[cfg(feature = "gcp")]
 pub use gcp::{GcpStore, GcpStoreBuilder, GcpWritten};
+pub use hub::{LogHub, DEFAULT_SAFETY_POLL};
 pub use local::{LocalStore, DEFAULT_LOCK_TIMEOUT};
 pub use memory::MemoryStore;
+pub use wake::{JobWakeups, JobWatch};
 
 /// A page of [`StateStore::list_jobs`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,6 +84,11 @@ pub struct ArtifactInfo {
 ///   changes state, so any number of readers each see every record.
 /// - **Artifacts** are files a job produced, by relative name; a put replaces the previous one
 ///   atomically.
+/// - **Watching** is optional: [`watch_job`](Self::watch_job) returns a [`JobWatch`] that wakes
+///   after the job's record or log may have changed, also by another process for stores
+///   shared between processes (the local store, by inotify). It may wake spuriously or
+///   coalesce changes, and may miss none that happen after it returned; a store that cannot
+///   tell returns `None` (the default), and readers poll.
 /// - Logs and artifacts of an unknown job fail with [`Error::NotFound`].
 /// - **Deleting** (what [`retention`](crate::retention) calls): [`delete_job`](Self::delete_job)
 ///   removes the record, its log and its artifacts; the record goes first, so a job is never
@@ -118,6 +128,11 @@ pub trait StateStore: fmt::Debug + Send + Sync + 'static {
     /// its ~1 write/s sustained rate per document). Default `false`: append at once.
     fn batches_log_appends(&self) -> bool {
         false
+    }
+    /// A wake-up for changes of job `id`'s record or log, when the store can give one.
+    fn watch_job(&self, id: JobId) -> Option<JobWatch> {
+        let _ = id;
+        None
     }
     /// Up to `limit` records with `seq > after`, in order.
     async fn read_logs(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<LogRecord>>;
@@ -205,7 +220,8 @@ pub enum FollowEvent {
 }
 
 /// Follows a job's log from `after` until the job ends: every record exactly once, in order,
-/// then [`FollowEvent::End`]. Polls the store every `poll`.
+/// then [`FollowEvent::End`]. Polls the store every `poll`: one follower's reader (the server
+/// shares one reader among a job's followers, [`LogHub`]).
 pub fn follow_logs(
     store: Arc<dyn StateStore>,
     id: JobId,
