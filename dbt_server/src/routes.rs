@@ -355,40 +355,27 @@ async fn artifact(id: String, name: Tail, svc: JobService) -> Answer {
 fn sse(
     events: impl Stream<Item = dbt_remote_core::Result<FollowEvent>> + Send + 'static,
 ) -> impl Stream<Item = Result<warp::sse::Event, Infallible>> + Send + Sync + 'static {
-    // warp wants a Sync stream: drive the follower in a task that stops as soon as the client
-    // leaves (the response, and with it `rx`, is dropped), not at its next event.
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        let mut events = std::pin::pin!(events);
-        loop {
-            let event = tokio::select! {
-                _ = tx.closed() => return,
-                event = events.next() => event,
-            };
-            let Some(event) = event else { return };
-            let event = match event {
-                Ok(FollowEvent::Record(record)) => warp::sse::Event::default()
-                    .event(SSE_EVENT_LOG)
-                    .id(record.seq.to_string())
-                    .json_data(&record),
-                Ok(FollowEvent::End(job)) => warp::sse::Event::default()
-                    .event(SSE_EVENT_END)
-                    .json_data(api::Job::from(job)),
-                Err(e) => {
-                    tracing::error!("log stream failed: {e}");
-                    warp::sse::Event::default()
-                        .event("error")
-                        .json_data(ErrorBody::new("internal", "reading the log failed"))
-                }
-            };
-            let event =
-                event.unwrap_or_else(|_| warp::sse::Event::default().comment("unserialisable"));
-            if tx.send(Ok(event)).await.is_err() {
-                return;
+    // warp wants a Sync stream; the follower is polled only through `&mut`, so wrapping it is
+    // enough (no task in between: each record wakes one task, the connection's). When the
+    // client leaves, hyper drops the response and the follower with it.
+    sync_wrapper::SyncStream::new(events.map(|event| {
+        let event = match event {
+            Ok(FollowEvent::Record(record)) => warp::sse::Event::default()
+                .event(SSE_EVENT_LOG)
+                .id(record.seq.to_string())
+                .json_data(&record),
+            Ok(FollowEvent::End(job)) => warp::sse::Event::default()
+                .event(SSE_EVENT_END)
+                .json_data(api::Job::from(job)),
+            Err(e) => {
+                tracing::error!("log stream failed: {e}");
+                warp::sse::Event::default()
+                    .event("error")
+                    .json_data(ErrorBody::new("internal", "reading the log failed"))
             }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+        };
+        Ok(event.unwrap_or_else(|_| warp::sse::Event::default().comment("unserialisable")))
+    }))
 }
 
 impl Config {
