@@ -205,12 +205,18 @@ async fn installed_packages_are_restored_until_the_package_files_change() {
         has(&first, DEPS_RUN) && !has(&first, DEPS_RESTORED),
         "{first:#?}"
     );
-    assert_eq!(packages.downloads(), 1);
+    // dbt deps fetches a tarball more than once (to hash it for the lock file, to install it).
+    let one_install = packages.downloads();
+    assert!(one_install > 0, "dbt deps downloaded the package");
 
     let (second, _) = run(&client, &project, &["parse"]).await;
     assert!(has(&second, DEPS_RESTORED), "{second:#?}");
     assert!(!has(&second, DEPS_RUN), "dbt deps is not run: {second:#?}");
-    assert_eq!(packages.downloads(), 1, "nothing downloaded again");
+    assert_eq!(
+        packages.downloads(),
+        one_install,
+        "nothing downloaded again"
+    );
 
     std::fs::write(project.join("packages.yml"), packages_yml("second")).unwrap();
     let (third, _) = run(&client, &project, &["parse"]).await;
@@ -220,7 +226,7 @@ async fn installed_packages_are_restored_until_the_package_files_change() {
     );
     assert_eq!(
         packages.downloads(),
-        2,
+        2 * one_install,
         "a changed packages.yml installs again"
     );
 }
