@@ -176,27 +176,32 @@ impl PackageServer {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn installed_packages_are_restored_until_the_package_files_change() {
-    let tmp = tempfile::tempdir().unwrap();
-    let project = copy_example(tmp.path());
-    let packages = PackageServer::start(tmp.path()).await;
-    let packages_yml = |comment: &str| {
-        format!(
-            "# {comment}\npackages:\n  - tarball: {}\n    name: tiny_pkg\n",
-            packages.url
-        )
-    };
+/// The packages.yml of the tiny package served at `url`, with a `comment` line.
+fn packages_yml(url: &str, comment: &str) -> String {
+    format!("# {comment}\npackages:\n  - tarball: {url}\n    name: tiny_pkg\n")
+}
+
+/// Adds the tiny package and a model that calls its macro (dbt refuses to parse the project
+/// without the package installed) to `project`.
+fn use_tiny_package(project: &Path, url: &str) {
     dbt_remote_test_support::files::write_files(
-        &project,
+        project,
         &[
-            ("packages.yml", &packages_yml("first")),
+            ("packages.yml", &packages_yml(url, "first")),
             (
                 "models/uses_pkg.sql",
                 "select {{ tiny_pkg.answer() }} as answer\n",
             ),
         ],
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installed_packages_are_restored_until_the_package_files_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = copy_example(tmp.path());
+    let packages = PackageServer::start(tmp.path()).await;
+    use_tiny_package(&project, &packages.url);
     let server = RealServer::start(common::server_binary());
     let client = Client::new(&server.url).unwrap();
 
@@ -218,7 +223,11 @@ async fn installed_packages_are_restored_until_the_package_files_change() {
         "nothing downloaded again"
     );
 
-    std::fs::write(project.join("packages.yml"), packages_yml("second")).unwrap();
+    std::fs::write(
+        project.join("packages.yml"),
+        packages_yml(&packages.url, "second"),
+    )
+    .unwrap();
     let (third, _) = run(&client, &project, &["parse"]).await;
     assert!(
         has(&third, DEPS_RUN) && !has(&third, DEPS_RESTORED),
@@ -238,4 +247,32 @@ fn uuid_like() -> String {
         .unwrap()
         .as_nanos();
     format!("{nanos:x}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_deps_cache_false_every_job_runs_dbt_deps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = copy_example(tmp.path());
+    let packages = PackageServer::start(tmp.path()).await;
+    use_tiny_package(&project, &packages.url);
+    let server = RealServer::start_with_env(
+        common::server_binary(),
+        tmp.path(),
+        &[],
+        &[("DBT_REMOTE_DEPS_CACHE", "false")],
+    );
+    let client = Client::new(&server.url).unwrap();
+    for _ in 0..2 {
+        let (messages, _) = run(&client, &project, &["parse"]).await;
+        assert!(has(&messages, DEPS_RUN), "{messages:#?}");
+        assert!(!has(&messages, DEPS_RESTORED), "{messages:#?}");
+    }
+    assert!(
+        !tmp.path().join("state/cache/deps").exists(),
+        "nothing is stored"
+    );
+    assert!(
+        tmp.path().join("state/cache/partial-parse").exists(),
+        "the parse cache is still on"
+    );
 }
