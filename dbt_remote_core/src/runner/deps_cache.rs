@@ -306,6 +306,21 @@ mod tests {
     }
 
     #[test]
+    fn only_the_default_install_path_is_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = |yml: &str| std::fs::write(dir.path().join(PROJECT_FILE), yml).unwrap();
+        assert!(default_install_path(dir.path()), "no dbt_project.yml");
+        project("name: p\n");
+        assert!(default_install_path(dir.path()));
+        project("name: p\npackages-install-path: dbt_packages/\n");
+        assert!(default_install_path(dir.path()));
+        project("name: p\npackages-install-path: vendor\n");
+        assert!(!default_install_path(dir.path()));
+        project("[not yaml");
+        assert!(!default_install_path(dir.path()));
+    }
+
+    #[test]
     fn a_tree_with_a_link_is_not_packed() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("src")).unwrap();
