@@ -56,6 +56,12 @@ pub const RETENTION_GRACE_MINUTES: &str = "DBT_REMOTE_RETENTION_GRACE_MINUTES";
 /// Minutes between two retention passes (one also runs at start); `0`: no retention at all.
 /// Default 60.
 pub const GC_INTERVAL_MINUTES: &str = "DBT_REMOTE_GC_INTERVAL_MINUTES";
+/// `false`/`0`: jobs neither restore nor keep dbt's partial parse state in the store
+/// (docs/caches.md). Default: on.
+pub const PARSE_CACHE: &str = "DBT_REMOTE_PARSE_CACHE";
+/// `false`/`0`: jobs neither restore nor keep the `dbt_packages/` of `dbt deps` in the store
+/// (docs/caches.md). Default: on.
+pub const DEPS_CACHE: &str = "DBT_REMOTE_DEPS_CACHE";
 /// Keep each job's work dir after it ends (`1`/`true`). Default: removed.
 pub const KEEP_WORK_DIRS: &str = "DBT_REMOTE_KEEP_WORK_DIRS";
 /// Comma-separated names of variables of the server's environment that job processes and dbt

@@ -23,6 +23,13 @@ pub fn project_name(dbt_project_yml: &[u8]) -> Option<String> {
     plain(yaml.get("name")?)
 }
 
+/// The profile the root `dbt_project.yml` (`content`) names: its `profile` key, when it is a
+/// plain string.
+pub fn project_profile(dbt_project_yml: &[u8]) -> Option<String> {
+    let yaml: Value = serde_yaml_ng::from_slice(dbt_project_yml).ok()?;
+    plain(yaml.get("profile")?)
+}
+
 /// The project's name from a compiled `manifest.json` (its `metadata.project_name`), for jobs
 /// run from a manifest that came without a `dbt_project.yml`.
 pub fn manifest_project_name(manifest_json: &[u8]) -> Option<String> {
@@ -70,8 +77,7 @@ pub fn profile_from_args(args: &[String]) -> Option<String> {
 pub fn default_target(args: &[String], work_dir: &Path, profiles_dir: &Path) -> Option<String> {
     let profile = profile_from_args(args).or_else(|| {
         let project = std::fs::read(work_dir.join(PROJECT_FILE)).ok()?;
-        let yaml: Value = serde_yaml_ng::from_slice(&project).ok()?;
-        plain(yaml.get("profile")?)
+        project_profile(&project)
     })?;
     let profiles = std::fs::read(profiles_dir.join(PROFILES_YML)).ok()?;
     let yaml: Value = serde_yaml_ng::from_slice(&profiles).ok()?;

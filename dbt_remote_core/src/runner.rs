@@ -42,7 +42,10 @@ const LOG_DIR: &str = "logs";
 /// Commands that take no `--target-path` flag (they get `DBT_TARGET_PATH` only).
 const NO_TARGET_FLAG: &[&str] = &["deps", "debug"];
 
+mod cache_key;
+mod deps_cache;
 mod elementary;
+mod parse_cache;
 
 pub use elementary::{DEFAULT_EDR_TIMEOUT, ELEMENTARY_REPORT};
 
@@ -97,6 +100,10 @@ pub struct RunnerConfig {
     pub edr_path: Option<PathBuf>,
     /// Longest an `edr report` may run before it is interrupted (the job keeps dbt's result).
     pub edr_timeout: Duration,
+    /// Restore and keep dbt's partial parse state in the store (docs/caches.md).
+    pub parse_cache: bool,
+    /// Restore and keep the `dbt_packages/` of `dbt deps` in the store (docs/caches.md).
+    pub deps_cache: bool,
 }
 
 impl RunnerConfig {
@@ -116,6 +123,8 @@ impl RunnerConfig {
             log_flush: DEFAULT_LOG_FLUSH,
             edr_path: None,
             edr_timeout: DEFAULT_EDR_TIMEOUT,
+            parse_cache: true,
+            deps_cache: true,
         }
     }
 
@@ -266,19 +275,8 @@ impl Runner<'_> {
                 .iter()
                 .any(|f| self.work_dir.join(f).is_file())
         {
-            self.note(LogLevel::Info, "dbt-remote: installing packages (dbt deps)")
-                .await;
-            match self
-                .dbt(JobMode::Project, profiles, &["deps".to_string()])
-                .await?
-            {
-                Outcome::Exited(0) => {}
-                Outcome::Exited(code) => {
-                    self.note(LogLevel::Error, format!("dbt deps failed with code {code}"))
-                        .await;
-                    return Ok(Outcome::Exited(code));
-                }
-                other => return Ok(other),
+            if let Some(outcome) = deps_cache::install(self, profiles).await? {
+                return Ok(outcome);
             }
         }
         let from = match job.spec.mode {
@@ -290,7 +288,11 @@ impl Runner<'_> {
             format!("dbt-remote: running dbt {}{from}", job.spec.args.join(" ")),
         )
         .await;
+        let parse = parse_cache::ParseCache::restore(self, job, profiles).await;
         let outcome = self.dbt(job.spec.mode, profiles, &job.spec.args).await?;
+        if let Some(parse) = parse {
+            parse.save(self, &outcome).await;
+        }
         self.store_artifacts().await?;
         if job.spec.elementary && !matches!(outcome, Outcome::Cancelled) {
             let report = elementary::report(self, &job.spec.args, profiles).await?;

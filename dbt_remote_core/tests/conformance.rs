@@ -8,8 +8,8 @@ use bytes::Bytes;
 use dbt_remote_core::runner::RunnerConfig;
 use dbt_remote_core::schedule::{LocalSchedules, MemorySchedules, ScheduleStore};
 use dbt_remote_core::testing::{
-    damaged_blobs_are_refused_and_repaired, fake_dbt, run_concurrent_schedule_suite,
-    run_launcher_suite, run_schedule_suite, run_store_suite,
+    damaged_blobs_are_refused_and_repaired, fake_dbt, oversized_cache_entries_are_refused,
+    run_concurrent_schedule_suite, run_launcher_suite, run_schedule_suite, run_store_suite,
 };
 use dbt_remote_core::{BlobHash, InProcessLauncher, LocalStore, MemoryStore, StateStore};
 
@@ -19,6 +19,8 @@ async fn memory_store_conforms() {
     let store = MemoryStore::new();
     let damage = |hash: &BlobHash, bytes| store.damage_blob(hash, bytes);
     damaged_blobs_are_refused_and_repaired(&store, damage, true).await;
+    oversized_cache_entries_are_refused(&MemoryStore::new().with_max_cache_entry_bytes(100), 100)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,6 +33,10 @@ async fn local_store_conforms() {
         std::fs::write(dir.path().join("blobs").join(&h[..2]).join(&h[2..]), bytes).unwrap();
     };
     damaged_blobs_are_refused_and_repaired(&store, damage, true).await;
+    let capped = LocalStore::new(dir.path().join("capped"))
+        .unwrap()
+        .with_max_cache_entry_bytes(100);
+    oversized_cache_entries_are_refused(&capped, 100).await;
 }
 
 /// On the Firestore and Cloud Storage emulators (skipped, saying so, when they are not installed).

@@ -84,6 +84,14 @@ pub struct StateArgs {
     /// dbt's profiles dir, owned by the server (jobs name only --profile/--target).
     #[arg(long, env = env::PROFILES_DIR)]
     profiles_dir: Option<PathBuf>,
+    /// Jobs neither restore nor keep dbt's partial parse state in the store: every job parses
+    /// the whole project (docs/caches.md). Env DBT_REMOTE_PARSE_CACHE=false.
+    #[arg(long = "no-parse-cache", env = env::PARSE_CACHE, action = clap::ArgAction::SetFalse, value_parser = clap::builder::BoolishValueParser::new())]
+    parse_cache: bool,
+    /// Jobs neither restore nor keep the dbt_packages/ of `dbt deps` in the store: every job
+    /// with a packages.yml runs `dbt deps` (docs/caches.md). Env DBT_REMOTE_DEPS_CACHE=false.
+    #[arg(long = "no-deps-cache", env = env::DEPS_CACHE, action = clap::ArgAction::SetFalse, value_parser = clap::builder::BoolishValueParser::new())]
+    deps_cache: bool,
     /// Keep each job's work dir after it ends, for debugging.
     #[arg(long, env = env::KEEP_WORK_DIRS, action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     keep_work_dirs: bool,
@@ -245,6 +253,8 @@ impl StateArgs {
             log_flush: Duration::from_millis(self.log_flush_ms),
             edr_path: self.edr_path.clone(),
             edr_timeout: Duration::from_secs(self.edr_timeout_seconds),
+            parse_cache: self.parse_cache,
+            deps_cache: self.deps_cache,
             limits: limits::JobLimits {
                 max_files: self.max_job_files,
                 max_bytes: self.max_job_bytes,

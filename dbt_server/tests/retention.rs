@@ -154,6 +154,12 @@ async fn a_pass_deletes_old_finished_jobs_and_unused_blobs_and_nothing_else() {
         .unwrap();
     let left = leave_files(&d.work, &d.runs, old_ok);
     let kept_files = leave_files(&d.work, &d.runs, running);
+    // Cache entries belong to no job: a pass leaves them.
+    let cache =
+        dbt_remote_core::state::CacheKey::new(dbt_remote_core::state::CacheKind::Deps, [3; 32]);
+    s.put_cache(&cache, Bytes::from_static(b"zip"))
+        .await
+        .unwrap();
 
     let removed = collect(s, &d.schedules, &policy(&d), Utc::now())
         .await
@@ -184,6 +190,10 @@ async fn a_pass_deletes_old_finished_jobs_and_unused_blobs_and_nothing_else() {
     for p in &kept_files {
         assert!(p.exists(), "a running job's {} stays", p.display());
     }
+    assert!(
+        s.get_cache(&cache).await.unwrap().is_some(),
+        "the cache is left"
+    );
     let wanted = [b_shared, b_queued, b_running, b_schedule, b_fresh];
     assert!(s.missing_blobs(&wanted).await.unwrap().is_empty());
     let again = collect(s, &d.schedules, &policy(&d), Utc::now())

@@ -197,6 +197,10 @@ pub struct JobSettings {
     pub edr_path: Option<PathBuf>,
     /// Longest run of one `edr report`.
     pub edr_timeout: Duration,
+    /// Jobs restore and keep dbt's partial parse state in the store (docs/caches.md).
+    pub parse_cache: bool,
+    /// Jobs restore and keep the `dbt_packages/` of `dbt deps` in the store.
+    pub deps_cache: bool,
 }
 
 impl Default for JobSettings {
@@ -215,6 +219,8 @@ impl Default for JobSettings {
             log_flush: crate::runner::DEFAULT_LOG_FLUSH,
             edr_path: None,
             edr_timeout: crate::runner::DEFAULT_EDR_TIMEOUT,
+            parse_cache: true,
+            deps_cache: true,
         }
     }
 }
@@ -286,6 +292,8 @@ impl JobSettings {
         if let Some(v) = var_parse(env::EDR_TIMEOUT_SECONDS)? {
             s.edr_timeout = Duration::from_secs(v);
         }
+        s.parse_cache = var_bool(env::PARSE_CACHE)?.unwrap_or(true);
+        s.deps_cache = var_bool(env::DEPS_CACHE)?.unwrap_or(true);
         Ok(s)
     }
 
@@ -329,6 +337,9 @@ impl JobSettings {
             env::EDR_TIMEOUT_SECONDS,
             Some(self.edr_timeout.as_secs().to_string().into()),
         ));
+        let flag = |on: bool| Some(OsString::from(if on { "true" } else { "false" }));
+        vars.push((env::PARSE_CACHE, flag(self.parse_cache)));
+        vars.push((env::DEPS_CACHE, flag(self.deps_cache)));
         vars.extend(self.store_limits.to_env());
         vars
     }
@@ -368,6 +379,8 @@ impl JobSettings {
             log_flush: self.log_flush,
             edr_path: self.edr_path.as_deref().map(program).transpose()?,
             edr_timeout: self.edr_timeout,
+            parse_cache: self.parse_cache,
+            deps_cache: self.deps_cache,
         })
     }
 
@@ -421,6 +434,8 @@ impl JobSettings {
         config.log_flush = self.log_flush;
         config.edr_path = self.edr_path.clone();
         config.edr_timeout = self.edr_timeout;
+        config.parse_cache = self.parse_cache;
+        config.deps_cache = self.deps_cache;
         config
     }
 }
@@ -716,6 +731,8 @@ mod tests {
             log_flush: Duration::from_millis(250),
             edr_path: Some("/edr/bin/edr".into()),
             edr_timeout: Duration::from_secs(42),
+            parse_cache: false,
+            deps_cache: true,
         };
         let env = settings.to_env();
         let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
@@ -729,6 +746,10 @@ mod tests {
         assert_eq!(get(env::LOG_FLUSH_MS), Some("250".into()));
         assert_eq!(get(env::EDR_PATH), Some("/edr/bin/edr".into()));
         assert_eq!(get(env::EDR_TIMEOUT_SECONDS), Some("42".into()));
+        assert_eq!(get(env::PARSE_CACHE), Some("false".into()));
+        assert_eq!(get(env::DEPS_CACHE), Some("true".into()));
+        let config = settings.runner_config();
+        assert!(!config.parse_cache && config.deps_cache);
     }
 
     #[test]

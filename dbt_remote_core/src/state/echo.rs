@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chrono::SecondsFormat;
 use serde_json::json;
 
-use super::{ArtifactInfo, BlobInfo, JobPage, JobQuery, StateStore};
+use super::{ArtifactInfo, BlobInfo, CacheKey, JobPage, JobQuery, StateStore};
 use crate::blob::BlobHash;
 use crate::job::{JobId, JobRecord};
 use crate::log::{LogEntry, LogLevel, LogRecord};
@@ -118,6 +118,12 @@ impl StateStore for EchoLogs {
     }
     async fn delete_blob(&self, hash: &BlobHash) -> Result<bool> {
         self.inner.delete_blob(hash).await
+    }
+    async fn put_cache(&self, key: &CacheKey, content: Bytes) -> Result<()> {
+        self.inner.put_cache(key, content).await
+    }
+    async fn get_cache(&self, key: &CacheKey) -> Result<Option<Bytes>> {
+        self.inner.get_cache(key).await
     }
 }
 

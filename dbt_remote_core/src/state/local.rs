@@ -8,6 +8,7 @@
 //! jobs/<id>/logs.jsonl            one JSON record per line, append-only
 //! jobs/<id>/logs.idx              16 bytes per record: offset and length in logs.jsonl (LE u64)
 //! jobs/<id>/artifacts/<name>      artifacts
+//! cache/<kind>/<64 hex>           cache entries (replaced atomically)
 //! ```
 //! An append writes the records, then their index entries, under an exclusive lock of the index
 //! file: a reader sees a record only once its index entry is there, so it never sees a torn one,
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ArtifactInfo, BlobInfo, JobPage, JobQuery, StateStore};
+use super::{ArtifactInfo, BlobInfo, CacheKey, JobPage, JobQuery, StateStore};
 use crate::blob::BlobHash;
 use crate::job::{JobId, JobRecord};
 use crate::log::{LogEntry, LogRecord};
@@ -44,6 +45,7 @@ pub struct LocalStore {
     max_log_record_bytes: usize,
     /// The inotify watcher of followed jobs' folders, started on the first watch.
     watcher: Arc<std::sync::OnceLock<Option<super::inotify::DirWatcher>>>,
+    max_cache_entry_bytes: u64,
 }
 
 impl LocalStore {
@@ -63,6 +65,7 @@ impl LocalStore {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             max_log_record_bytes: super::DEFAULT_MAX_LOG_RECORD_BYTES,
             watcher: Arc::default(),
+            max_cache_entry_bytes: super::DEFAULT_MAX_CACHE_ENTRY_BYTES,
         })
     }
 
@@ -77,6 +80,13 @@ impl LocalStore {
     /// [`super::DEFAULT_MAX_LOG_RECORD_BYTES`]).
     pub fn with_max_log_record_bytes(mut self, max: usize) -> Self {
         self.max_log_record_bytes = max;
+        self
+    }
+
+    /// Largest cache entry kept; larger ones are refused (default
+    /// [`super::DEFAULT_MAX_CACHE_ENTRY_BYTES`]).
+    pub fn with_max_cache_entry_bytes(mut self, max: u64) -> Self {
+        self.max_cache_entry_bytes = max;
         self
     }
 
@@ -560,6 +570,26 @@ impl StateStore for LocalStore {
         self.blocking(move |s| match fs::remove_file(s.blob_path(&hash)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(be(e)),
+        })
+        .await
+    }
+
+    async fn put_cache(&self, key: &CacheKey, content: Bytes) -> Result<()> {
+        super::cache::check_size(key, content.len() as u64, self.max_cache_entry_bytes)?;
+        let key = *key;
+        self.blocking(move |s| {
+            s.write_atomic(&s.root.join(key.path()), &content)
+                .map_err(be)
+        })
+        .await
+    }
+
+    async fn get_cache(&self, key: &CacheKey) -> Result<Option<Bytes>> {
+        let key = *key;
+        self.blocking(move |s| match fs::read(s.root.join(key.path())) {
+            Ok(b) => Ok(Some(Bytes::from(b))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(be(e)),
         })
         .await

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ArtifactInfo, BlobInfo, JobPage, JobQuery, StateStore};
+use super::{ArtifactInfo, BlobInfo, CacheKey, JobPage, JobQuery, StateStore};
 use crate::blob::BlobHash;
 use crate::job::{JobId, JobRecord};
 use crate::log::{LogEntry, LogRecord};
@@ -19,6 +19,7 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     max_log_record_bytes: usize,
     wakeups: super::JobWakeups,
+    max_cache_entry_bytes: u64,
 }
 
 impl Default for MemoryStore {
@@ -27,6 +28,7 @@ impl Default for MemoryStore {
             inner: Mutex::default(),
             max_log_record_bytes: super::DEFAULT_MAX_LOG_RECORD_BYTES,
             wakeups: super::JobWakeups::default(),
+            max_cache_entry_bytes: super::DEFAULT_MAX_CACHE_ENTRY_BYTES,
         }
     }
 }
@@ -37,6 +39,7 @@ struct Inner {
     blobs: HashMap<BlobHash, Bytes>,
     /// When each blob was last put.
     blob_times: HashMap<BlobHash, chrono::DateTime<chrono::Utc>>,
+    caches: HashMap<CacheKey, Bytes>,
 }
 
 #[derive(Debug)]
@@ -55,6 +58,13 @@ impl MemoryStore {
     /// [`super::DEFAULT_MAX_LOG_RECORD_BYTES`]).
     pub fn with_max_log_record_bytes(mut self, max: usize) -> Self {
         self.max_log_record_bytes = max;
+        self
+    }
+
+    /// Largest cache entry kept; larger ones are refused (default
+    /// [`super::DEFAULT_MAX_CACHE_ENTRY_BYTES`]).
+    pub fn with_max_cache_entry_bytes(mut self, max: u64) -> Self {
+        self.max_cache_entry_bytes = max;
         self
     }
 
@@ -241,5 +251,15 @@ impl StateStore for MemoryStore {
         let mut inner = self.inner.lock().unwrap();
         inner.blob_times.remove(hash);
         Ok(inner.blobs.remove(hash).is_some())
+    }
+
+    async fn put_cache(&self, key: &CacheKey, content: Bytes) -> Result<()> {
+        super::cache::check_size(key, content.len() as u64, self.max_cache_entry_bytes)?;
+        self.inner.lock().unwrap().caches.insert(*key, content);
+        Ok(())
+    }
+
+    async fn get_cache(&self, key: &CacheKey) -> Result<Option<Bytes>> {
+        Ok(self.inner.lock().unwrap().caches.get(key).cloned())
     }
 }

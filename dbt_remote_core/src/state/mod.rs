@@ -14,6 +14,7 @@ use crate::log::{LogEntry, LogRecord};
 use crate::paths::RelPath;
 use crate::{Error, Result};
 
+pub mod cache;
 mod echo;
 #[cfg(feature = "gcp")]
 pub mod gcp;
@@ -23,6 +24,7 @@ mod local;
 mod memory;
 mod wake;
 
+pub use cache::{CacheKey, CacheKind, DEFAULT_MAX_CACHE_ENTRY_BYTES};
 pub use echo::{cloud_logging_line, EchoLogs};
 #[cfg(feature = "gcp")]
 pub use gcp::{GcpStore, GcpStoreBuilder, GcpWritten};
@@ -97,6 +99,13 @@ pub struct ArtifactInfo {
 ///   caller deletes only final jobs. [`list_blobs`](Self::list_blobs) lists every blob with the
 ///   time it was stored (a blob stored while the list is made may or may not appear);
 ///   [`delete_blob`](Self::delete_blob) is idempotent and says whether there was one.
+/// - **Cache entries** ([`cache`]) are keyed by [`CacheKey`] (kind + SHA-256); two kinds with
+///   the same hash are two entries. [`put_cache`](Self::put_cache) replaces the entry
+///   atomically (a reader sees the old or the new content whole; of two concurrent puts, the
+///   last writer wins) and refuses, with [`Error::TooLarge`] and nothing stored, an entry past
+///   the store's bound (default [`DEFAULT_MAX_CACHE_ENTRY_BYTES`]).
+///   [`get_cache`](Self::get_cache) returns `None` for a missing entry. Cache entries belong to
+///   no job: deleting jobs and blobs leaves them.
 #[async_trait]
 pub trait StateStore: fmt::Debug + Send + Sync + 'static {
     /// Stores a new job record (create-only); returns it as stored.
@@ -150,6 +159,11 @@ pub trait StateStore: fmt::Debug + Send + Sync + 'static {
     async fn list_blobs(&self) -> Result<Vec<BlobInfo>>;
     /// Deletes a blob; `false` when there was none.
     async fn delete_blob(&self, hash: &BlobHash) -> Result<bool>;
+
+    /// Stores (or replaces, atomically) a cache entry; [`Error::TooLarge`] past the bound.
+    async fn put_cache(&self, key: &CacheKey, content: Bytes) -> Result<()>;
+    /// A cache entry's content; `None` when there is none.
+    async fn get_cache(&self, key: &CacheKey) -> Result<Option<Bytes>>;
 }
 
 /// A stored blob, as [`StateStore::list_blobs`] lists it.

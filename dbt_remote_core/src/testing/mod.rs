@@ -47,6 +47,70 @@ pub async fn run_store_suite(store: Arc<dyn StateStore>) {
     delete_job_removes_the_record_log_and_artifacts(&*store).await;
     blobs_are_listed_with_their_time_and_deleted(&*store).await;
     long_log_records_are_cut_with_a_marker(&*store).await;
+    cache_entries_are_replaced_and_kept_apart_by_kind(&*store).await;
+}
+
+/// Cache entries: missing is `None`, a put is read back, a second put replaces it, the same
+/// hash under two kinds is two entries, and deleting jobs and blobs leaves them.
+pub async fn cache_entries_are_replaced_and_kept_apart_by_kind(store: &dyn StateStore) {
+    use crate::state::{CacheKey, CacheKind};
+    let mut hash = [0u8; 32];
+    hash[..16].copy_from_slice(uuid::Uuid::now_v7().as_bytes());
+    let parse = CacheKey::new(CacheKind::PartialParse, hash);
+    let deps = CacheKey::new(CacheKind::Deps, hash);
+    assert_eq!(
+        store.get_cache(&parse).await.unwrap(),
+        None,
+        "missing: None"
+    );
+    store
+        .put_cache(&parse, Bytes::from_static(b"first"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_cache(&deps).await.unwrap(),
+        None,
+        "kinds are apart"
+    );
+    store
+        .put_cache(&deps, Bytes::from_static(b"packages"))
+        .await
+        .unwrap();
+    store
+        .put_cache(&parse, Bytes::from_static(b"second"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_cache(&parse).await.unwrap().as_deref(),
+        Some(&b"second"[..]),
+        "a put replaces the entry"
+    );
+    assert_eq!(
+        store.get_cache(&deps).await.unwrap().as_deref(),
+        Some(&b"packages"[..])
+    );
+    let job = store.create_job(&sample_job()).await.unwrap();
+    store.delete_job(job.id).await.unwrap();
+    for blob in store.list_blobs().await.unwrap() {
+        store.delete_blob(&blob.hash).await.unwrap();
+    }
+    assert!(
+        store.get_cache(&parse).await.unwrap().is_some(),
+        "deleting jobs and blobs leaves cache entries"
+    );
+}
+
+/// A cache entry past the store's bound (`max`, as configured) is refused and not stored.
+pub async fn oversized_cache_entries_are_refused(store: &dyn StateStore, max: u64) {
+    use crate::state::{CacheKey, CacheKind};
+    let key = CacheKey::new(CacheKind::Deps, [7; 32]);
+    let big = Bytes::from(vec![0u8; max as usize + 1]);
+    let err = store.put_cache(&key, big).await.unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
+    assert_eq!(store.get_cache(&key).await.unwrap(), None);
+    let fits = Bytes::from(vec![1u8; max as usize]);
+    store.put_cache(&key, fits.clone()).await.unwrap();
+    assert_eq!(store.get_cache(&key).await.unwrap(), Some(fits));
 }
 
 pub async fn long_log_records_are_cut_with_a_marker(store: &dyn StateStore) {

@@ -117,6 +117,11 @@ impl Objects {
         format!("{}blobs/{hash}", self.prefix)
     }
 
+    /// The object of a cache entry: `<prefix>cache/<kind>/<hex>`.
+    pub(super) fn cache_name(&self, key: &crate::state::CacheKey) -> String {
+        format!("{}{}", self.prefix, key.path())
+    }
+
     pub(super) fn artifact_prefix(&self, id: JobId) -> String {
         format!("{}jobs/{id}/artifacts/", self.prefix)
     }

@@ -9,6 +9,7 @@
 //!            <p>jobs/<id>/logs/<seq>       one log record (`entry`, JSON), seq zero-padded to 20
 //! GCS        <p>blobs/<sha256>             content-addressed input files
 //!            <p>jobs/<id>/artifacts/<name> artifacts
+//!            <p>cache/<kind>/<64 hex>      cache entries (replaced whole; last writer wins)
 //! ```
 //! - `create_job` commits the record and a log head of 0 with `exists: false` preconditions.
 //! - `update_job` reads the record, checks its `version`, and commits the new one with an
@@ -29,7 +30,7 @@ use std::fmt;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ArtifactInfo, BlobInfo, JobPage, JobQuery, StateStore};
+use super::{ArtifactInfo, BlobInfo, CacheKey, JobPage, JobQuery, StateStore};
 use crate::blob::BlobHash;
 use crate::env;
 use crate::job::{JobId, JobRecord};
@@ -370,6 +371,18 @@ impl StateStore for GcpStore {
 
     async fn delete_blob(&self, hash: &BlobHash) -> Result<bool> {
         self.objects.delete(&self.objects.blob_name(hash)).await
+    }
+
+    async fn put_cache(&self, key: &CacheKey, content: Bytes) -> Result<()> {
+        let max = super::DEFAULT_MAX_CACHE_ENTRY_BYTES;
+        super::cache::check_size(key, content.len() as u64, max)?;
+        self.objects
+            .put(&self.objects.cache_name(key), content)
+            .await
+    }
+
+    async fn get_cache(&self, key: &CacheKey) -> Result<Option<Bytes>> {
+        self.objects.get(&self.objects.cache_name(key)).await
     }
 }
 

@@ -11,7 +11,7 @@ use crate::job::{JobSpec, JobStatus};
 use crate::log::{LogEntry, LogLevel};
 use crate::paths::RelPath;
 use crate::state::{
-    ArtifactInfo, BlobInfo, JobPage, JobQuery, JobWatch, LocalStore, MemoryStore, Modify,
+    ArtifactInfo, BlobInfo, CacheKey, JobPage, JobQuery, JobWatch, LocalStore, MemoryStore, Modify,
     StateStoreExt,
 };
 
@@ -114,6 +114,12 @@ impl StateStore for Counting {
     }
     async fn delete_blob(&self, hash: &BlobHash) -> Result<bool> {
         self.inner.delete_blob(hash).await
+    }
+    async fn put_cache(&self, key: &CacheKey, content: Bytes) -> Result<()> {
+        self.inner.put_cache(key, content).await
+    }
+    async fn get_cache(&self, key: &CacheKey) -> Result<Option<Bytes>> {
+        self.inner.get_cache(key).await
     }
 }
 
