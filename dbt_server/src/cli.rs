@@ -135,6 +135,11 @@ pub struct ServeArgs {
     /// Jobs running at once; more wait queued, in order.
     #[arg(long, env = env::MAX_CONCURRENT_JOBS, default_value_t = wiring::DEFAULT_MAX_CONCURRENT_JOBS)]
     max_concurrent_jobs: usize,
+    /// Warm dbt workers: Python processes that import dbt once and fork a fresh child for each
+    /// dbt run of a job (process launcher only), saving dbt's start-up per job; 0: none, each
+    /// job starts dbt afresh.
+    #[arg(long, env = env::DBT_WORKERS, default_value_t = dbt_remote_core::launcher::DEFAULT_DBT_WORKERS)]
+    dbt_workers: usize,
     /// Largest accepted request body or uploaded file, in bytes.
     #[arg(long, env = env::MAX_UPLOAD_BYTES, default_value_t = wiring::DEFAULT_MAX_UPLOAD_BYTES)]
     max_upload_bytes: u64,
@@ -219,6 +224,9 @@ pub struct RunJobArgs {
     /// [default: 20].
     #[arg(long, env = env::CANCEL_GRACE_SECONDS, value_name = "SECONDS")]
     pub cancel_grace_seconds: Option<u64>,
+    /// The socket of the server's warm dbt workers (the process launcher sets it).
+    #[arg(long, env = env::DBT_WORKER_SOCKET, hide = true)]
+    pub dbt_worker_socket: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -245,6 +253,7 @@ impl StateArgs {
             log_flush: Duration::from_millis(self.log_flush_ms),
             edr_path: self.edr_path.clone(),
             edr_timeout: Duration::from_secs(self.edr_timeout_seconds),
+            dbt_worker_socket: None,
             limits: limits::JobLimits {
                 max_files: self.max_job_files,
                 max_bytes: self.max_job_bytes,
@@ -287,6 +296,7 @@ impl ServeArgs {
             host: self.host,
             port: self.port,
             max_concurrent_jobs: self.max_concurrent_jobs,
+            dbt_workers: self.dbt_workers,
             max_upload_bytes: self.max_upload_bytes,
             cancel_grace: Duration::from_secs(self.cancel_grace_seconds),
             launch_lease: Duration::from_secs(self.lease_seconds),

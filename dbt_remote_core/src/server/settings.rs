@@ -197,6 +197,9 @@ pub struct JobSettings {
     pub edr_path: Option<PathBuf>,
     /// Longest run of one `edr report`.
     pub edr_timeout: Duration,
+    /// The socket of the process launcher's warm dbt workers, which the launcher sets for its
+    /// job processes ([`env::DBT_WORKER_SOCKET`]); `None`: dbt starts afresh.
+    pub dbt_worker_socket: Option<PathBuf>,
 }
 
 impl Default for JobSettings {
@@ -215,6 +218,7 @@ impl Default for JobSettings {
             log_flush: crate::runner::DEFAULT_LOG_FLUSH,
             edr_path: None,
             edr_timeout: crate::runner::DEFAULT_EDR_TIMEOUT,
+            dbt_worker_socket: None,
         }
     }
 }
@@ -286,6 +290,7 @@ impl JobSettings {
         if let Some(v) = var_parse(env::EDR_TIMEOUT_SECONDS)? {
             s.edr_timeout = Duration::from_secs(v);
         }
+        s.dbt_worker_socket = var_path(env::DBT_WORKER_SOCKET);
         Ok(s)
     }
 
@@ -330,6 +335,7 @@ impl JobSettings {
             Some(self.edr_timeout.as_secs().to_string().into()),
         ));
         vars.extend(self.store_limits.to_env());
+        vars.push((env::DBT_WORKER_SOCKET, path(&self.dbt_worker_socket)));
         vars
     }
 
@@ -368,6 +374,7 @@ impl JobSettings {
             log_flush: self.log_flush,
             edr_path: self.edr_path.as_deref().map(program).transpose()?,
             edr_timeout: self.edr_timeout,
+            dbt_worker_socket: self.dbt_worker_socket.as_deref().map(abs).transpose()?,
         })
     }
 
@@ -421,6 +428,7 @@ impl JobSettings {
         config.log_flush = self.log_flush;
         config.edr_path = self.edr_path.clone();
         config.edr_timeout = self.edr_timeout;
+        config.dbt_worker_socket = self.dbt_worker_socket.clone();
         config
     }
 }
@@ -513,6 +521,8 @@ pub struct ServerSettings {
     pub host: IpAddr,
     pub port: u16,
     pub max_concurrent_jobs: usize,
+    /// Warm dbt workers of the process launcher (`0`: none; [`crate::launcher::WorkerPool`]).
+    pub dbt_workers: usize,
     pub max_upload_bytes: u64,
     pub cancel_grace: Duration,
     /// How long this instance's claim on a job it launches holds without renewal
@@ -565,6 +575,9 @@ impl ServerSettings {
         }
         if let Some(v) = var_parse(env::MAX_CONCURRENT_JOBS)? {
             s.max_concurrent_jobs = v;
+        }
+        if let Some(v) = var_parse(env::DBT_WORKERS)? {
+            s.dbt_workers = v;
         }
         if let Some(v) = var_parse(env::MAX_UPLOAD_BYTES)? {
             s.max_upload_bytes = v;
@@ -619,7 +632,7 @@ impl ServerSettings {
     /// the state and work dirs (folders of this machine; the image's own apply), the cancel
     /// grace, and the GCP store's settings that this process has. Names and values, sorted.
     pub fn execution_env(&self) -> Vec<(&'static str, String)> {
-        let machine_local = [env::STATE_DIR, env::WORK_DIR];
+        let machine_local = [env::STATE_DIR, env::WORK_DIR, env::DBT_WORKER_SOCKET];
         let mut vars: Vec<(&'static str, String)> = self
             .job
             .to_env()
@@ -662,6 +675,7 @@ impl Default for ServerSettings {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: DEFAULT_PORT,
             max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
+            dbt_workers: crate::launcher::DEFAULT_DBT_WORKERS,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             cancel_grace: Duration::from_secs(DEFAULT_CANCEL_GRACE_SECONDS),
             launch_lease: crate::lifecycle::DEFAULT_LEASE,
@@ -716,6 +730,7 @@ mod tests {
             log_flush: Duration::from_millis(250),
             edr_path: Some("/edr/bin/edr".into()),
             edr_timeout: Duration::from_secs(42),
+            dbt_worker_socket: Some("/s/runs/dbt-worker.sock".into()),
         };
         let env = settings.to_env();
         let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
