@@ -244,7 +244,7 @@ async fn jobs_succeed_when_the_workers_are_killed_and_the_pool_restarts_them() {
         .unwrap();
     }
     // At once: dbt runs afresh (or in a worker started again meanwhile).
-    let job = submit(&client, &["run", "--select", "stg_customers"]).await;
+    let job = submit(&client, &["run", "--select", "slow_model"]).await;
     let (records, done) = follow(&client, job.id).await;
     assert_succeeded_in_order(&records, &done);
 
@@ -255,7 +255,7 @@ async fn jobs_succeed_when_the_workers_are_killed_and_the_pool_restarts_them() {
     })
     .await;
     wait_for_workers(&server).await;
-    let job = submit(&client, &["run", "--select", "stg_customers"]).await;
+    let job = submit(&client, &["run", "--select", "slow_model"]).await;
     let (records, done) = follow(&client, job.id).await;
     assert_succeeded_in_order(&records, &done);
     assert!(warm_pid(&records).is_some(), "warm again after the restart");
@@ -266,7 +266,7 @@ async fn without_workers_dbt_starts_afresh() {
     let dir = tempfile::tempdir().unwrap();
     let server = RealServer::start_in(common::server_binary(), dir.path(), &["--dbt-workers", "0"]);
     let client = Client::new(&server.url).unwrap();
-    let job = submit(&client, &["run", "--select", "stg_customers"]).await;
+    let job = submit(&client, &["run", "--select", "slow_model"]).await;
     let (records, done) = follow(&client, job.id).await;
     assert_succeeded_in_order(&records, &done);
     assert_eq!(warm_pid(&records), None);
@@ -293,11 +293,17 @@ async fn warm_and_fresh_job_durations() {
         let mut times = Vec::new();
         for _ in 0..3 {
             let submitted = Instant::now();
-            let job = submit(&client, &["run", "--select", "stg_customers"]).await;
+            let job = submit(&client, &["run", "--select", "slow_model"]).await;
             let (records, done) = follow(&client, job.id).await;
             assert_succeeded_in_order(&records, &done);
             assert_eq!(warm_pid(&records).is_some(), workers != "0");
             times.push(submitted.elapsed().as_secs_f64());
+            if std::env::var_os("WARM_DEBUG").is_some() {
+                for (_, r) in &records {
+                    eprintln!("{} {:?} {}", r.entry.time.format("%H:%M:%S%.3f"), r.entry.level, r.entry.message.chars().take(100).collect::<String>());
+                }
+                eprintln!("created {} started {:?} finished {:?}", done.created_at, done.started_at, done.finished_at);
+            }
         }
         figures.push(format!("--dbt-workers {workers}: {times:.2?} s"));
     }
