@@ -135,13 +135,11 @@ async fn jobs_run_in_warm_workers_with_dbts_results() {
     assert!(warm_pid(&records).is_some());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_warm_job_ends_cancelled_and_its_dbt_is_gone() {
-    let server = RealServer::start(common::server_binary());
-    let client = Client::new(&server.url).unwrap();
-    wait_for_workers(&server).await;
+/// Submits a job whose slow model runs for minutes in a warm worker, and waits until that
+/// model runs: the job and the warm child's pid.
+async fn start_slow_warm_job(client: &Client) -> (Job, u32) {
     let job = submit(
-        &client,
+        client,
         &[
             "run",
             "--select",
@@ -168,6 +166,15 @@ async fn a_cancelled_warm_job_ends_cancelled_and_its_dbt_is_gone() {
         warm_pid(&records).filter(|_| started)
     })
     .await;
+    (job, pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_warm_job_ends_cancelled_and_its_dbt_is_gone() {
+    let server = RealServer::start(common::server_binary());
+    let client = Client::new(&server.url).unwrap();
+    wait_for_workers(&server).await;
+    let (job, pid) = start_slow_warm_job(&client).await;
     assert!(alive(pid), "the warm child runs dbt");
     let asked = Instant::now();
     client.cancel(job.id).await.unwrap();
@@ -177,6 +184,31 @@ async fn a_cancelled_warm_job_ends_cancelled_and_its_dbt_is_gone() {
     eventually(
         Duration::from_secs(15),
         "the warm child to be gone",
+        || async { (!alive(pid)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_worker_dies_fails_with_the_reason_and_its_dbt_is_gone() {
+    let server = RealServer::start(common::server_binary());
+    let client = Client::new(&server.url).unwrap();
+    wait_for_workers(&server).await;
+    let (job, pid) = start_slow_warm_job(&client).await;
+    for worker in workers_of(server.pid()) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(worker as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let (_, done) = follow(&client, job.id).await;
+    assert_eq!(done.status, JobStatus::Failed, "{done:?}");
+    let reason = done.failure_reason.unwrap_or_default();
+    assert!(reason.contains("the warm dbt worker was lost"), "{reason}");
+    eventually(
+        Duration::from_secs(15),
+        "the orphaned child to be gone",
         || async { (!alive(pid)).then_some(()) },
     )
     .await;
@@ -300,9 +332,17 @@ async fn warm_and_fresh_job_durations() {
             times.push(submitted.elapsed().as_secs_f64());
             if std::env::var_os("WARM_DEBUG").is_some() {
                 for (_, r) in &records {
-                    eprintln!("{} {:?} {}", r.entry.time.format("%H:%M:%S%.3f"), r.entry.level, r.entry.message.chars().take(100).collect::<String>());
+                    eprintln!(
+                        "{} {:?} {}",
+                        r.entry.time.format("%H:%M:%S%.3f"),
+                        r.entry.level,
+                        r.entry.message.chars().take(100).collect::<String>()
+                    );
                 }
-                eprintln!("created {} started {:?} finished {:?}", done.created_at, done.started_at, done.finished_at);
+                eprintln!(
+                    "created {} started {:?} finished {:?}",
+                    done.created_at, done.started_at, done.finished_at
+                );
             }
         }
         figures.push(format!("--dbt-workers {workers}: {times:.2?} s"));
