@@ -43,6 +43,8 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A worker that ran this long before it died is restarted after [`FIRST_BACKOFF`] again.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// A worker's exit code when its Python cannot import dbt: no worker is started again.
+const CANNOT_IMPORT_DBT: i32 = 3;
 
 /// How a [`WorkerPool`] starts its workers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,7 @@ pub struct WorkerPool {
     starting: PathBuf,
     stop: CancellationToken,
     pids: Arc<Mutex<Vec<u32>>>,
+    started: Arc<AtomicUsize>,
 }
 
 /// What the supervising tasks share.
@@ -76,6 +79,8 @@ struct Shared {
     /// Workers that said they are ready.
     ready: AtomicUsize,
     pids: Arc<Mutex<Vec<u32>>>,
+    /// Workers started so far.
+    started: Arc<AtomicUsize>,
     stop: CancellationToken,
 }
 
@@ -101,6 +106,7 @@ impl WorkerPool {
             .map_err(|e| io("restricting", e))?;
         let stop = CancellationToken::new();
         let pids = Arc::new(Mutex::new(Vec::new()));
+        let started = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             config,
             listener,
@@ -108,6 +114,7 @@ impl WorkerPool {
             starting: starting.clone(),
             ready: AtomicUsize::new(0),
             pids: pids.clone(),
+            started: started.clone(),
             stop: stop.clone(),
         });
         for _ in 0..shared.config.workers.max(1) {
@@ -118,6 +125,7 @@ impl WorkerPool {
             starting,
             stop,
             pids,
+            started,
         })
     }
 
@@ -129,6 +137,11 @@ impl WorkerPool {
     /// Pids of the workers alive now.
     pub fn pids(&self) -> Vec<u32> {
         self.pids.lock().unwrap().clone()
+    }
+
+    /// How many workers were started so far (restarts included).
+    pub fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
     }
 }
 
@@ -208,10 +221,20 @@ async fn supervise(shared: Arc<Shared>) {
             Ok(child) => {
                 let pid = child.id().unwrap_or(0);
                 shared.pids.lock().unwrap().push(pid);
+                shared.started.fetch_add(1, Ordering::SeqCst);
                 tracing::info!(pid, "warm dbt worker started");
-                let how = run(&shared, child).await;
+                let end = run(&shared, child).await;
                 shared.pids.lock().unwrap().retain(|p| *p != pid);
-                let Some(how) = how else { return };
+                let Some(end) = end else { return };
+                if end.cannot_import_dbt() {
+                    let python = shared.config.python.display();
+                    tracing::warn!(
+                        "no warm dbt workers: {python} cannot import dbt (set --python to the \
+                         Python of dbt); jobs start dbt afresh"
+                    );
+                    return;
+                }
+                let how = end.describe();
                 tracing::warn!(
                     pid,
                     "warm dbt worker {how}; starting another in {backoff:?}"
@@ -233,8 +256,29 @@ async fn supervise(shared: Arc<Shared>) {
     }
 }
 
-/// Follows a worker to its end (how it ended), or to the pool's stop (`None`).
-async fn run(shared: &Shared, mut child: tokio::process::Child) -> Option<String> {
+/// How a worker ended.
+struct End {
+    /// It said it was ready before.
+    was_ready: bool,
+    status: std::io::Result<std::process::ExitStatus>,
+}
+
+impl End {
+    /// It never got ready because its Python has no dbt: starting another is pointless.
+    fn cannot_import_dbt(&self) -> bool {
+        !self.was_ready && matches!(&self.status, Ok(s) if s.code() == Some(CANNOT_IMPORT_DBT))
+    }
+
+    fn describe(&self) -> String {
+        match &self.status {
+            Ok(status) => format!("ended ({status})"),
+            Err(e) => format!("could not be waited for ({e})"),
+        }
+    }
+}
+
+/// Follows a worker to its end, or to the pool's stop (`None`).
+async fn run(shared: &Shared, mut child: tokio::process::Child) -> Option<End> {
     let mut lines = child.stdout.take().map(|out| BufReader::new(out).lines());
     let mut ready = false;
     let status = loop {
@@ -261,9 +305,9 @@ async fn run(shared: &Shared, mut child: tokio::process::Child) -> Option<String
     if ready {
         shared.lost_ready();
     }
-    Some(match status {
-        Ok(status) => format!("ended ({status})"),
-        Err(e) => format!("could not be waited for ({e})"),
+    Some(End {
+        was_ready: ready,
+        status,
     })
 }
 
@@ -289,5 +333,40 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         drop(pool);
         assert!(!starting.exists());
+    }
+
+    #[tokio::test]
+    async fn a_python_without_dbt_is_not_started_again() {
+        let Some(python) = ["/usr/bin/python3", "/usr/local/bin/python3"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| {
+                std::process::Command::new(p)
+                    .args(["-c", "import dbt"])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| !s.success())
+            })
+        else {
+            eprintln!("skipped: no python3 without dbt");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let pool = WorkerPool::start(WorkerPoolConfig {
+            workers: 1,
+            python,
+            dir: dir.path().to_path_buf(),
+            job_env: vec![],
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pool.started() == 0 || !pool.pids().is_empty() {
+            assert!(Instant::now() < deadline, "the worker did not end");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A restart would come after the first backoff (1 s).
+        tokio::time::sleep(FIRST_BACKOFF * 3).await;
+        assert_eq!(pool.started(), 1);
+        assert!(!pool.socket().exists());
     }
 }

@@ -24,6 +24,7 @@ import traceback
 MAX_REQUEST = 8 * 1024 * 1024
 REQUEST_TIMEOUT = 5.0
 PARENT_POLL = 1.0
+CANNOT_IMPORT_DBT = 3  # the pool then stops starting workers
 
 
 def log(message):
@@ -52,8 +53,8 @@ def preload():
 
 
 def peer_uid(conn):
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII"))
+    _pid, uid, _gid = struct.unpack("iII", creds)
     return uid
 
 
@@ -163,11 +164,13 @@ def run(request):
     """Runs the request in this process; its exit code (dbt raises SystemExit)."""
     if request["kind"] == "dbt":
         from dbt.cli.main import cli
+        # sys.path as the `dbt` script has it: no entry for the work dir.
 
         sys.argv = ["dbt", *request["argv"]]
         cli.main(args=request["argv"], prog_name="dbt")
         return 0
     sys.argv = ["-c", *request["argv"]]
+    sys.path.insert(0, "")  # as `python -c` has it: the work dir
     exec(compile(request["code"], "<string>", "exec"), {"__name__": "__main__"})
     return 0
 
@@ -293,12 +296,15 @@ def set_dumpable(flag):
 
 
 def main():
+    # `python -c` puts the current dir first on sys.path: the server's folder here, the job's
+    # work dir in a child; neither may shadow a module.
+    sys.path[:] = [p for p in sys.path if p not in ("", ".")]
     set_dumpable(0)  # jobs (same uid) may not ptrace the worker that forks every job
     try:
         preload()
     except Exception as e:
         log(f"cannot import dbt ({type(e).__name__}: {e}): exiting")
-        sys.exit(3)
+        sys.exit(CANNOT_IMPORT_DBT)
     import threading
 
     if threading.active_count() > 1:

@@ -78,6 +78,7 @@ impl ServerBuilder {
         with_host: host: IpAddr,
         with_port: port: u16,
         with_max_concurrent_jobs: max_concurrent_jobs: usize,
+        with_dbt_workers: dbt_workers: usize,
         with_max_upload_bytes: max_upload_bytes: u64,
         with_cancel_grace: cancel_grace: Duration,
         with_public_url: public_url: Option<String>,
