@@ -335,6 +335,104 @@ mod tests {
         assert!(!starting.exists());
     }
 
+    /// The venv of scripts/setup-python.sh, when there is one.
+    fn venv_python() -> Option<PathBuf> {
+        let home = std::env::var_os("HOME")?;
+        let python = PathBuf::from(home).join(".cache/dbt-remote/venv/bin/python");
+        python.is_file().then_some(python)
+    }
+
+    /// Sends `line` with `fds` and reads the answer lines until the worker closes.
+    fn ask(socket: &Path, line: &[u8], fds: &[RawFd]) -> Vec<serde_json::Value> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+        use std::io::{BufRead, IoSlice};
+        let conn = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
+            vec![]
+        } else {
+            vec![ControlMessage::ScmRights(fds)]
+        };
+        sendmsg::<UnixAddr>(
+            conn.as_raw_fd(),
+            &[IoSlice::new(line)],
+            &cmsgs,
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        std::io::BufReader::new(conn)
+            .lines()
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_refuses_bad_requests_and_forks_good_ones() {
+        let Some(python) = venv_python() else {
+            eprintln!("skipped: no venv with dbt");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let pool = WorkerPool::start(WorkerPoolConfig {
+            workers: 1,
+            python,
+            dir: dir.path().to_path_buf(),
+            job_env: vec![],
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !pool.socket().exists() {
+            assert!(Instant::now() < deadline, "no worker got ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let socket = pool.socket().to_path_buf();
+        let (out_r, out_w) = std::io::pipe().unwrap();
+        let fds = [out_w.as_raw_fd(), out_w.as_raw_fd()];
+        let answers = tokio::task::spawn_blocking(move || {
+            let bad: Vec<Vec<serde_json::Value>> = [
+                (&b"not json\n"[..], &fds[..]),
+                (
+                    b"{\"argv\": [], \"cwd\": \"/\", \"env\": {}, \"kind\": \"dbt\"}\n",
+                    &[],
+                ),
+                (
+                    b"{\"argv\": [1], \"cwd\": \"/\", \"env\": {}, \"kind\": \"dbt\"}\n",
+                    &fds,
+                ),
+                (
+                    b"{\"argv\": [], \"cwd\": \"/\", \"env\": {}, \"kind\": \"sh\"}\n",
+                    &fds,
+                ),
+            ]
+            .into_iter()
+            .map(|(line, fds)| ask(&socket, line, fds))
+            .collect();
+            let code =
+                "import os, sys; print(sys.argv[1:], sorted(os.environ), os.getcwd()); sys.exit(7)";
+            let good = serde_json::json!({
+                "argv": ["a"], "cwd": "/tmp", "env": {"ONLY": "this"}, "kind": "python", "code": code,
+            });
+            let mut line = serde_json::to_vec(&good).unwrap();
+            line.push(b'\n');
+            (bad, ask(&socket, &line, &fds))
+        });
+        let (bad, good) = answers.await.unwrap();
+        drop(out_w);
+        for answer in &bad {
+            assert_eq!(answer.len(), 1, "{answer:?}");
+            assert!(answer[0]["error"].is_string(), "{answer:?}");
+        }
+        assert_eq!(good.len(), 2, "{good:?}");
+        assert!(good[0]["pid"].as_u64().is_some_and(|p| p > 1), "{good:?}");
+        assert_eq!(good[1], serde_json::json!({"exit": 7}));
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut { out_r }, &mut out).unwrap();
+        assert_eq!(out.trim(), "['a'] ['ONLY'] /tmp");
+        assert_eq!(pool.pids().len(), 1, "the worker lives on");
+    }
+
     #[tokio::test]
     async fn a_python_without_dbt_is_not_started_again() {
         let Some(python) = ["/usr/bin/python3", "/usr/local/bin/python3"]
