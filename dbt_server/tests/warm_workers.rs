@@ -135,20 +135,11 @@ async fn jobs_run_in_warm_workers_with_dbts_results() {
     assert!(warm_pid(&records).is_some());
 }
 
-/// Submits a job whose slow model runs for minutes in a warm worker, and waits until that
+/// Submits a job whose slow model runs for `seconds` in a warm worker, and waits until that
 /// model runs: the job and the warm child's pid.
-async fn start_slow_warm_job(client: &Client) -> (Job, u32) {
-    let job = submit(
-        client,
-        &[
-            "run",
-            "--select",
-            "slow_model",
-            "--vars",
-            "{slow_seconds: 300}",
-        ],
-    )
-    .await;
+async fn start_slow_warm_job(client: &Client, seconds: u32) -> (Job, u32) {
+    let vars = format!("{{slow_seconds: {seconds}}}");
+    let job = submit(client, &["run", "--select", "slow_model", "--vars", &vars]).await;
     let pid = eventually(LONG, "the slow model to start", || async {
         let page = client.logs(job.id, 0, None).await.unwrap();
         assert!(!page.status.is_final(), "job ended early: {page:?}");
@@ -174,7 +165,7 @@ async fn a_cancelled_warm_job_ends_cancelled_and_its_dbt_is_gone() {
     let server = RealServer::start(common::server_binary());
     let client = Client::new(&server.url).unwrap();
     wait_for_workers(&server).await;
-    let (job, pid) = start_slow_warm_job(&client).await;
+    let (job, pid) = start_slow_warm_job(&client, 300).await;
     assert!(alive(pid), "the warm child runs dbt");
     let asked = Instant::now();
     client.cancel(job.id).await.unwrap();
@@ -194,7 +185,7 @@ async fn a_job_whose_worker_dies_fails_with_the_reason_and_its_dbt_is_gone() {
     let server = RealServer::start(common::server_binary());
     let client = Client::new(&server.url).unwrap();
     wait_for_workers(&server).await;
-    let (job, pid) = start_slow_warm_job(&client).await;
+    let (job, pid) = start_slow_warm_job(&client, 300).await;
     for worker in workers_of(server.pid()) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(worker as i32),
@@ -212,6 +203,21 @@ async fn a_job_whose_worker_dies_fails_with_the_reason_and_its_dbt_is_gone() {
         || async { (!alive(pid)).then_some(()) },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_job_survives_a_restart_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = RealServer::start_in(common::server_binary(), dir.path(), &[]);
+    let client = Client::new(&server.url).unwrap();
+    wait_for_workers(&server).await;
+    let (job, pid) = start_slow_warm_job(&client, 15).await;
+    server.kill();
+    let server = RealServer::start_in(common::server_binary(), dir.path(), &[]);
+    let client = Client::new(&server.url).unwrap();
+    let (records, done) = follow(&client, job.id).await;
+    assert_succeeded_in_order(&records, &done);
+    assert_eq!(warm_pid(&records), Some(pid));
 }
 
 /// A Python model that fails if an earlier job left its mark in the process, then leaves one
