@@ -83,6 +83,11 @@ pub const MAX_LOG_BYTES: &str = "DBT_REMOTE_MAX_LOG_BYTES";
 /// Set by the process launcher for the job process: the lock file the runner holds while it
 /// lives, by which a restarted server tells a live runner from a dead one.
 pub const RUNNER_LOCK: &str = "DBT_REMOTE_RUNNER_LOCK";
+/// How many warm dbt workers (Python processes with dbt imported, which fork each job's dbt)
+/// the process launcher keeps; `0`: none, dbt starts afresh in each job. Default 2.
+pub const DBT_WORKERS: &str = "DBT_REMOTE_DBT_WORKERS";
+/// Set by the process launcher for the job process: the socket of its warm dbt workers.
+pub const DBT_WORKER_SOCKET: &str = "DBT_REMOTE_DBT_WORKER_SOCKET";
 /// The Python that runs manifest jobs (dbt's Python API). Default: the `python` next to the
 /// dbt executable, else `python3` on PATH.
 pub const PYTHON: &str = "DBT_REMOTE_PYTHON";

@@ -4,15 +4,15 @@
 //! It is what `dbt-server run-job <id>` executes, in a local process or a Cloud Run Job, and
 //! what [`InProcessLauncher`](crate::launcher::InProcessLauncher) calls directly.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::containment::PACKAGE_FILES;
@@ -46,8 +46,12 @@ mod cache_key;
 mod deps_cache;
 mod elementary;
 mod parse_cache;
+mod stream;
+mod worker;
 
 pub use elementary::{DEFAULT_EDR_TIMEOUT, ELEMENTARY_REPORT};
+pub use stream::write_log_stream;
+pub use worker::ZYGOTE;
 
 /// The Python entry point of manifest jobs ([`JobMode::Manifest`]), run with `python -c`.
 const RUN_MANIFEST: &str = include_str!("runner/run_manifest.py");
@@ -57,8 +61,6 @@ pub const DEFAULT_MAX_LOG_RECORDS: u64 = 500_000;
 /// Default most bytes of log messages of one job's dbt output (256 MiB).
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Most log entries written to the store in one append.
-const MAX_BATCH: usize = 500;
 /// How far apart a job's log appends are at least on a store that batches them: Firestore's
 /// sustained rate is about one write per second per document, and each append writes the
 /// log head.
@@ -104,6 +106,9 @@ pub struct RunnerConfig {
     pub parse_cache: bool,
     /// Restore and keep the `dbt_packages/` of `dbt deps` in the store (docs/caches.md).
     pub deps_cache: bool,
+    /// The socket of the warm dbt workers ([`crate::launcher::WorkerPool`]); `None`, or no
+    /// worker answering: dbt starts as a fresh process.
+    pub dbt_worker_socket: Option<PathBuf>,
 }
 
 impl RunnerConfig {
@@ -125,6 +130,7 @@ impl RunnerConfig {
             edr_timeout: DEFAULT_EDR_TIMEOUT,
             parse_cache: true,
             deps_cache: true,
+            dbt_worker_socket: None,
         }
     }
 
@@ -374,119 +380,63 @@ impl Runner<'_> {
         profiles: Option<&Path>,
         args: &[String],
     ) -> Result<Outcome> {
-        let program = match mode {
-            JobMode::Project => self.config.dbt_path.clone(),
-            JobMode::Manifest => self.config.python(),
-        };
-        let mut cmd = Command::new(&program);
-        if mode == JobMode::Manifest {
-            cmd.args(["-c", RUN_MANIFEST]);
+        let mut argv: Vec<String> = ["--log-format", "json", "--no-use-colors"]
+            .map(String::from)
+            .to_vec();
+        argv.extend(contained_args(args));
+        let mut env: BTreeMap<OsString, OsString> = isolation::dbt_env(&self.config.job_env)
+            .into_iter()
+            .collect();
+        for (name, value) in [
+            ("DBT_SEND_ANONYMOUS_USAGE_STATS", "false"),
+            ("DBT_TARGET_PATH", TARGET_DIR),
+            ("DBT_LOG_PATH", LOG_DIR),
+        ] {
+            env.insert(name.into(), value.into());
         }
-        cmd.args(["--log-format", "json", "--no-use-colors"])
-            .args(contained_args(args))
+        env.remove(std::ffi::OsStr::new("DBT_PROJECT_DIR"));
+        if let Some(dir) = self.profiles_dir(profiles) {
+            env.insert(crate::env::PROFILES_DIR.into(), dir.into_os_string());
+        }
+        if let Some(socket) = &self.config.dbt_worker_socket {
+            let kind = match mode {
+                JobMode::Project => worker::Kind::Dbt,
+                JobMode::Manifest => worker::Kind::Python(RUN_MANIFEST),
+            };
+            match worker::start(socket, &argv, self.work_dir, &env, kind).await {
+                Ok(warm) => {
+                    let note = format!("dbt-remote: dbt runs in a warm worker (pid {})", warm.pid);
+                    self.note(LogLevel::Debug, note).await;
+                    return self
+                        .follow(
+                            stream::Proc::Warm(warm.child),
+                            warm.out,
+                            warm.err,
+                            &DBT,
+                            None,
+                        )
+                        .await;
+                }
+                Err(e) => {
+                    let note = format!("dbt-remote: no warm dbt worker ({e}): dbt starts afresh");
+                    self.note(LogLevel::Debug, note).await;
+                }
+            }
+        }
+        let mut cmd = match mode {
+            JobMode::Project => Command::new(&self.config.dbt_path),
+            JobMode::Manifest => {
+                let mut cmd = Command::new(self.config.python());
+                cmd.args(["-c", RUN_MANIFEST]);
+                cmd
+            }
+        };
+        cmd.args(argv)
             .current_dir(self.work_dir)
             .env_clear()
-            .envs(isolation::dbt_env(&self.config.job_env))
-            .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-            .env("DBT_TARGET_PATH", TARGET_DIR)
-            .env("DBT_LOG_PATH", LOG_DIR)
-            .env_remove("DBT_PROJECT_DIR")
+            .envs(env)
             .stdin(Stdio::null());
-        if let Some(dir) = self.profiles_dir(profiles) {
-            cmd.env(crate::env::PROFILES_DIR, dir);
-        }
         self.stream(cmd, &DBT, None).await
-    }
-
-    /// Runs `cmd` (the program `tool`) to its end, its stdout and stderr turned line by line
-    /// into log records (stderr's at `warn` when a line carries no level). A cancel interrupts
-    /// it ([`Outcome::Cancelled`]); so does running past `limit` ([`Outcome::TimedOut`]).
-    async fn stream(
-        &self,
-        mut cmd: Command,
-        tool: &Tool,
-        limit: Option<Duration>,
-    ) -> Result<Outcome> {
-        let program = PathBuf::from(cmd.as_std().get_program());
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // A process started in the background may inherit SIGINT ignored, and then dbt would
-        // not stop on interrupt: give dbt the default dispositions back.
-        // SAFETY: only async-signal-safe calls (sigaction) between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                crate::process::reset_signals();
-                Ok(())
-            });
-        }
-        let mut child = spawn_retrying_busy(&mut cmd).await.map_err(|e| {
-            tracing::error!(job = %self.id, "could not start {}: {e}", program.display());
-            Error::backend(
-                tool.name,
-                format!(
-                    "could not start {} ({}): check the server's {}",
-                    tool.name,
-                    e.kind(),
-                    tool.flag
-                ),
-            )
-        })?;
-        let (tx, rx) = mpsc::channel::<LogEntry>(4096);
-        let (out, err) = match (child.stdout.take(), child.stderr.take()) {
-            (Some(out), Some(err)) => (out, err),
-            _ => return Err(Error::backend(tool.name, "its output could not be read")),
-        };
-        let stdout = tokio::spawn(pump(out, LogLevel::Info, tool.line, tx.clone()));
-        let stderr = tokio::spawn(pump(err, LogLevel::Warn, tool.line, tx));
-        let cap = LogCap::new(self.config.max_log_records, self.config.max_log_bytes);
-        let window = if self.store.batches_log_appends() {
-            self.config.log_flush
-        } else {
-            Duration::ZERO
-        };
-        let writer = tokio::spawn(write_logs(self.store.clone(), self.id, rx, cap, window));
-
-        let mut interrupted = false;
-        let mut timed_out = false;
-        let mut poll = tokio::time::interval(self.config.cancel_poll);
-        let deadline = tokio::time::sleep(limit.unwrap_or(Duration::MAX));
-        tokio::pin!(deadline);
-        let status = loop {
-            tokio::select! {
-                status = child.wait() => break status,
-                _ = self.cancel.cancelled(), if !interrupted => {
-                    interrupted = true;
-                }
-                _ = poll.tick(), if !interrupted => {
-                    interrupted = matches!(self.store.get_job(self.id).await, Ok(j) if j.cancel_requested);
-                }
-                _ = &mut deadline, if limit.is_some() => {
-                    timed_out = true;
-                }
-            }
-            if interrupted {
-                let note = format!("dbt-remote: cancel requested, interrupting {}", tool.name);
-                self.note(LogLevel::Warn, note).await;
-                break interrupt(&mut child, self.config.interrupt_grace).await;
-            }
-            if timed_out {
-                break interrupt(&mut child, self.config.interrupt_grace).await;
-            }
-        }
-        .map_err(|e| Error::backend(tool.name, e))?;
-        let _ = stdout.await;
-        let _ = stderr.await;
-        writer
-            .await
-            .map_err(|e| Error::backend("log writer", e))??;
-        if interrupted {
-            return Ok(Outcome::Cancelled);
-        }
-        if let (true, Some(limit)) = (timed_out, limit) {
-            return Ok(Outcome::TimedOut(limit));
-        }
-        Ok(exit_outcome(status, tool.name))
     }
 
     /// dbt's profiles dir: the job's own (`profiles`), else the server's, else `~/.dbt`, never
@@ -560,189 +510,4 @@ fn contained_args(args: &[String]) -> Vec<String> {
     }
     out.extend_from_slice(&args[words..]);
     out
-}
-
-/// Starts `cmd`, trying again for a moment while its executable is busy (ETXTBSY): a file
-/// just written is busy while any process forked meanwhile, by any thread, still holds it open
-/// (until that process execs), and dbt's executable may be being replaced.
-async fn spawn_retrying_busy(cmd: &mut Command) -> std::io::Result<tokio::process::Child> {
-    let mut tries = 0;
-    loop {
-        match cmd.spawn() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 20 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-fn exit_outcome(status: ExitStatus, name: &str) -> Outcome {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => Outcome::Exited(code),
-        (None, Some(sig)) => Outcome::Signalled(format!("{name} was killed by signal {sig}")),
-        (None, None) => Outcome::Signalled(format!("{name} ended without an exit code")),
-    }
-}
-
-/// SIGINT (dbt stops its queries and exits), then SIGKILL after `grace`.
-async fn interrupt(
-    child: &mut tokio::process::Child,
-    grace: Duration,
-) -> std::io::Result<ExitStatus> {
-    if let Some(pid) = child.id() {
-        crate::process::signal(pid, nix::sys::signal::Signal::SIGINT);
-    }
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(status) => status,
-        Err(_) => {
-            let _ = child.start_kill();
-            child.wait().await
-        }
-    }
-}
-
-/// Reads lines of a program's output into log entries made by `entry`.
-async fn pump(
-    out: impl AsyncRead + Unpin,
-    level: LogLevel,
-    entry: fn(&str, LogLevel) -> LogEntry,
-    tx: mpsc::Sender<LogEntry>,
-) {
-    let mut lines = BufReader::new(out).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.trim().is_empty() {
-            continue;
-        }
-        if tx.send(entry(&line, level)).await.is_err() {
-            break;
-        }
-    }
-}
-
-/// Appends the entries of `rx` to job `id`'s log as they come, each append at least
-/// `window` after the previous one (gathering what arrives meanwhile, up to 500 entries), with
-/// no cap: what the runner does, for benchmarks and embedders.
-pub async fn write_log_stream(
-    store: Arc<dyn StateStore>,
-    id: JobId,
-    rx: mpsc::Receiver<LogEntry>,
-    window: Duration,
-) -> Result<()> {
-    write_logs(store, id, rx, LogCap::new(u64::MAX, u64::MAX), window).await
-}
-
-/// Appends entries as they come, batching whatever is already waiting and, with a `window`,
-/// what arrives until `window` after the previous append (so that one job's appends, each a
-/// write of the store's log head, stay that far apart), until the job's log reaches `cap`;
-/// then one "log truncated" record, and the rest is read and dropped (so dbt is never blocked
-/// on its output).
-async fn write_logs(
-    store: Arc<dyn StateStore>,
-    id: JobId,
-    mut rx: mpsc::Receiver<LogEntry>,
-    mut cap: LogCap,
-    window: Duration,
-) -> Result<()> {
-    let mut batch = Vec::new();
-    let mut next = tokio::time::Instant::now();
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        gather_until(&mut rx, &mut batch, next).await;
-        let kept = cap.admit(&mut batch);
-        if !batch.is_empty() {
-            store.append_logs(id, &batch).await?;
-        }
-        next = tokio::time::Instant::now() + window;
-        if !kept {
-            store.log(id, cap.truncated_note()).await?;
-            while rx.recv().await.is_some() {}
-        }
-        batch.clear();
-    }
-    Ok(())
-}
-
-/// Adds to `batch` what `rx` holds or receives until `deadline`, up to [`MAX_BATCH`] entries
-/// or until every sender is gone. A deadline already past takes only what is waiting.
-async fn gather_until(
-    rx: &mut mpsc::Receiver<LogEntry>,
-    batch: &mut Vec<LogEntry>,
-    deadline: tokio::time::Instant,
-) {
-    while batch.len() < MAX_BATCH {
-        let room = MAX_BATCH - batch.len();
-        match tokio::time::timeout_at(deadline, rx.recv_many(batch, room)).await {
-            Ok(n) if n > 0 => {}
-            _ => break,
-        }
-    }
-}
-
-/// What is left of a job's log cap: records and message bytes.
-#[derive(Debug, Clone, Copy)]
-struct LogCap {
-    records: u64,
-    bytes: u64,
-    max_records: u64,
-    max_bytes: u64,
-}
-
-impl LogCap {
-    fn new(max_records: u64, max_bytes: u64) -> Self {
-        LogCap {
-            records: max_records,
-            bytes: max_bytes,
-            max_records,
-            max_bytes,
-        }
-    }
-
-    /// Keeps the entries of `batch` that fit; `false` (and `batch` cut) once one did not.
-    fn admit(&mut self, batch: &mut Vec<LogEntry>) -> bool {
-        for (i, entry) in batch.iter().enumerate() {
-            let size = entry.message.len() as u64;
-            if self.records == 0 || size > self.bytes {
-                batch.truncate(i);
-                return false;
-            }
-            self.records -= 1;
-            self.bytes -= size;
-        }
-        true
-    }
-
-    fn truncated_note(&self) -> LogEntry {
-        LogEntry::remote(
-            LogLevel::Warn,
-            format!(
-                "dbt-remote: log truncated: this job's log reached its cap ({} records or {} \
-                 bytes); later output of dbt is not stored",
-                self.max_records, self.max_bytes
-            ),
-        )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_log_cap_keeps_what_fits_and_stops() {
-        let entry = |n: usize| LogEntry::remote(LogLevel::Info, "x".repeat(n));
-        let mut cap = LogCap::new(3, 10);
-        let mut batch = vec![entry(4), entry(4)];
-        assert!(cap.admit(&mut batch));
-        assert_eq!(batch.len(), 2);
-        let mut batch = vec![entry(1), entry(5), entry(1)];
-        assert!(!cap.admit(&mut batch), "5 bytes do not fit in the 2 left");
-        assert_eq!(batch.len(), 1);
-        let mut cap = LogCap::new(1, 100);
-        let mut batch = vec![entry(1), entry(1)];
-        assert!(!cap.admit(&mut batch));
-        assert_eq!(batch.len(), 1);
-        assert!(cap.truncated_note().message.contains("log truncated"));
-    }
 }

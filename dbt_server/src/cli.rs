@@ -143,6 +143,11 @@ pub struct ServeArgs {
     /// Jobs running at once; more wait queued, in order.
     #[arg(long, env = env::MAX_CONCURRENT_JOBS, default_value_t = wiring::DEFAULT_MAX_CONCURRENT_JOBS)]
     max_concurrent_jobs: usize,
+    /// Warm dbt workers: Python processes that import dbt once and fork a fresh child for each
+    /// dbt run of a job (process launcher only), saving dbt's start-up per job; 0: none, each
+    /// job starts dbt afresh.
+    #[arg(long, env = env::DBT_WORKERS, default_value_t = dbt_remote_core::launcher::DEFAULT_DBT_WORKERS)]
+    dbt_workers: usize,
     /// Largest accepted request body or uploaded file, in bytes.
     #[arg(long, env = env::MAX_UPLOAD_BYTES, default_value_t = wiring::DEFAULT_MAX_UPLOAD_BYTES)]
     max_upload_bytes: u64,
@@ -227,6 +232,9 @@ pub struct RunJobArgs {
     /// [default: 20].
     #[arg(long, env = env::CANCEL_GRACE_SECONDS, value_name = "SECONDS")]
     pub cancel_grace_seconds: Option<u64>,
+    /// The socket of the server's warm dbt workers (the process launcher sets it).
+    #[arg(long, env = env::DBT_WORKER_SOCKET, hide = true)]
+    pub dbt_worker_socket: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -255,6 +263,7 @@ impl StateArgs {
             edr_timeout: Duration::from_secs(self.edr_timeout_seconds),
             parse_cache: self.parse_cache,
             deps_cache: self.deps_cache,
+            dbt_worker_socket: None,
             limits: limits::JobLimits {
                 max_files: self.max_job_files,
                 max_bytes: self.max_job_bytes,
@@ -297,6 +306,7 @@ impl ServeArgs {
             host: self.host,
             port: self.port,
             max_concurrent_jobs: self.max_concurrent_jobs,
+            dbt_workers: self.dbt_workers,
             max_upload_bytes: self.max_upload_bytes,
             cancel_grace: Duration::from_secs(self.cancel_grace_seconds),
             launch_lease: Duration::from_secs(self.lease_seconds),

@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use dbt_remote_core::launcher::RunnerLock;
 use dbt_remote_core::server::{
-    apply_original_env, take_auth_token_from_env, Choice, ServerBuilder, ServerSettings,
+    apply_original_env, take_auth_token_from_env, Choice, JobSettings, ServerBuilder,
+    ServerSettings,
 };
 use dbt_remote_core::state::EchoLogs;
 use dbt_remote_core::{env, runner, JobOutcome};
@@ -141,7 +142,11 @@ async fn shutdown_signal() {
 
 async fn run_job(args: RunJobArgs) -> Result<ExitCode, BoxError> {
     let _lock = RunnerLock::acquire_from_env()?;
-    let settings = args.state.settings().absolute()?;
+    let settings = JobSettings {
+        dbt_worker_socket: args.dbt_worker_socket.clone(),
+        ..args.state.settings()
+    }
+    .absolute()?;
     let mut store = settings.open_store().await?;
     let in_cloud_run_job = std::env::var_os(env::IN_CLOUD_RUN_JOB).is_some();
     if args.log_json.unwrap_or(in_cloud_run_job) {

@@ -158,3 +158,46 @@ async fn client_profiles_and_a_failing_model_reach_dbt() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_manifest_job_runs_in_a_warm_worker() {
+    let (project, zip) = parsed_example();
+    let server = RealServer::start(server_binary());
+    let socket = server.dir.join("state/runs/dbt-worker.sock");
+    common::eventually(Duration::from_secs(120), "a ready warm worker", || async {
+        socket.exists().then_some(())
+    })
+    .await;
+    let f = form(
+        "run --select fail_on_demand --vars '{fail: true}'",
+        &overrides_with("'target': 'ci'"),
+        &project,
+        &zip,
+        b"ignored: {}\n",
+    );
+    let r = post_form(&format!("{}/dbt", server.url), &f.parts()).await;
+    assert_eq!(r.status().as_u16(), 202);
+    let body: Value = r.json().await.unwrap();
+    let (lines, status) = poll_until_final(body["links"]["last_logs"].as_str().unwrap()).await;
+    let text = lines.join("\n");
+    assert_eq!(status, "failed", "{text}");
+    assert!(text.contains("fail_on_demand"), "{text}");
+    // The job's native log has the runner's debug record.
+    let id: dbt_remote_core::JobId = body["uuid"].as_str().unwrap().parse().unwrap();
+    let client = dbt_remote_core::Client::new(&server.url).unwrap();
+    let page = client.logs(id, 0, None).await.unwrap();
+    assert!(
+        page.records.iter().any(|r| r
+            .entry
+            .message
+            .starts_with("dbt-remote: dbt runs in a warm worker (pid ")),
+        "{:#?}",
+        page.records
+    );
+    let job = client.job(id).await.unwrap();
+    assert_eq!(
+        job.exit_code,
+        Some(1),
+        "run_manifest.py's exit code: {job:?}"
+    );
+}

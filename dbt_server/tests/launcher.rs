@@ -34,6 +34,7 @@ async fn process_launcher_conforms() {
             max_concurrent: 2,
             cancel_grace: Duration::from_secs(5),
             watch_interval: Duration::from_millis(200),
+            dbt_workers: None,
         },
     )
     .unwrap();

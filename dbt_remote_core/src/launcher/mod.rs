@@ -11,11 +11,13 @@ use crate::Result;
 pub mod cloud_run;
 mod in_process;
 mod process;
+mod worker_pool;
 
 #[cfg(feature = "gcp")]
 pub use cloud_run::{CloudRunLauncher, CloudRunLauncherBuilder};
 pub use in_process::InProcessLauncher;
 pub use process::{JobCommand, ProcessLauncher, ProcessLauncherConfig, RunnerLock};
+pub use worker_pool::{WorkerPool, WorkerPoolConfig, DEFAULT_DBT_WORKERS};
 
 /// Starts, cancels and watches jobs whose records are in a [`StateStore`].
 ///

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use nix::sys::signal::Signal;
 use tokio::sync::Notify;
 
+use super::worker_pool::{WorkerPool, WorkerPoolConfig};
 use super::JobLauncher;
 use crate::isolation;
 use crate::job::{JobId, JobRecord, JobStatus};
@@ -57,6 +58,9 @@ pub struct ProcessLauncherConfig {
     /// How often a job process that this launcher did not start (found by
     /// [`recover`](JobLauncher::recover)) is checked for life.
     pub watch_interval: Duration,
+    /// Warm dbt workers for the jobs' dbt runs (`None`: dbt starts afresh in each job). A
+    /// pool that cannot start is logged, and the jobs run dbt afresh.
+    pub dbt_workers: Option<WorkerPoolConfig>,
 }
 
 /// Runs each job as `command … <id>` in its own process group.
@@ -75,6 +79,8 @@ struct Shared {
     config: ProcessLauncherConfig,
     sched: Mutex<Sched>,
     wake: Arc<Notify>,
+    /// Asks its workers to stop when the launcher is dropped.
+    _pool: Option<WorkerPool>,
 }
 
 #[derive(Debug, Default)]
@@ -87,18 +93,31 @@ struct Sched {
 
 impl ProcessLauncher {
     /// Makes the launcher and starts its dispatcher task (call inside a tokio runtime).
-    pub fn new(store: Arc<dyn StateStore>, config: ProcessLauncherConfig) -> Result<Self> {
+    pub fn new(store: Arc<dyn StateStore>, mut config: ProcessLauncherConfig) -> Result<Self> {
         std::fs::create_dir_all(&config.runs_dir).map_err(|e| {
             Error::backend(
                 "process launcher",
                 format!("{}: {e}", config.runs_dir.display()),
             )
         })?;
+        let pool = config.dbt_workers.clone().and_then(|workers| {
+            WorkerPool::start(workers)
+                .inspect_err(|e| tracing::warn!("no warm dbt workers: {e}"))
+                .ok()
+        });
+        if let Some(pool) = &pool {
+            let socket = pool.socket().as_os_str().to_owned();
+            config
+                .command
+                .env
+                .push((crate::env::DBT_WORKER_SOCKET, Some(socket)));
+        }
         let shared = Arc::new(Shared {
             store,
             config,
             sched: Mutex::default(),
             wake: Arc::new(Notify::new()),
+            _pool: pool,
         });
         tokio::spawn(dispatch(Arc::downgrade(&shared), shared.wake.clone()));
         Ok(ProcessLauncher { shared })

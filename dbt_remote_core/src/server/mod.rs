@@ -26,7 +26,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
-use crate::launcher::{JobCommand, JobLauncher, ProcessLauncher, ProcessLauncherConfig};
+use crate::launcher::{
+    JobCommand, JobLauncher, ProcessLauncher, ProcessLauncherConfig, WorkerPoolConfig,
+};
 use crate::limits::Limits;
 use crate::schedule::{LocalSchedules, LoopTrigger, ScheduleStore, ScheduleTrigger};
 use crate::service::{run_scheduler, JobService};
@@ -76,6 +78,7 @@ impl ServerBuilder {
         with_host: host: IpAddr,
         with_port: port: u16,
         with_max_concurrent_jobs: max_concurrent_jobs: usize,
+        with_dbt_workers: dbt_workers: usize,
         with_max_upload_bytes: max_upload_bytes: u64,
         with_cancel_grace: cancel_grace: Duration,
         with_public_url: public_url: Option<String>,
@@ -205,6 +208,7 @@ async fn launcher(
                 Some(p) => p.clone(),
                 None => std::env::current_exe().map_err(|e| Error::backend("dbt-server", e))?,
             };
+            let runs_dir = settings.job.state_dir.join("runs");
             Ok(Arc::new(ProcessLauncher::new(
                 store,
                 ProcessLauncherConfig {
@@ -213,10 +217,16 @@ async fn launcher(
                         args: vec!["run-job".into()],
                         env: settings.job.to_env(),
                     },
-                    runs_dir: settings.job.state_dir.join("runs"),
+                    runs_dir: runs_dir.clone(),
                     max_concurrent: settings.max_concurrent_jobs,
                     cancel_grace: settings.cancel_grace,
                     watch_interval: Duration::from_secs(1),
+                    dbt_workers: (settings.dbt_workers > 0).then(|| WorkerPoolConfig {
+                        workers: settings.dbt_workers,
+                        python: settings.job.runner_config().python(),
+                        dir: runs_dir.clone(),
+                        job_env: settings.job.job_env.clone(),
+                    }),
                 },
             )?))
         }

@@ -201,6 +201,9 @@ pub struct JobSettings {
     pub parse_cache: bool,
     /// Jobs restore and keep the `dbt_packages/` of `dbt deps` in the store.
     pub deps_cache: bool,
+    /// The socket of the process launcher's warm dbt workers, which the launcher sets for its
+    /// job processes ([`env::DBT_WORKER_SOCKET`]); `None`: dbt starts afresh.
+    pub dbt_worker_socket: Option<PathBuf>,
 }
 
 impl Default for JobSettings {
@@ -221,6 +224,7 @@ impl Default for JobSettings {
             edr_timeout: crate::runner::DEFAULT_EDR_TIMEOUT,
             parse_cache: true,
             deps_cache: true,
+            dbt_worker_socket: None,
         }
     }
 }
@@ -294,6 +298,7 @@ impl JobSettings {
         }
         s.parse_cache = var_bool(env::PARSE_CACHE)?.unwrap_or(true);
         s.deps_cache = var_bool(env::DEPS_CACHE)?.unwrap_or(true);
+        s.dbt_worker_socket = var_path(env::DBT_WORKER_SOCKET);
         Ok(s)
     }
 
@@ -341,6 +346,7 @@ impl JobSettings {
         vars.push((env::PARSE_CACHE, flag(self.parse_cache)));
         vars.push((env::DEPS_CACHE, flag(self.deps_cache)));
         vars.extend(self.store_limits.to_env());
+        vars.push((env::DBT_WORKER_SOCKET, path(&self.dbt_worker_socket)));
         vars
     }
 
@@ -381,6 +387,7 @@ impl JobSettings {
             edr_timeout: self.edr_timeout,
             parse_cache: self.parse_cache,
             deps_cache: self.deps_cache,
+            dbt_worker_socket: self.dbt_worker_socket.as_deref().map(abs).transpose()?,
         })
     }
 
@@ -436,6 +443,7 @@ impl JobSettings {
         config.edr_timeout = self.edr_timeout;
         config.parse_cache = self.parse_cache;
         config.deps_cache = self.deps_cache;
+        config.dbt_worker_socket = self.dbt_worker_socket.clone();
         config
     }
 }
@@ -528,6 +536,8 @@ pub struct ServerSettings {
     pub host: IpAddr,
     pub port: u16,
     pub max_concurrent_jobs: usize,
+    /// Warm dbt workers of the process launcher (`0`: none; [`crate::launcher::WorkerPool`]).
+    pub dbt_workers: usize,
     pub max_upload_bytes: u64,
     pub cancel_grace: Duration,
     /// How long this instance's claim on a job it launches holds without renewal
@@ -580,6 +590,9 @@ impl ServerSettings {
         }
         if let Some(v) = var_parse(env::MAX_CONCURRENT_JOBS)? {
             s.max_concurrent_jobs = v;
+        }
+        if let Some(v) = var_parse(env::DBT_WORKERS)? {
+            s.dbt_workers = v;
         }
         if let Some(v) = var_parse(env::MAX_UPLOAD_BYTES)? {
             s.max_upload_bytes = v;
@@ -634,7 +647,7 @@ impl ServerSettings {
     /// the state and work dirs (folders of this machine; the image's own apply), the cancel
     /// grace, and the GCP store's settings that this process has. Names and values, sorted.
     pub fn execution_env(&self) -> Vec<(&'static str, String)> {
-        let machine_local = [env::STATE_DIR, env::WORK_DIR];
+        let machine_local = [env::STATE_DIR, env::WORK_DIR, env::DBT_WORKER_SOCKET];
         let mut vars: Vec<(&'static str, String)> = self
             .job
             .to_env()
@@ -677,6 +690,7 @@ impl Default for ServerSettings {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: DEFAULT_PORT,
             max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
+            dbt_workers: crate::launcher::DEFAULT_DBT_WORKERS,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             cancel_grace: Duration::from_secs(DEFAULT_CANCEL_GRACE_SECONDS),
             launch_lease: crate::lifecycle::DEFAULT_LEASE,
@@ -733,6 +747,7 @@ mod tests {
             edr_timeout: Duration::from_secs(42),
             parse_cache: false,
             deps_cache: true,
+            dbt_worker_socket: Some("/s/runs/dbt-worker.sock".into()),
         };
         let env = settings.to_env();
         let get = |name| env.iter().find(|(k, _)| *k == name).unwrap().1.clone();
