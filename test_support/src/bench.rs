@@ -65,8 +65,9 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// Writes a dbt project for DuckDB with `models` models (at least 4) into `dir`: three source
 /// models selecting literals (no seeds), then `model_3`… each `select * from` an earlier one
-/// (a binary fan: `model_i` reads `model_{(i-3)/2}`), and a `schema.yml` with a `not_null`
-/// test on `id` of every tenth model. Its profile is `jaffle_duckdb` ([`profiles_dir`]).
+/// (a binary fan: `model_i` reads `model_{(i-3)/2}`; a comment naming it makes every file's
+/// content unique, as in a real project), and a `schema.yml` with a `not_null` test on `id` of
+/// every tenth model. Its profile is `jaffle_duckdb` ([`profiles_dir`]).
 pub fn generate_project(dir: &Path, models: usize) {
     let models = models.max(4);
     std::fs::create_dir_all(dir.join("models")).unwrap();
@@ -77,7 +78,10 @@ pub fn generate_project(dir: &Path, models: usize) {
         let sql = if i < 3 {
             format!("select {i} as id, 'source {i}' as name, {i} * 10 as amount\n")
         } else {
-            format!("select * from {{{{ ref('model_{}') }}}}\n", (i - 3) / 2)
+            format!(
+                "-- model_{i}\nselect * from {{{{ ref('model_{}') }}}}\n",
+                (i - 3) / 2
+            )
         };
         std::fs::write(dir.join(format!("models/model_{i}.sql")), sql).unwrap();
         if i % 10 == 0 {
@@ -269,7 +273,7 @@ mod tests {
             .count();
         assert_eq!(models, 26, "25 models and schema.yml");
         let last = std::fs::read_to_string(dir.path().join("models/model_24.sql")).unwrap();
-        assert_eq!(last, "select * from {{ ref('model_10') }}\n");
+        assert_eq!(last, "-- model_24\nselect * from {{ ref('model_10') }}\n");
         let schema = std::fs::read_to_string(dir.path().join("models/schema.yml")).unwrap();
         assert_eq!(schema.matches("not_null").count(), 3);
     }
