@@ -74,19 +74,37 @@ fn runner_pid(dir: &std::path::Path, id: JobId) -> i32 {
         .unwrap()
 }
 
+/// A real server whose warm dbt workers are ready (the default pool): the scenarios below run
+/// dbt in warm workers; `job_scenarios_pass_with_the_pool_off` runs them with fresh processes.
+fn warm_server() -> RealServer {
+    let server = RealServer::start(common::server_binary());
+    server.wait_for_warm_workers();
+    server
+}
+
+const WARM: &str = "dbt-remote: dbt runs in a warm worker";
+
+fn has_record(records: &[(Instant, LogRecord)], text: &str) -> bool {
+    records.iter().any(|(_, r)| r.entry.message.contains(text))
+}
+
 fn work_dir(server: &RealServer, id: JobId) -> PathBuf {
     server.dir.join("work").join(id.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_succeeds_with_live_logs_and_artifacts() {
-    let server = RealServer::start(common::server_binary());
+    let server = warm_server();
     let client = Client::new(&server.url).unwrap();
     let job = submit(&client, &["build", "--vars", "{slow_seconds: 3}"]).await;
     let (records, done) = follow(&client, job.id).await;
     let ended = Instant::now();
 
     assert_succeeded_in_order(&records, &done);
+    assert!(
+        has_record(&records, WARM),
+        "dbt did not run in a warm worker"
+    );
     assert!(done.started_at.is_some() && done.finished_at.is_some());
     // Logs arrive while dbt runs, not only at the end: the first node started seconds before.
     assert_live(&records, ended);
@@ -127,7 +145,7 @@ async fn build_succeeds_with_live_logs_and_artifacts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_model_fails_with_dbts_exit_code() {
-    let server = RealServer::start(common::server_binary());
+    let server = warm_server();
     let client = Client::new(&server.url).unwrap();
     let job = submit_run(&client, "fail_on_demand", "{fail: true}").await;
     let (records, done) = follow(&client, job.id).await;
@@ -151,7 +169,7 @@ async fn failing_model_fails_with_dbts_exit_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_ends_cancelled_and_dbt_is_gone() {
-    let server = RealServer::start(common::server_binary());
+    let server = warm_server();
     let client = Client::new(&server.url).unwrap();
     let job = start_slow_job(&client).await;
     let dir = work_dir(&server, job.id);
@@ -170,7 +188,7 @@ async fn cancel_ends_cancelled_and_dbt_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_job_process_ends_failed() {
-    let server = RealServer::start(common::server_binary());
+    let server = warm_server();
     let client = Client::new(&server.url).unwrap();
     let job = start_slow_job(&client).await;
     let pid = runner_pid(&server.dir, job.id);
@@ -196,6 +214,7 @@ async fn killed_job_process_ends_failed() {
 async fn server_restart_mid_job_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let mut server = RealServer::start_in(common::server_binary(), tmp.path(), &[]);
+    server.wait_for_warm_workers();
     let client = Client::new(&server.url).unwrap();
     let job = submit(&client, &["build", "--vars", "{slow_seconds: 8}"]).await;
     wait_for_node_start(&client, job.id, "model.jaffle_duckdb.slow_model").await;
@@ -212,6 +231,7 @@ async fn server_restart_mid_job_loses_nothing() {
 async fn runner_that_died_while_the_server_was_down_is_failed_at_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let mut server = RealServer::start_in(common::server_binary(), tmp.path(), &[]);
+    server.wait_for_warm_workers();
     let client = Client::new(&server.url).unwrap();
     let job = start_slow_job(&client).await;
     server.kill();
@@ -243,6 +263,7 @@ async fn excess_jobs_wait_queued_in_order() {
         tmp.path(),
         &["--max-concurrent-jobs", "1"],
     );
+    server.wait_for_warm_workers();
     let client = Client::new(&server.url).unwrap();
     let first = submit_run(&client, "slow_model", "{slow_seconds: 2}").await;
     let second = submit(&client, &["parse"]).await;
@@ -267,7 +288,7 @@ async fn excess_jobs_wait_queued_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packages_are_installed_before_the_command() {
-    let server = RealServer::start(common::server_binary());
+    let server = warm_server();
     let client = Client::new(&server.url).unwrap();
     // A copy of the example with a `local:` package inside it: packing sends the package's
     // files without any option (as the original dbt-remote needed --extra-packages for).
@@ -335,6 +356,7 @@ async fn a_follower_reconnects_through_a_server_restart_without_loss() {
     let port = port.to_string();
     let extra = ["--port", port.as_str()];
     let mut server = RealServer::start_in(common::server_binary(), tmp.path(), &extra);
+    server.wait_for_warm_workers();
     let client = Client::new(&server.url).unwrap();
     let job = submit(&client, &["build", "--vars", "{slow_seconds: 6}"]).await;
     let mut stream = std::pin::pin!(client.follow(job.id, 0));
@@ -368,4 +390,34 @@ async fn a_follower_reconnects_through_a_server_restart_without_loss() {
     );
     let all = client.logs(job.id, 0, None).await.unwrap();
     assert_eq!(all.records.len(), seqs.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_scenarios_pass_with_the_pool_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = RealServer::start_in(common::server_binary(), tmp.path(), &["--dbt-workers", "0"]);
+    let client = Client::new(&server.url).unwrap();
+    // A build succeeds, every record once and in order, dbt started afresh.
+    let job = submit(&client, &["build"]).await;
+    let (records, done) = follow(&client, job.id).await;
+    assert_succeeded_in_order(&records, &done);
+    assert!(
+        !has_record(&records, WARM),
+        "a warm worker ran with --dbt-workers 0"
+    );
+    // dbt's exit codes pass through.
+    let job = submit_run(&client, "fail_on_demand", "{fail: true}").await;
+    let (_, done) = follow(&client, job.id).await;
+    assert_eq!((done.status, done.exit_code), (JobStatus::Failed, Some(1)));
+    // A cancel interrupts dbt, which is gone afterwards.
+    let job = start_slow_job(&client).await;
+    let dir = work_dir(&server, job.id);
+    client.cancel(job.id).await.unwrap();
+    let (_, done) = follow(&client, job.id).await;
+    assert_eq!(done.status, JobStatus::Cancelled, "{done:?}");
+    eventually(Duration::from_secs(15), "dbt to be gone", || async {
+        processes_in(&dir).is_empty().then_some(())
+    })
+    .await;
+    assert!(!server.dir.join("state/runs/dbt-worker.sock").exists());
 }

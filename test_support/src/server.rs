@@ -140,6 +140,22 @@ impl RealServer {
         }
     }
 
+    /// Waits (at most 120 s) until the server's warm dbt workers are ready: the pool publishes
+    /// `<state>/runs/dbt-worker.sock` once a worker has imported dbt. Jobs submitted before then
+    /// run dbt afresh, so tests of the pool's path wait for it.
+    pub fn wait_for_warm_workers(&self) {
+        let socket = self.dir.join("state/runs/dbt-worker.sock");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no warm dbt worker became ready within 120 s ({})",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
