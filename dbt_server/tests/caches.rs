@@ -92,6 +92,18 @@ async fn a_second_parse_starts_from_the_first_ones_state() {
         .as_str()
         .unwrap();
     assert!(raw.contains(&marker), "the edit is in the manifest: {raw}");
+
+    // dbt's state holds absolute paths (a seed is loaded from its node's root_path): a build
+    // from a restored state reads the seeds of its own work dir, not a previous job's.
+    let (third, job) = run(&client, &project, &["build", "--exclude", "slow_model"]).await;
+    assert!(has(&third, PARSE_RESTORED), "{third:#?}");
+    assert_eq!(job.status, JobStatus::Succeeded, "{third:#?}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&client.artifact(job.id, "manifest.json").await.unwrap()).unwrap();
+    let root = manifest["nodes"]["seed.jaffle_duckdb.raw_customers"]["root_path"]
+        .as_str()
+        .unwrap();
+    assert!(root.ends_with(&job.id.to_string()), "{root}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

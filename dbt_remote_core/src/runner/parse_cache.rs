@@ -7,6 +7,11 @@
 //! dbt installation and the environment dbt gets. dbt checks all of it again inside the file
 //! (and every file's checksum), so a key that matches too often only costs a full parse.
 //! Nothing here ever fails a job: a cache that cannot be read or written is a warning.
+//!
+//! dbt keeps absolute paths in the file (each node's `root_path`: seeds are loaded from it),
+//! and each job has its own work dir: the state is stored with its work dir replaced by a
+//! marker, and restored with the marker replaced by the new work dir ([`relocate`]), so an
+//! unchanged seed is read from the new job's folder, never from a previous job's.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +26,8 @@ use crate::state::{CacheKey, CacheKind};
 
 /// dbt's partial parse state, in its target dir.
 const STATE_FILE: &str = "partial_parse.msgpack";
+/// What stands for the job's work dir in a stored parse state.
+const WORK_DIR_MARK: &str = "\u{1}dbt-remote:work-dir\u{1}";
 /// Commands that do not parse the project.
 const NO_PARSE: &[&str] = &["deps", "debug", "clean", "init"];
 
@@ -59,7 +66,12 @@ impl ParseCache {
             path,
             before: None,
         };
-        match runner.store.get_cache(&key).await {
+        let work_dir = runner.work_dir.to_string_lossy();
+        let cached = runner.store.get_cache(&key).await.map(|state| {
+            // A state that cannot be relocated is not used: dbt then parses everything.
+            state.and_then(|s| relocate(&s, WORK_DIR_MARK, &work_dir).map(Bytes::from))
+        });
+        match cached {
             Ok(Some(state)) => match write(&cache.path, &state).await {
                 Ok(()) => {
                     cache.before = Some(state);
@@ -96,6 +108,11 @@ impl ParseCache {
         if self.before.as_deref() == Some(state.as_slice()) {
             return;
         }
+        let Some(state) = relocate(&state, &runner.work_dir.to_string_lossy(), WORK_DIR_MARK)
+        else {
+            tracing::warn!(job = %runner.id, "dbt's partial parse state is not msgpack: not kept");
+            return;
+        };
         if let Err(e) = runner.store.put_cache(&self.key, Bytes::from(state)).await {
             tracing::warn!(job = %runner.id, "storing {}: {e}", self.key);
         }
@@ -103,6 +120,40 @@ impl ParseCache {
 }
 
 /// Writes `content` at `path`, creating its folder.
+/// The msgpack document `state` with `from` replaced by `to` in every string (map keys too);
+/// `None` when `state` is not one whole msgpack value.
+fn relocate(state: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
+    fn walk(value: &mut rmpv::Value, from: &str, to: &str) {
+        match value {
+            rmpv::Value::String(s) => {
+                if let Some(text) = s.as_str().filter(|t| t.contains(from)) {
+                    *s = text.replace(from, to).into();
+                }
+            }
+            rmpv::Value::Array(items) => items.iter_mut().for_each(|v| walk(v, from, to)),
+            rmpv::Value::Map(pairs) => {
+                for (k, v) in pairs {
+                    walk(k, from, to);
+                    walk(v, from, to);
+                }
+            }
+            _ => {}
+        }
+    }
+    if from.is_empty() {
+        return None;
+    }
+    let mut input = state;
+    let mut value = rmpv::decode::read_value(&mut input).ok()?;
+    if !input.is_empty() {
+        return None;
+    }
+    walk(&mut value, from, to);
+    let mut out = Vec::with_capacity(state.len());
+    rmpv::encode::write_value(&mut out, &value).ok()?;
+    Some(out)
+}
+
 async fn write(path: &Path, content: &[u8]) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent).await?;
@@ -230,6 +281,63 @@ mod tests {
         differs(key(&["parse"]), "the project name");
         project("shop");
         assert_eq!(key(&["parse"]), base, "the same inputs, the same key");
+    }
+
+    #[test]
+    fn a_parse_state_moves_from_one_work_dir_to_another() {
+        use rmpv::Value;
+        let old = "/srv/work/0190-a";
+        let state = Value::Map(vec![
+            (
+                Value::from("nodes"),
+                Value::Map(vec![(
+                    Value::from("seed.p.raw"),
+                    Value::Map(vec![
+                        (Value::from("root_path"), Value::from(old)),
+                        (
+                            Value::from("original_file_path"),
+                            Value::from("seeds/raw.csv"),
+                        ),
+                        (Value::from("size"), Value::from(12u64)),
+                        (
+                            Value::from("checksum"),
+                            Value::Binary(vec![0, 159, 146, 150]),
+                        ),
+                    ]),
+                )]),
+            ),
+            (
+                Value::from(format!("{old}/dbt_packages/utils")),
+                Value::Array(vec![
+                    Value::from(format!("{old}/dbt_packages/utils/macros")),
+                    Value::F64(1.5),
+                ]),
+            ),
+        ]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &state).unwrap();
+
+        let stored = relocate(&bytes, old, WORK_DIR_MARK).unwrap();
+        let text = String::from_utf8_lossy(&stored);
+        assert!(
+            !text.contains(old),
+            "the old work dir is still in the stored state"
+        );
+        let new = "/srv/work/0190-b";
+        let restored = relocate(&stored, WORK_DIR_MARK, new).unwrap();
+        let mut moved = Vec::new();
+        let expected = String::from_utf8_lossy(&bytes).replace(old, new);
+        rmpv::encode::write_value(
+            &mut moved,
+            &rmpv::decode::read_value(&mut restored.as_slice()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&moved), expected);
+        // Cut short, or trailing bytes: not used.
+        assert!(relocate(&bytes[..bytes.len() - 3], old, new).is_none());
+        let mut two = bytes.clone();
+        two.extend_from_slice(&bytes);
+        assert!(relocate(&two, old, new).is_none());
     }
 
     #[test]
