@@ -42,6 +42,20 @@ impl KeyHasher {
         self.field(name, content.as_deref())
     }
 
+    /// Adds the environment dbt gets (what [`isolation::dbt_env`](crate::isolation::dbt_env)
+    /// passes, plus `job_env`), one field per variable, by name.
+    pub(super) fn dbt_env(&mut self, job_env: &[String]) -> &mut Self {
+        let mut env = crate::isolation::dbt_env(job_env);
+        env.sort();
+        for (name, value) in &env {
+            self.field(
+                &name.to_string_lossy(),
+                Some(value.as_os_str().as_encoded_bytes()),
+            );
+        }
+        self
+    }
+
     pub(super) fn finish(&mut self) -> [u8; 32] {
         std::mem::take(&mut self.0).finalize().into()
     }

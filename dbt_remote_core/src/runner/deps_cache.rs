@@ -88,14 +88,7 @@ impl DepsCache {
             "dbt",
             Some(&cache_key::installation(&runner.config.dbt_path)),
         );
-        let mut env = crate::isolation::dbt_env(&runner.config.job_env);
-        env.sort();
-        for (name, value) in &env {
-            h.field(
-                &name.to_string_lossy(),
-                Some(value.as_os_str().as_encoded_bytes()),
-            );
-        }
+        h.dbt_env(&runner.config.job_env);
         Some(DepsCache {
             key: CacheKey::new(CacheKind::Deps, h.finish()),
             dir: runner.work_dir.join(PACKAGES_DIR),

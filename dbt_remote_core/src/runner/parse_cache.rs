@@ -183,14 +183,7 @@ fn key(runner: &Runner<'_>, args: &[String], profiles_dir: Option<&Path>) -> [u8
         Some(dir) => h.file("profiles.yml", &dir.join("profiles.yml")),
         None => h.field("profiles.yml", None),
     };
-    let mut env = crate::isolation::dbt_env(&runner.config.job_env);
-    env.sort();
-    for (name, value) in &env {
-        h.field(
-            &name.to_string_lossy(),
-            Some(value.as_os_str().as_encoded_bytes()),
-        );
-    }
+    h.dbt_env(&runner.config.job_env);
     h.finish()
 }
 
