@@ -23,8 +23,10 @@ log() { printf 'setup-emulators: %s\n' "$*" >&2; }
 # Cloud Storage (Python): a venv of its own, made and kept up to date as the dbt venv is.
 venv="$("${script_dir}/setup-python.sh" "${req_file}" "${venv}")"
 
-# Firestore (Node).
+# Firestore (Node), one setup at a time (as setup-python.sh does for venvs).
 mkdir -p "${node_dir}"
+exec 9>"${node_dir}.lock"
+flock 9
 cp "${src_dir}/start.js" "${node_dir}/start.js"
 lock_hash="$(cat "${src_dir}/package.json" "${src_dir}/package-lock.json" | sha256sum | cut -d' ' -f1)"
 node_marker="${node_dir}/node_modules/.dbt-remote-lock.sha256"

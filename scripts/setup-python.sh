@@ -26,10 +26,16 @@ fi
 
 req_hash="$(sha256sum "${req_file}" | cut -d' ' -f1)"
 
-if [[ ! -x "${venv}/bin/python" ]]; then
+# One setup of a venv at a time: two test runs on one machine (or a test run and a build) must
+# not create or fill the same venv together; the second waits, then finds it ready.
+mkdir -p "$(dirname "${venv}")"
+exec 9>"${venv}.lock"
+flock 9
+
+# A venv without pip was cut short while being made (a run killed half-way): make it again.
+if [[ ! -x "${venv}/bin/python" ]] || ! "${venv}/bin/python" -m pip --version >/dev/null 2>&1; then
     log "creating venv at ${venv}"
-    mkdir -p "$(dirname "${venv}")"
-    "${python}" -m venv "${venv}" >&2
+    "${python}" -m venv --clear "${venv}" >&2
     rm -f "${marker}"
 fi
 
