@@ -12,6 +12,12 @@
 //    update_time precondition could not tell the versions apart. Commits here wait for the
 //    next millisecond when needed.
 // 3. It binds 127.0.0.1 only (the emulator's own start() binds 0.0.0.0).
+// 4. Cancelled Listen streams end: the emulator stops a Listen only when the client half-closes
+//    it ("end"), not when the client cancels it (a dropped stream), so a cancelled stream kept
+//    its handlers for ever. Here a cancelled or closed call ends too, and the launcher prints
+//    `listens N` on stdout whenever the number of open Listen calls changes (tests read it).
+//    A line `drop listens` on stdin ends every open Listen call with UNAVAILABLE, as Firestore
+//    may end a stream at any time (tests of reconnecting).
 //
 // Usage: node start.js [PORT]   (0 or none: a free port). Prints `listening on 127.0.0.1:PORT`
 // on stdout once it accepts connections; stops on SIGTERM/SIGINT or when stdin closes.
@@ -21,6 +27,7 @@ const grpc = require("@grpc/grpc-js");
 const { FirestoreServer } = require("@firestore-emulator/server");
 
 const COMMIT = "/google.firestore.v1.Firestore/Commit";
+const LISTEN = "/google.firestore.v1.Firestore/Listen";
 
 const emulator = new FirestoreServer();
 // grpc-js keeps the registered handlers in `handlers` (its version is pinned by package-lock.json).
@@ -80,6 +87,34 @@ handler.func = (call, callback) => {
   lastCommitMs = Date.now();
 };
 
+const listenHandler = emulator.server.handlers.get(LISTEN);
+if (!listenHandler) {
+  console.error("firestore-emulator: no Listen handler registered; the grpc-js layout changed");
+  process.exit(1);
+}
+const listen = listenHandler.func;
+// Each Listen call adds three listeners to the emulator's emitter: more than Node's default
+// warning threshold (10) is expected here.
+emulator.state.emitter.setMaxListeners(0);
+const openListens = new Map(); // call -> close(event)
+listenHandler.func = (call) => {
+  let open = true;
+  const close = (event) => {
+    if (!open) return;
+    open = false;
+    openListens.delete(call);
+    console.log(`listens ${openListens.size}`);
+    // The emulator's own handlers are registered with call.once("end"): run them.
+    if (event !== "end") call.emit("end");
+  };
+  openListens.set(call, close);
+  console.log(`listens ${openListens.size}`);
+  call.once("end", () => close("end"));
+  call.once("cancelled", () => close("cancelled"));
+  call.once("close", () => close("close"));
+  listen(call);
+};
+
 const port = Number(process.argv[2] ?? 0);
 emulator.server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
   if (err) {
@@ -96,4 +131,19 @@ const stop = () => {
 process.on("SIGTERM", stop);
 process.on("SIGINT", stop);
 process.stdin.on("end", stop);
+let input = "";
+process.stdin.on("data", (chunk) => {
+  input += chunk;
+  let newline;
+  while ((newline = input.indexOf("\n")) >= 0) {
+    const line = input.slice(0, newline).trim();
+    input = input.slice(newline + 1);
+    if (line === "drop listens") {
+      for (const [call, close] of [...openListens]) {
+        close("dropped");
+        call.emit("error", { code: grpc.status.UNAVAILABLE, details: "the test dropped the stream" });
+      }
+    }
+  }
+});
 process.stdin.resume();

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,11 +28,22 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Emulators {
     firestore: Child,
-    /// Closing it stops the Firestore launcher too, should this process die without dropping.
-    _firestore_stdin: Option<ChildStdin>,
+    /// Closing it stops the Firestore launcher too, should this process die without dropping;
+    /// [`drop_listen_streams`](Self::drop_listen_streams) writes to it.
+    firestore_stdin: std::sync::Mutex<Option<ChildStdin>>,
     storage: Child,
     firestore_host: String,
     storage_host: String,
+    listens: Arc<Listens>,
+}
+
+/// The Listen streams of the Firestore emulator, as its launcher prints them.
+#[derive(Debug, Default)]
+struct Listens {
+    /// Open now.
+    open: AtomicUsize,
+    /// Opened since the start.
+    opened: AtomicUsize,
 }
 
 fn home() -> PathBuf {
@@ -125,13 +136,32 @@ impl Emulators {
             .unwrap_or_else(|e| panic!("starting node {}: {e}", launcher.display()));
         let stdin = firestore.stdin.take();
         let stdout = firestore.stdout.take().expect("piped");
-        // The launcher prints `listening on 127.0.0.1:PORT` once it accepts connections.
+        // The launcher prints `listening on 127.0.0.1:PORT` once it accepts connections, then
+        // `listens N` whenever the number of open Listen streams changes.
         let first_line = tokio::task::spawn_blocking(move || {
+            let mut stdout = BufReader::new(stdout);
             let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+            stdout.read_line(&mut line).map(|_| (line, stdout))
         });
+        let listens = Arc::new(Listens::default());
         let line = match tokio::time::timeout(START_TIMEOUT, first_line).await {
-            Ok(Ok(Ok(line))) => line,
+            Ok(Ok(Ok((line, stdout)))) => {
+                let listens = listens.clone();
+                // Read to the end, so that the launcher never writes to a closed pipe.
+                std::thread::spawn(move || {
+                    for line in stdout.lines().map_while(std::result::Result::ok) {
+                        if let Some(n) = line.strip_prefix("listens ") {
+                            let open = n.trim().parse().unwrap_or(0);
+                            let before = listens.open.swap(open, Ordering::SeqCst);
+                            // Each stream is counted as it opens: one more at a time.
+                            if open > before {
+                                listens.opened.fetch_add(open - before, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                });
+                line
+            }
             other => {
                 kill(&mut firestore);
                 panic!("the Firestore emulator did not start: {other:?}");
@@ -152,11 +182,34 @@ impl Emulators {
         };
         Some(Emulators {
             firestore,
-            _firestore_stdin: stdin,
+            firestore_stdin: std::sync::Mutex::new(stdin),
             storage,
             firestore_host,
             storage_host,
+            listens,
         })
+    }
+
+    /// Listen streams the Firestore emulator has open now, as its launcher reports them
+    /// (shortly after a change).
+    pub fn listen_streams(&self) -> usize {
+        self.listens.open.load(Ordering::SeqCst)
+    }
+
+    /// Listen streams the Firestore emulator has opened since it started.
+    pub fn listen_streams_opened(&self) -> usize {
+        self.listens.opened.load(Ordering::SeqCst)
+    }
+
+    /// Makes the Firestore emulator end every open Listen stream with `UNAVAILABLE`, as
+    /// Firestore may at any time.
+    pub fn drop_listen_streams(&self) {
+        let mut stdin = self.firestore_stdin.lock().unwrap();
+        let stdin = stdin.as_mut().expect("the launcher's stdin");
+        stdin
+            .write_all(b"drop listens\n")
+            .and_then(|()| stdin.flush())
+            .expect("writing to the Firestore launcher");
     }
 
     /// `host:port` of the Firestore emulator.

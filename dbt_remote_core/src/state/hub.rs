@@ -5,9 +5,10 @@
 //! the last one it read, and publishes how far the log goes (and, at the end, the final record)
 //! on a watch channel, keeping the most recent records in memory. It reads again when the store
 //! says the job changed ([`StateStore::watch_job`]: inotify on the local store, a notification
-//! in memory), at the latest after the safety poll; a store that cannot tell (GCP) is read every
-//! `poll`, once per job instead of once per follower. The feed ends when its job has ended or
-//! nobody follows it any more.
+//! in memory, a Firestore Listen stream on GCP), at the latest after the safety poll; a store
+//! that cannot tell, or whose watch is not [live](super::JobWatch::is_live) (a Listen stream
+//! reconnecting), is read every `poll`, once per job instead of once per follower. The feed
+//! ends when its job has ended or nobody follows it any more.
 //!
 //! A follower keeps its own cursor: it takes the records after it from the feed's memory when
 //! they are there, else from the store (a follower that starts far behind, or falls behind), so
@@ -166,11 +167,6 @@ impl LogHub {
 /// and every record is read, or nobody follows it.
 async fn read_feed(hub: LogHub, id: JobId, feed: Arc<Feed>, mut after: u64, poll: Duration) {
     let watch = hub.store.watch_job(id);
-    let wait = if watch.is_some() {
-        hub.safety_poll
-    } else {
-        poll
-    };
     loop {
         // The status first: the runner writes every record before the final status, so the
         // records read after seeing a final status are the last ones.
@@ -199,6 +195,11 @@ async fn read_feed(hub: LogHub, id: JobId, feed: Arc<Feed>, mut after: u64, poll
             hub.retire(id, &feed, true);
             return;
         }
+        // A watch that is not live (a Listen stream reconnecting) may miss changes: poll.
+        let wait = match &watch {
+            Some(w) if w.is_live() => hub.safety_poll,
+            _ => poll,
+        };
         let changed = async {
             match &watch {
                 Some(w) => w.changed().await,

@@ -31,7 +31,7 @@ pub use gcp::{GcpStore, GcpStoreBuilder, GcpWritten};
 pub use hub::{LogHub, DEFAULT_SAFETY_POLL};
 pub use local::{LocalStore, DEFAULT_LOCK_TIMEOUT};
 pub use memory::MemoryStore;
-pub use wake::{JobWakeups, JobWatch};
+pub use wake::{JobWaker, JobWakeups, JobWatch};
 
 /// A page of [`StateStore::list_jobs`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,8 +89,10 @@ pub struct ArtifactInfo {
 /// - **Watching** is optional: [`watch_job`](Self::watch_job) returns a [`JobWatch`] that wakes
 ///   after the job's record or log may have changed, also by another process for stores
 ///   shared between processes (the local store, by inotify). It may wake spuriously or
-///   coalesce changes, and may miss none that happen after it returned; a store that cannot
-///   tell returns `None` (the default), and readers poll.
+///   coalesce changes, and may miss none that happen after it returned. A watch fed by a
+///   connection (Firestore's Listen) is not [live](JobWatch::is_live) while it connects or
+///   reconnects, and wakes when it becomes live and when it stops being live; readers poll
+///   while it is not. A store that cannot tell returns `None` (the default), and readers poll.
 /// - Logs and artifacts of an unknown job fail with [`Error::NotFound`].
 /// - **Deleting** (what [`retention`](crate::retention) calls): [`delete_job`](Self::delete_job)
 ///   removes the record, its log and its artifacts; the record goes first, so a job is never

@@ -51,7 +51,7 @@ impl From<FirestoreError> for Error {
     }
 }
 
-fn rpc(op: &'static str, status: Status) -> Error {
+pub(super) fn rpc(op: &'static str, status: Status) -> Error {
     FirestoreError::Rpc {
         op,
         code: status.code(),
@@ -214,28 +214,35 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_micros((200 * u64::from(attempt.min(20))) + spread * 5)
 }
 
+/// A new connection to the project's default database (or the emulator at `host:port`), and
+/// the database's name `projects/<p>/databases/<d>`.
+pub(super) async fn open(project: &str, emulator: Option<&str>) -> Result<(FirestoreDb, String)> {
+    let mut options = FirestoreDbOptions::new(project.to_owned());
+    let token_source = match emulator {
+        Some(host) => {
+            options = options.with_firebase_api_url(format!("http://{host}"));
+            gcloud_sdk::TokenSourceType::ExternalSource(Box::new(EmulatorToken))
+        }
+        None => gcloud_sdk::TokenSourceType::Default,
+    };
+    let database = format!("projects/{project}/databases/{}", options.database_id);
+    let db = FirestoreDb::with_options_token_source(
+        options,
+        gcloud_sdk::GCP_DEFAULT_SCOPES.clone(),
+        token_source,
+    )
+    .await
+    .map_err(FirestoreError::Connect)?;
+    Ok((db, database))
+}
+
 impl Records {
     pub(super) async fn connect(
         project: &str,
         prefix: &str,
         emulator: Option<&str>,
     ) -> Result<Self> {
-        let mut options = FirestoreDbOptions::new(project.to_owned());
-        let token_source = match emulator {
-            Some(host) => {
-                options = options.with_firebase_api_url(format!("http://{host}"));
-                gcloud_sdk::TokenSourceType::ExternalSource(Box::new(EmulatorToken))
-            }
-            None => gcloud_sdk::TokenSourceType::Default,
-        };
-        let database = format!("projects/{project}/databases/{}", options.database_id);
-        let db = FirestoreDb::with_options_token_source(
-            options,
-            gcloud_sdk::GCP_DEFAULT_SCOPES.clone(),
-            token_source,
-        )
-        .await
-        .map_err(FirestoreError::Connect)?;
+        let (db, database) = open(project, emulator).await?;
         Ok(Records {
             db,
             documents: format!("{database}/documents"),
@@ -256,11 +263,13 @@ impl Records {
         )
     }
 
-    fn job_doc(&self, id: JobId) -> String {
+    /// The name of the job's record document.
+    pub(super) fn job_doc(&self, id: JobId) -> String {
         format!("{}/{}jobs/{id}", self.documents, self.prefix)
     }
 
-    fn head_doc(&self, id: JobId) -> String {
+    /// The name of the job's log head document (rewritten by every append).
+    pub(super) fn head_doc(&self, id: JobId) -> String {
         format!("{}/{}log_heads/{id}", self.documents, self.prefix)
     }
 

@@ -21,7 +21,9 @@
 //!   retried on the new head, so records are numbered without gaps and nothing is rewritten.
 //!   Its cost is that of the batch: one read and one commit of `k + 1` documents.
 //! - `read_logs` reads the head and then the records `after+1..` by name (one batch read).
-//! - Only the RPCs `Commit`, `BatchGetDocuments` and `RunQuery` are used.
+//! - `watch_job` opens a `Listen` stream on the job's record and log head, over a connection
+//!   of its own (`listen.rs`); at most [`MAX_WATCHES`] at once.
+//! - Only the RPCs `Commit`, `BatchGetDocuments`, `RunQuery` and `Listen` are used.
 //! - `list_jobs` with a status filter needs a composite index `status ASC, id DESC` on
 //!   `<p>jobs` in a real database (docs/deployment.md).
 
@@ -40,6 +42,9 @@ use crate::{Error, Result};
 
 pub(crate) mod firestore;
 mod gcs;
+mod listen;
+
+pub use listen::MAX_WATCHES;
 
 /// State in Firestore (records, logs) and Cloud Storage (blobs, artifacts).
 ///
@@ -53,6 +58,7 @@ mod gcs;
 pub struct GcpStore {
     records: firestore::Records,
     objects: gcs::Objects,
+    listener: listen::Listener,
     max_log_record_bytes: usize,
 }
 
@@ -61,6 +67,7 @@ impl fmt::Debug for GcpStore {
         f.debug_struct("GcpStore")
             .field("records", &self.records)
             .field("objects", &self.objects)
+            .field("listen_streams", &self.listener.streams())
             .finish()
     }
 }
@@ -81,6 +88,12 @@ impl GcpStore {
             objects,
             storage_bytes,
         }
+    }
+
+    /// Firestore Listen streams this instance has open now: one per watched job
+    /// ([`StateStore::watch_job`]) while it is connected (for tests and metrics).
+    pub fn listen_streams(&self) -> usize {
+        self.listener.streams()
     }
 }
 
@@ -207,12 +220,14 @@ impl GcpStoreBuilder {
                 .await?;
         let objects =
             gcs::Objects::connect(&bucket, &prefix, self.storage_emulator.as_deref()).await?;
+        let listener = listen::Listener::new(&project, self.firestore_emulator.as_deref());
         let max_log_record_bytes = self
             .max_log_record_bytes
             .unwrap_or(super::DEFAULT_MAX_LOG_RECORD_BYTES);
         Ok(GcpStore {
             records,
             objects,
+            listener,
             max_log_record_bytes,
         })
     }
@@ -312,6 +327,12 @@ impl StateStore for GcpStore {
     /// Every append rewrites the log head document (see `firestore.rs`).
     fn batches_log_appends(&self) -> bool {
         true
+    }
+
+    /// A Firestore Listen stream on the job's record and log head (see `listen.rs`).
+    fn watch_job(&self, id: JobId) -> Option<super::JobWatch> {
+        let documents = vec![self.records.job_doc(id), self.records.head_doc(id)];
+        self.listener.watch(documents)
     }
 
     async fn read_logs(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<LogRecord>> {

@@ -11,8 +11,8 @@ use crate::job::{JobSpec, JobStatus};
 use crate::log::{LogEntry, LogLevel};
 use crate::paths::RelPath;
 use crate::state::{
-    ArtifactInfo, BlobInfo, CacheKey, JobPage, JobQuery, JobWatch, LocalStore, MemoryStore, Modify,
-    StateStoreExt,
+    ArtifactInfo, BlobInfo, CacheKey, JobPage, JobQuery, JobWaker, JobWatch, LocalStore,
+    MemoryStore, Modify, StateStoreExt,
 };
 
 async fn new_job(store: &dyn StateStore) -> JobId {
@@ -56,12 +56,14 @@ async fn drain(
     (seqs, end)
 }
 
-/// A store that counts reads of logs and may hide its wake-ups.
+/// A store that counts reads of logs and may hide its wake-ups, or give watches that only
+/// the test wakes (as a Listen stream would, or not when it is down).
 #[derive(Debug)]
 struct Counting {
     inner: Arc<dyn StateStore>,
     reads: AtomicUsize,
     watches: bool,
+    wakers: Option<Mutex<Vec<JobWaker>>>,
 }
 
 #[async_trait]
@@ -91,6 +93,11 @@ impl StateStore for Counting {
         self.inner.append_logs(id, entries).await
     }
     fn watch_job(&self, id: JobId) -> Option<JobWatch> {
+        if let Some(wakers) = &self.wakers {
+            let (watch, waker) = JobWatch::with_waker();
+            wakers.lock().unwrap().push(waker);
+            return Some(watch);
+        }
         self.watches.then(|| self.inner.watch_job(id)).flatten()
     }
     async fn read_logs(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
@@ -128,6 +135,7 @@ fn counting(watches: bool) -> Arc<Counting> {
         inner: Arc::new(MemoryStore::new()),
         reads: AtomicUsize::new(0),
         watches,
+        wakers: None,
     })
 }
 
@@ -223,6 +231,46 @@ async fn a_store_that_wakes_delivers_at_once_and_one_that_cannot_is_polled() {
             "watches={watches}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_watch_that_is_not_live_is_polled_and_one_that_is_waits_for_its_wake_ups() {
+    let store = Arc::new(Counting {
+        inner: Arc::new(MemoryStore::new()),
+        reads: AtomicUsize::new(0),
+        watches: true,
+        wakers: Some(Mutex::default()),
+    });
+    let id = new_job(&*store).await;
+    set_status(&*store, id, JobStatus::Running).await;
+    let poll = Duration::from_millis(20);
+    let hub = LogHub::new(store.clone()).with_safety_poll(LONG);
+    let mut events = Box::pin(hub.follow(id, 0, poll));
+    async fn next_seq(
+        events: &mut (impl futures::Stream<Item = Result<FollowEvent>> + Unpin),
+    ) -> Option<u64> {
+        match tokio::time::timeout(Duration::from_secs(2), events.next()).await {
+            Ok(Some(Ok(FollowEvent::Record(r)))) => Some(r.seq),
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => None,
+        }
+    }
+    // Never live (a listener that cannot connect): read every `poll`, not every safety poll.
+    append(&*store, id, 0, 1).await;
+    assert_eq!(next_seq(&mut events).await, Some(1), "a dead watch stalled");
+    // Live: it waits for the wake-up (the safety poll is 30 s).
+    let waker = || store.wakers.as_ref().unwrap().lock().unwrap();
+    waker()[0].set_live(true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    append(&*store, id, 1, 1).await;
+    assert_eq!(next_seq(&mut events).await, None, "a live watch was polled");
+    waker()[0].wake();
+    assert_eq!(next_seq(&mut events).await, Some(2));
+    // Down again: polled again at once.
+    waker()[0].set_live(false);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    append(&*store, id, 2, 1).await;
+    assert_eq!(next_seq(&mut events).await, Some(3));
 }
 
 #[tokio::test]
