@@ -19,6 +19,9 @@ Any dbt command runs on the server, with dbt's own arguments passed through unch
   dbt-remote run --vars '{\"day\": \"2026-11-24\", \"note\": \"with spaces\"}'
   dbt-remote test --detach && dbt-remote logs <JOB_ID> --follow
   dbt-remote run --select state:modified+ --manifest prod-target/ --defer
+  dbt-remote build --environment prod
+  dbt-remote build --select state:modified+ --defer-to prod --environment ci
+  dbt-remote retry --environment ci
 
 dbt commands: build, run, test, seed, snapshot, compile, ls, list, parse, docs generate,
 run-operation, source freshness, deps, debug, show, retry, clean.
@@ -32,7 +35,7 @@ Settings live in dbt_remote.yml in the current folder. Precedence: flag > enviro
 (DBT_REMOTE_<KEY>, e.g. DBT_REMOTE_SERVER_URL) > dbt_remote.yml > default.
 
 Keys: server_url, project_dir, manifest, dbt_project, extra_packages, seeds_path, location,
-creds_path, elementary.
+creds_path, environment, elementary.
 
 Examples:
   dbt-remote config init
@@ -95,6 +98,18 @@ pub struct Options {
     /// [default: the elementary setting, false]
     #[arg(long, global = true)]
     pub elementary: bool,
+    /// The environment the job runs for (e.g. prod, ci); the server keeps each environment's
+    /// latest jobs for --defer-to and retry [default: the environment setting]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub environment: Option<String>,
+    /// Run with the manifest of this environment's latest succeeded job (same project) as
+    /// dbt's --state, e.g. --select state:modified+ --defer-to prod
+    #[arg(long, global = true, value_name = "ENVIRONMENT")]
+    pub defer_to: Option<String>,
+    /// For `dbt-remote retry`: the failed job to retry [default: the latest failed job of the
+    /// project and environment]
+    #[arg(long, global = true, value_name = "JOB_ID")]
+    pub job: Option<String>,
     /// `--help` or `-h` among a dbt command's arguments: print that command's help, run nothing.
     #[arg(skip)]
     pub help: bool,
@@ -113,6 +128,7 @@ impl Options {
             seeds_path: path(&self.seeds_path),
             location: self.location.clone(),
             creds_path: path(&self.credentials),
+            environment: self.environment.clone(),
             elementary: self.elementary.then_some(true),
         }
     }
@@ -129,6 +145,9 @@ const VALUE_OPTIONS: &[&str] = &[
     "--location",
     "--credentials",
     "--log-level",
+    "--environment",
+    "--defer-to",
+    "--job",
 ];
 
 #[derive(Subcommand, Debug)]
@@ -142,7 +161,7 @@ pub enum Command {
     Debug(DebugArgs),
     /// List recent jobs: id, status, duration, command
     #[command(
-        after_help = "Examples:\n  dbt-remote jobs\n  dbt-remote jobs --status failed --limit 5"
+        after_help = "Examples:\n  dbt-remote jobs\n  dbt-remote jobs --status failed --limit 5\n  dbt-remote jobs --project jaffle_shop --environment prod"
     )]
     Jobs(JobsArgs),
     /// Print a job's logs (--follow: until it ends)
@@ -208,6 +227,12 @@ pub struct JobsArgs {
     /// How many jobs
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// Only jobs of this dbt project (its dbt_project.yml name)
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only jobs against this dbt target
+    #[arg(long)]
+    pub target: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -337,6 +362,9 @@ fn take_own_options(args: Vec<String>, options: &mut Options) -> Result<Vec<Stri
             "--seeds-path" => &mut options.seeds_path,
             "--location" => &mut options.location,
             "--credentials" => &mut options.credentials,
+            "--environment" => &mut options.environment,
+            "--defer-to" => &mut options.defer_to,
+            "--job" => &mut options.job,
             _ => {
                 options.log_level = Some(value.parse()?);
                 continue;

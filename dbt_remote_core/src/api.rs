@@ -28,6 +28,31 @@ pub struct SubmitJob {
     /// `elementary_report.html` (docs/elementary.md).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub elementary: bool,
+    /// The environment the job runs for (`prod`, `ci`, …: 1 to 64 letters, digits, `_`, `.`,
+    /// `-`); the jobs list filters by it, and later jobs defer to it or retry its failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Run with the `manifest.json` of the latest succeeded job of the same project in this
+    /// environment as dbt's state (`--state`; the job's own `--defer` stays as given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defer_to: Option<String>,
+    /// For a `retry` job: the failed job whose `run_results.json` and `manifest.json` dbt
+    /// retries from. Default: the latest failed job of the same project and environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<JobId>,
+}
+
+/// Where a submitted job's dbt state comes from: an earlier job's artifacts, which the server
+/// places in the job's state dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateFrom {
+    /// The job's own files (a `--manifest` sent with it, or none).
+    Own,
+    /// The manifest of the latest succeeded job of the same project in this environment.
+    DeferTo(String),
+    /// The run results and manifest of this failed job, or (`None`) of the latest failed job
+    /// of the same project and environment.
+    Retry(Option<JobId>),
 }
 
 /// One file of a [`SubmitJob`].
@@ -49,7 +74,33 @@ fn file_kind() -> String {
 }
 
 impl SubmitJob {
-    /// Checks every field and turns the request into a job spec; the error says what is wrong.
+    /// Checks every field and turns the request into a job spec and where its state comes
+    /// from; the error says what is wrong.
+    pub fn into_parts(self) -> Result<(JobSpec, StateFrom)> {
+        let (defer_to, retry_of) = (self.defer_to.clone(), self.retry_of);
+        let spec = self.into_spec()?;
+        let retry = spec.command() == Some("retry");
+        let from = match (defer_to, retry_of) {
+            (Some(_), _) if retry => {
+                return Err(Error::invalid(
+                    "a retry job takes the state of the job it retries: drop defer_to",
+                ))
+            }
+            (Some(env), _) => {
+                crate::job::check_environment(&env)?;
+                StateFrom::DeferTo(env)
+            }
+            (None, Some(_)) if !retry => {
+                return Err(Error::invalid("retry_of is only for the dbt command retry"))
+            }
+            (None, id) if retry && !spec_sets_state(&spec) => StateFrom::Retry(id),
+            (None, _) => StateFrom::Own,
+        };
+        Ok((spec, from))
+    }
+
+    /// Checks every field but `defer_to` and `retry_of` and turns the request into a job spec;
+    /// the error says what is wrong.
     pub fn into_spec(self) -> Result<JobSpec> {
         let files = self
             .files
@@ -73,10 +124,19 @@ impl SubmitJob {
             mode: self.mode,
             client_profiles: false,
             elementary: self.elementary,
+            environment: self.environment,
+            state_of: None,
         };
         spec.validate()?;
         Ok(spec)
     }
+}
+
+/// Whether dbt's arguments name a `--state` of their own (a retry that reads its own files).
+fn spec_sets_state(spec: &JobSpec) -> bool {
+    spec.args
+        .iter()
+        .any(|a| a == "--state" || a.starts_with("--state="))
 }
 
 /// `POST /api/v1/schedules`: a cron expression and the job to run whenever it matches, given
@@ -101,6 +161,9 @@ pub struct CreateSchedule {
     /// Each run makes an Elementary report, as [`SubmitJob::elementary`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub elementary: bool,
+    /// Each run is a job of this environment, as [`SubmitJob::environment`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
 }
 
 impl CreateSchedule {
@@ -113,6 +176,9 @@ impl CreateSchedule {
             files: self.files,
             mode: self.mode,
             elementary: self.elementary,
+            environment: self.environment,
+            defer_to: None,
+            retry_of: None,
         }
         .into_spec()?;
         Ok(ScheduleSpec {
@@ -213,6 +279,12 @@ pub struct Job {
     /// `elementary_report.html`, when `edr` wrote one).
     #[serde(default)]
     pub elementary: bool,
+    /// The environment the job runs for, when it names one.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// The earlier job whose artifacts were the job's dbt state (`defer_to`, `retry`).
+    #[serde(default)]
+    pub state_of: Option<JobId>,
 }
 
 impl From<JobRecord> for Job {
@@ -223,6 +295,8 @@ impl From<JobRecord> for Job {
             file_count: r.spec.files.len(),
             mode: r.spec.mode,
             elementary: r.spec.elementary,
+            environment: r.spec.environment,
+            state_of: r.spec.state_of,
             args: r.spec.args,
             created_at: r.created_at,
             started_at: r.started_at,

@@ -36,11 +36,28 @@ pub struct Client {
 }
 
 /// How a submitted job runs beyond its arguments and files ([`Client::submit_with`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubmitOptions {
     /// Make an Elementary report after the dbt command (the artifact
     /// [`ELEMENTARY_REPORT`](crate::runner::ELEMENTARY_REPORT); docs/elementary.md).
     pub elementary: bool,
+    /// The environment the job runs for ([`SubmitJob::environment`]).
+    pub environment: Option<String>,
+    /// Run with the manifest of this environment's latest success as dbt's state
+    /// ([`SubmitJob::defer_to`]).
+    pub defer_to: Option<String>,
+    /// For `retry`: the failed job to retry ([`SubmitJob::retry_of`]); default the latest
+    /// failed job of the project and environment.
+    pub retry_of: Option<JobId>,
+}
+
+/// Which jobs [`Client::jobs_where`] lists; `None` fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub status: Option<String>,
+    pub project: Option<String>,
+    pub environment: Option<String>,
+    pub target: Option<String>,
 }
 
 /// What [`Client::submit`] sent.
@@ -241,6 +258,9 @@ impl Client {
             files: submit_files(files),
             mode: Default::default(),
             elementary: options.elementary,
+            environment: options.environment,
+            defer_to: options.defer_to,
+            retry_of: options.retry_of,
         };
         let job = self
             .json(self.http.post(self.url("/api/v1/jobs")).json(&request))
@@ -347,9 +367,31 @@ impl Client {
         limit: Option<usize>,
         page_token: Option<&str>,
     ) -> Result<JobList> {
+        let filter = JobFilter {
+            status: status.map(str::to_string),
+            ..Default::default()
+        };
+        self.jobs_where(&filter, limit, page_token).await
+    }
+
+    /// Jobs newest first, one page, filtered by status, project, environment and target.
+    pub async fn jobs_where(
+        &self,
+        filter: &JobFilter,
+        limit: Option<usize>,
+        page_token: Option<&str>,
+    ) -> Result<JobList> {
         let mut query: Vec<(&str, String)> = Vec::new();
-        if let Some(s) = status {
-            query.push(("status", s.to_string()));
+        let fields = [
+            ("status", &filter.status),
+            ("project", &filter.project),
+            ("environment", &filter.environment),
+            ("target", &filter.target),
+        ];
+        for (name, value) in fields {
+            if let Some(v) = value {
+                query.push((name, v.clone()));
+            }
         }
         if let Some(l) = limit {
             query.push(("limit", l.to_string()));

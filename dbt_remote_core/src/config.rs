@@ -26,6 +26,8 @@ enum Kind {
     Text,
     Url,
     Bool,
+    /// An environment name ([`crate::job::check_environment`]).
+    Environment,
 }
 
 /// Every setting, in the order `config show` lists them.
@@ -77,6 +79,12 @@ pub const KEYS: &[Key] = &[
         default: None,
         help: "a Google service-account key file; requests carry ID tokens made with it",
         kind: Kind::Text,
+    },
+    Key {
+        name: "environment",
+        default: None,
+        help: "the environment jobs run for (e.g. prod, ci): jobs defer to it and retry in it",
+        kind: Kind::Environment,
     },
     Key {
         name: "elementary",
@@ -142,6 +150,9 @@ pub fn check(key: &Key, value: &str) -> Result<String> {
                 )))
             }
         }
+        Kind::Environment => crate::job::check_environment(value)
+            .map(|()| value.to_string())
+            .map_err(|e| Error::invalid(format!("{}: {e}", key.name))),
         Kind::Bool => match value.to_ascii_lowercase().as_str() {
             "true" | "yes" | "1" | "on" => Ok("true".into()),
             "false" | "no" | "0" | "off" => Ok("false".into()),
@@ -166,6 +177,7 @@ pub struct Overrides {
     pub seeds_path: Option<PathBuf>,
     pub location: Option<String>,
     pub creds_path: Option<PathBuf>,
+    pub environment: Option<String>,
     pub elementary: Option<bool>,
 }
 
@@ -182,6 +194,7 @@ impl Overrides {
             "seeds_path" => path(&self.seeds_path),
             "location" => self.location.clone(),
             "creds_path" => path(&self.creds_path),
+            "environment" => self.environment.clone(),
             "elementary" => self.elementary.map(|b| b.to_string()),
             other => unreachable!("setting {other} has no override"),
         }
@@ -352,6 +365,11 @@ impl Settings {
         self.path("creds_path")
     }
 
+    /// The environment jobs run for (`--environment`, `DBT_REMOTE_ENVIRONMENT`, `environment`).
+    pub fn environment(&self) -> Option<&str> {
+        self.get("environment")
+    }
+
     /// Whether jobs make an Elementary report after dbt (`--elementary`, `elementary`).
     pub fn elementary(&self) -> bool {
         self.get("elementary") == Some("true")
@@ -469,9 +487,23 @@ mod tests {
             seeds_path: Some("s".into()),
             location: Some("europe-west1".into()),
             creds_path: Some("c.json".into()),
+            environment: Some("prod".into()),
             elementary: Some(true),
         };
         let s = Settings::resolve(&flags, |_| None, &file).unwrap();
+        assert_eq!(s.environment(), Some("prod"));
+        let bad = Overrides {
+            environment: Some("prod/x".into()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(&bad, |_| None, &file).is_err());
+        let env = |v: &str| (v == "DBT_REMOTE_ENVIRONMENT").then(|| "ci".to_string());
+        let from_env = Settings::resolve(&Overrides::default(), env, &file).unwrap();
+        let s = Settings::resolve(&flags, |_| None, &file).unwrap();
+        assert_eq!(
+            (from_env.environment(), from_env.source("environment")),
+            (Some("ci"), Some(Source::Env))
+        );
         assert!(s
             .entries()
             .iter()

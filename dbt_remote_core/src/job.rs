@@ -110,6 +110,68 @@ pub struct JobSpec {
     /// (docs/elementary.md).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub elementary: bool,
+    /// The environment the job runs for (e.g. `prod`, `ci`), as the client named it (see
+    /// [`check_environment`]): the server keeps each environment's latest jobs, so a later job
+    /// can defer to it or retry its failure (docs/slim-ci.md). `None` for jobs that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// The earlier job whose artifacts the server placed in the job's [`STATE_DIR`]: the
+    /// environment's latest success (`defer_to`) or the failed job retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_of: Option<JobId>,
+}
+
+/// Longest environment name.
+pub const MAX_ENVIRONMENT_LEN: usize = 64;
+
+/// Checks an environment name: 1 to [`MAX_ENVIRONMENT_LEN`] ASCII letters, digits, `_`, `.`
+/// and `-`.
+pub fn check_environment(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_ENVIRONMENT_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid environment name {name:?}: use 1 to {MAX_ENVIRONMENT_LEN} letters, digits, \
+             '_', '.' or '-'"
+        )))
+    }
+}
+
+/// The folder of a job's work dir that holds dbt's state (`--state`): the manifest sent with
+/// `--manifest`, or an earlier job's artifacts placed by the server (`defer_to`, `retry`).
+pub const STATE_DIR: &str = ".dbt-remote/state";
+
+/// dbt commands that take `--state`.
+const STATE_COMMANDS: &[&str] = &[
+    "build", "run", "test", "seed", "snapshot", "compile", "ls", "list", "docs", "show", "source",
+    "retry",
+];
+
+/// dbt's arguments with `--state` pointing at [`STATE_DIR`]: a `--state` given is redirected
+/// there; otherwise it is added for commands that take one.
+pub fn with_state(mut args: Vec<String>) -> Vec<String> {
+    if let Some(i) = args.iter().position(|a| a == "--state") {
+        if i + 1 < args.len() {
+            args[i + 1] = STATE_DIR.to_string();
+        }
+        return args;
+    }
+    if let Some(a) = args.iter_mut().find(|a| a.starts_with("--state=")) {
+        *a = format!("--state={STATE_DIR}");
+        return args;
+    }
+    if args
+        .first()
+        .is_some_and(|c| STATE_COMMANDS.contains(&c.as_str()))
+    {
+        args.extend(["--state".to_string(), STATE_DIR.to_string()]);
+    }
+    args
 }
 
 /// How a job's dbt gets the project.
@@ -195,6 +257,9 @@ impl JobSpec {
             return Err(Error::invalid(format!(
                 "a manifest job needs a {MANIFEST_FILE} at the root of its files"
             )));
+        }
+        if let Some(env) = &self.environment {
+            check_environment(env)?;
         }
         if self.client_profiles && !seen.contains(PROFILES_FILE) {
             return Err(Error::invalid(format!(

@@ -71,15 +71,7 @@ pub fn pack_project(dir: &Path) -> Result<Vec<ProjectFile>> {
     })
 }
 
-/// Where the state manifest (`--manifest`) goes in the job's work dir; the job's `--state`
-/// points there.
-pub const STATE_DIR: &str = ".dbt-remote/state";
-
-/// dbt commands that take `--state`.
-const STATE_COMMANDS: &[&str] = &[
-    "build", "run", "test", "seed", "snapshot", "compile", "ls", "list", "docs", "show", "source",
-    "retry",
-];
+pub use crate::job::{with_state, STATE_DIR};
 
 /// What a job sends, as the original dbt-remote's options say it. Relative paths are relative
 /// to `project_dir`.
@@ -200,28 +192,6 @@ pub fn pack_job(job: &JobFiles) -> Result<Vec<ProjectFile>> {
     files.sort_by(|a, b| a.path.cmp(&b.path));
     files.dedup_by(|a, b| a.path == b.path);
     Ok(files)
-}
-
-/// dbt's arguments for a job sending a state manifest: `--state` points at it (replacing a
-/// `--state` the user gave for a local folder), for the commands that take `--state`.
-pub fn with_state(mut args: Vec<String>) -> Vec<String> {
-    if let Some(i) = args.iter().position(|a| a == "--state") {
-        if i + 1 < args.len() {
-            args[i + 1] = STATE_DIR.to_string();
-        }
-        return args;
-    }
-    if let Some(a) = args.iter_mut().find(|a| a.starts_with("--state=")) {
-        *a = format!("--state={STATE_DIR}");
-        return args;
-    }
-    if args
-        .first()
-        .is_some_and(|c| STATE_COMMANDS.contains(&c.as_str()))
-    {
-        args.extend(["--state".to_string(), STATE_DIR.to_string()]);
-    }
-    args
 }
 
 /// The folders of the `local:` packages that `packages.yml` and `dependencies.yml` (among

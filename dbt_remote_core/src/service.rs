@@ -26,6 +26,8 @@ use crate::schedule::{
 use crate::state::{FollowEvent, JobPage, JobQuery, LogHub, StateStore};
 use crate::{Error, Result};
 
+mod earlier;
+
 /// Blob sizes looked up at once when a job's size is checked.
 const SIZE_LOOKUPS: usize = 16;
 
@@ -45,6 +47,8 @@ pub struct ListJobs {
     pub project: Option<String>,
     /// Only jobs against this dbt target (see [`JobRecord::target`]).
     pub target: Option<String>,
+    /// Only jobs of this environment (see [`JobSpec::environment`]).
+    pub environment: Option<String>,
 }
 
 impl ListJobs {
@@ -53,11 +57,13 @@ impl ListJobs {
         let same = |want: &Option<String>, have: &Option<String>| {
             want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
         };
-        same(&self.project, &job.project) && same(&self.target, &job.target)
+        same(&self.project, &job.project)
+            && same(&self.target, &job.target)
+            && same(&self.environment, &job.spec.environment)
     }
 
     fn filters_labels(&self) -> bool {
-        self.project.is_some() || self.target.is_some()
+        self.project.is_some() || self.target.is_some() || self.environment.is_some()
     }
 }
 
@@ -133,13 +139,17 @@ impl JobService {
     /// Checks the request, stores the job and launches it. Nothing is stored when the request
     /// is refused, e.g. when a file's content was not uploaded first (see
     /// [`missing_files`](Self::missing_files)).
+    ///
+    /// A job that defers to an environment, or retries a failed job, gets that earlier job's
+    /// artifacts in its state dir (see [`with_state_of`](Self::with_state_of)).
     pub async fn submit(&self, request: SubmitJob) -> Result<Job> {
-        let spec = request.into_spec()?;
+        let (spec, from) = request.into_parts()?;
         self.limits.job.check_files(spec.files.len())?;
         let missing = self.missing_files(&spec).await?;
         if !missing.is_empty() {
             return Err(Error::invalid(not_uploaded(&missing)));
         }
+        let spec = self.with_state_of(spec, from).await?;
         self.submit_spec(spec, &[]).await
     }
 
@@ -241,7 +251,7 @@ impl JobService {
     }
 
     /// The project a job's files name (see [`crate::project`]); `None` when they name none.
-    async fn project_of(&self, spec: &JobSpec) -> Option<String> {
+    pub(crate) async fn project_of(&self, spec: &JobSpec) -> Option<String> {
         let (file, name) = crate::project::naming_file(spec)?;
         name(&self.store.get_blob(&file.sha256).await.ok()?)
     }
@@ -258,7 +268,7 @@ impl JobService {
         })
     }
 
-    async fn list_records(&self, query: &ListJobs, limit: usize) -> Result<JobPage> {
+    pub(crate) async fn list_records(&self, query: &ListJobs, limit: usize) -> Result<JobPage> {
         let mut store_query = JobQuery {
             status: query.status,
             before: query.page_token,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dbt_remote_core::client::{NewSchedule, SubmitOptions};
+use dbt_remote_core::client::{JobFilter, NewSchedule, SubmitOptions};
 use dbt_remote_core::config::{Overrides, Settings};
 use dbt_remote_core::connect::{self, Connection};
 use dbt_remote_core::package::JobFiles;
@@ -77,10 +77,12 @@ pymethods_with_twins! {
             /// Packs the project, uploads what the server lacks and submits `command` (a list of
             /// dbt arguments, or a string split as a shell would). Returns at once with the job.
             /// `elementary=True` makes an Elementary report after dbt (`Job.report_url()`);
-            /// default: the `elementary` setting.
+            /// default: the `elementary` setting. `environment` names the environment the job
+            /// runs for (default: the `environment` setting); `defer_to="prod"` runs with the
+            /// manifest of prod's latest succeeded job as dbt's `--state` (docs/slim-ci.md).
             #[pyo3(signature = (
                 command, project_dir=None, *, manifest=None, dbt_project=None, extra_packages=None,
-                seeds_path=None, elementary=None
+                seeds_path=None, elementary=None, environment=None, defer_to=None
             ))]
             fn submit / submit_async(
                 &self,
@@ -91,11 +93,17 @@ pymethods_with_twins! {
                 extra_packages: Option<PathBuf>,
                 seeds_path: Option<PathBuf>,
                 elementary: Option<bool>,
+                environment: Option<String>,
+                defer_to: Option<String>,
             ) -> Job = self.submit_job(
                 command.into_args()?,
                 self.files(project_dir, manifest, dbt_project, extra_packages, seeds_path),
                 SubmitOptions {
                     elementary: elementary.unwrap_or_else(|| self.server.settings.elementary()),
+                    environment: environment
+                        .or_else(|| self.server.settings.environment().map(str::to_string)),
+                    defer_to,
+                    retry_of: None,
                 },
             );
 
@@ -103,10 +111,20 @@ pymethods_with_twins! {
             fn job / job_async(&self, id: &str) -> Job = self.get_job(parse_id(id)?);
 
             /// The newest jobs first, at most `limit` (1 to 1000), optionally only those with
-            /// `status` (`queued`, `running`, `succeeded`, `failed`, `cancelled`).
-            #[pyo3(signature = (status=None, limit=50))]
-            fn jobs / jobs_async(&self, status: Option<String>, limit: usize) -> Vec<Job> =
-                self.list_jobs(status, limit);
+            /// `status` (`queued`, `running`, `succeeded`, `failed`, `cancelled`), of `project`,
+            /// `environment` and `target`.
+            #[pyo3(signature = (status=None, limit=50, *, project=None, environment=None, target=None))]
+            fn jobs / jobs_async(
+                &self,
+                status: Option<String>,
+                limit: usize,
+                project: Option<String>,
+                environment: Option<String>,
+                target: Option<String>,
+            ) -> Vec<Job> = self.list_jobs(
+                JobFilter { status, project, environment, target },
+                limit,
+            );
 
             /// Packs the project, uploads what the server lacks and stores a schedule that runs
             /// `args` (a list of dbt arguments, or a string split as a shell would) whenever
@@ -134,6 +152,7 @@ pymethods_with_twins! {
                     command: None,
                     args: args.into_args()?,
                     elementary: self.server.settings.elementary(),
+                    environment: self.server.settings.environment().map(str::to_string),
                 },
                 self.files(project_dir, manifest, dbt_project, extra_packages, seeds_path),
             );
@@ -160,7 +179,8 @@ pymethods_with_twins! {
         #[new]
         #[pyo3(signature = (
             server_url=None, credentials=None, *, project_dir=None, manifest=None,
-            dbt_project=None, extra_packages=None, seeds_path=None, location=None, config_dir=None
+            dbt_project=None, extra_packages=None, seeds_path=None, location=None, config_dir=None,
+            environment=None
         ))]
         #[allow(clippy::too_many_arguments)]
         fn new(
@@ -174,6 +194,7 @@ pymethods_with_twins! {
             seeds_path: Option<PathBuf>,
             location: Option<String>,
             config_dir: Option<PathBuf>,
+            environment: Option<String>,
         ) -> PyResult<Self> {
             let flags = Overrides {
                 server_url,
@@ -184,6 +205,7 @@ pymethods_with_twins! {
                 seeds_path,
                 location,
                 creds_path: credentials,
+                environment,
                 elementary: None,
             };
             let dir = match config_dir {
@@ -286,13 +308,13 @@ impl Client {
 
     fn list_jobs(
         &self,
-        status: Option<String>,
+        filter: JobFilter,
         limit: usize,
     ) -> impl std::future::Future<Output = dbt_remote_core::Result<Vec<Job>>> + Send + 'static {
         let server = self.server.clone();
         async move {
             let client = server.client().await?;
-            let list = client.jobs(status.as_deref(), Some(limit), None).await?;
+            let list = client.jobs_where(&filter, Some(limit), None).await?;
             Ok(list
                 .jobs
                 .into_iter()

@@ -257,6 +257,12 @@ pymethods_with_twins! {
             self.state().target
         }
 
+        /// The environment the job runs for, when it names one.
+        #[getter]
+        fn environment(&self) -> Option<String> {
+            self.state().environment
+        }
+
         /// ISO 8601 times (UTC); `None` until they happen.
         #[getter]
         fn created_at(&self) -> String {

@@ -78,6 +78,7 @@ struct ListQuery {
     status: Option<String>,
     project: Option<String>,
     target: Option<String>,
+    environment: Option<String>,
     limit: Option<usize>,
     page_token: Option<String>,
 }
@@ -267,7 +268,7 @@ async fn put_blob(hash: String, svc: JobService, body: Result<Bytes, Error>) -> 
 }
 
 async fn submit(svc: JobService, body: Result<Bytes, Error>) -> Answer {
-    let spec = parse_json::<SubmitJob>(&body?)?.into_spec()?;
+    let (spec, state_from) = parse_json::<SubmitJob>(&body?)?.into_parts()?;
     let missing = svc.missing_files(&spec).await?;
     if !missing.is_empty() {
         let why = not_uploaded(&missing);
@@ -275,6 +276,7 @@ async fn submit(svc: JobService, body: Result<Bytes, Error>) -> Answer {
             "{why}: upload them with PUT /api/v1/blobs/{{sha256}}"
         )));
     }
+    let spec = svc.with_state_of(spec, state_from).await?;
     let job = svc.submit_spec(spec, &[]).await?;
     let location = format!("/api/v1/jobs/{}", job.id);
     let reply = reply::with_status(reply::json(&job), StatusCode::CREATED);
@@ -292,6 +294,10 @@ async fn list(svc: JobService, q: Result<ListQuery, Error>) -> Answer {
         limit: q.limit,
         project: q.project,
         target: q.target,
+        environment: q
+            .environment
+            .map(|e| dbt_remote_core::job::check_environment(&e).map(|()| e))
+            .transpose()?,
     };
     Ok(json_reply(&svc.list(&query).await?, StatusCode::OK))
 }

@@ -203,7 +203,62 @@ async fn bad_submissions_are_refused_and_store_nothing() {
         .put_blob(&good, Bytes::from_static(b"select 1"))
         .await
         .unwrap();
+    let project = BlobHash::of(b"name: shop\n");
+    s.store
+        .put_blob(&project, Bytes::from_static(b"name: shop\n"))
+        .await
+        .unwrap();
+    let shop = json!([{ "path": "dbt_project.yml", "sha256": project }]);
+    let long = "e".repeat(65);
     let cases: Vec<(&str, Value)> = vec![
+        (
+            "environment with a slash",
+            json!({ "args": ["build"], "environment": "prod/x" }),
+        ),
+        (
+            "empty environment",
+            json!({ "args": ["build"], "environment": "" }),
+        ),
+        (
+            "long environment",
+            json!({ "args": ["build"], "environment": long }),
+        ),
+        (
+            "environment not a string",
+            json!({ "args": ["build"], "environment": 1 }),
+        ),
+        (
+            "bad defer_to",
+            json!({ "args": ["build"], "defer_to": "../prod", "files": shop }),
+        ),
+        (
+            "defer_to an environment without a success",
+            json!({ "args": ["build"], "defer_to": "prod", "files": shop }),
+        ),
+        (
+            "defer_to without a project name",
+            json!({ "args": ["build"], "defer_to": "prod" }),
+        ),
+        (
+            "retry deferring",
+            json!({ "args": ["retry"], "defer_to": "prod", "files": shop }),
+        ),
+        (
+            "retry_of for another command",
+            json!({ "args": ["build"], "retry_of": JobId::new(), "files": shop }),
+        ),
+        (
+            "retry_of not an id",
+            json!({ "args": ["retry"], "retry_of": "latest" }),
+        ),
+        (
+            "retry_of an unknown job",
+            json!({ "args": ["retry"], "retry_of": JobId::new(), "files": shop }),
+        ),
+        (
+            "retry without a failed job",
+            json!({ "args": ["retry"], "files": shop }),
+        ),
         ("empty args", json!({ "args": [] })),
         ("empty command", json!({ "args": [""] })),
         ("unknown command", json!({ "args": ["rm", "-rf", "/"] })),
@@ -377,6 +432,8 @@ async fn bad_queries_get_400() {
         "/api/v1/jobs?limit=abc".to_string(),
         "/api/v1/jobs?page_token=xyz".to_string(),
         "/api/v1/jobs?colour=blue".to_string(),
+        "/api/v1/jobs?environment=a/b".to_string(),
+        "/api/v1/jobs?environment=".to_string(),
         format!("{job}/logs?after=abc"),
         format!("{job}/logs?after=-1"),
         format!("{job}/logs/stream?after=x"),
@@ -507,4 +564,73 @@ async fn a_manifest_job_can_be_submitted_natively() {
         s.store.get_job(id).await.unwrap().spec.mode,
         JobMode::Manifest
     );
+}
+
+/// Jobs name an environment; the list filters by it; a job deferring to an environment gets
+/// the manifest of its latest succeeded job of the same project in its state dir.
+#[tokio::test]
+async fn jobs_of_an_environment_are_listed_and_deferred_to() {
+    let s = server().await;
+    let client = Client::new(&s.url).unwrap();
+    let files = [file("dbt_project.yml", b"name: shop\n")];
+    let submit = |environment: Option<&str>, defer_to: Option<&str>| {
+        let options = dbt_remote_core::client::SubmitOptions {
+            environment: environment.map(str::to_string),
+            defer_to: defer_to.map(str::to_string),
+            ..Default::default()
+        };
+        let client = client.clone();
+        let files = files.clone();
+        async move {
+            client
+                .submit_with(vec!["build".into()], &files, options)
+                .await
+        }
+    };
+    let (prod, _) = submit(Some("prod"), None).await.unwrap();
+    assert_eq!(prod.environment.as_deref(), Some("prod"));
+    let (_ci, _) = submit(Some("ci"), None).await.unwrap();
+    let listed = client
+        .jobs_where(
+            &dbt_remote_core::client::JobFilter {
+                environment: Some("prod".into()),
+                ..Default::default()
+            },
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [prod.id]
+    );
+
+    // prod has not succeeded yet: 400, nothing stored.
+    let err = submit(Some("ci"), Some("prod")).await.unwrap_err();
+    assert!(err.to_string().contains("has no succeeded job"), "{err}");
+    assert_eq!(job_count(&*s.store).await, 2);
+
+    s.store.start_job(prod.id).await.unwrap();
+    s.store
+        .finish_job(prod.id, JobStatus::Succeeded, Some(0), None)
+        .await
+        .unwrap();
+    let manifest = Bytes::from_static(b"{\"nodes\": {}}");
+    let name = RelPath::new("manifest.json").unwrap();
+    s.store
+        .put_artifact(prod.id, &name, manifest.clone())
+        .await
+        .unwrap();
+    let (job, _) = submit(Some("ci"), Some("prod")).await.unwrap();
+    assert_eq!(job.state_of, Some(prod.id));
+    assert_eq!(job.args, ["build", "--state", ".dbt-remote/state"]);
+    let stored = s.store.get_job(job.id).await.unwrap();
+    let placed = stored
+        .spec
+        .files
+        .iter()
+        .find(|f| f.path.as_str() == ".dbt-remote/state/manifest.json")
+        .expect("the manifest is a file of the job");
+    assert_eq!(placed.sha256, BlobHash::of(&manifest));
 }

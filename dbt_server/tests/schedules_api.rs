@@ -270,6 +270,7 @@ async fn the_client_packs_uploads_and_manages_schedules() {
         command: None,
         args: vec!["run".into()],
         elementary: false,
+        environment: None,
     };
     let (created, stats) = client.create_schedule(request, &files).await.unwrap();
     assert_eq!(created.name, "hourly");

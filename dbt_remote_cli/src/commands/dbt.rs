@@ -16,8 +16,20 @@ pub async fn run(ctx: &Context, args: Vec<String>, detach: bool) -> Result<ExitS
         Some(level) => dbt_remote_core::job::with_dbt_log_level(args, level),
         None => args,
     };
+    let retry_of = match &ctx.retry_job {
+        Some(_) if args.first().map(String::as_str) != Some("retry") => {
+            return Err(Error::invalid(
+                "--job names the failed job of `dbt-remote retry`; other commands take none",
+            ))
+        }
+        Some(id) => Some(id.parse::<JobId>()?),
+        None => None,
+    };
     let options = SubmitOptions {
         elementary: ctx.settings.elementary(),
+        environment: ctx.settings.environment().map(str::to_string),
+        defer_to: ctx.defer_to.clone(),
+        retry_of,
     };
     let (job, stats) = client.submit_project_with(args, &files, options).await?;
     output::note(format!(
@@ -28,6 +40,9 @@ pub async fn run(ctx: &Context, args: Vec<String>, detach: bool) -> Result<ExitS
         stats.uploaded_blobs,
         stats.uploaded_bytes
     ));
+    if let Some(earlier) = job.state_of {
+        output::note(format!("dbt's state: the artifacts of job {earlier}"));
+    }
     if detach {
         println!("{}", job.id);
         return Ok(ExitStatus::Success);

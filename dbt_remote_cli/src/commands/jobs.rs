@@ -1,5 +1,6 @@
 //! The commands about one job or the list of jobs: jobs, logs, status, cancel, artifacts.
 
+use dbt_remote_core::client::JobFilter;
 use dbt_remote_core::{JobId, Result};
 use futures::TryStreamExt;
 
@@ -13,9 +14,15 @@ fn job_id(id: &str) -> Result<JobId> {
 }
 
 pub async fn jobs(ctx: &Context, args: JobsArgs) -> Result<ExitStatus> {
+    let filter = JobFilter {
+        status: args.status,
+        project: args.project,
+        environment: ctx.environment_flag.clone(),
+        target: args.target,
+    };
     let list = ctx
         .client()?
-        .jobs(args.status.as_deref(), Some(args.limit), None)
+        .jobs_where(&filter, Some(args.limit), None)
         .await?;
     println!(
         "{:<36}  {:<9}  {:<19}  {:>8}  COMMAND",

@@ -23,6 +23,13 @@ pub struct Context {
     pub log_level: LogLevel,
     /// `--log-level` when given: dbt on the server runs with it too.
     pub dbt_log_level: Option<LogLevel>,
+    /// `--environment` when given as a flag: `jobs` filters by it (a job's environment comes
+    /// from the settings, [`Settings::environment`]).
+    pub environment_flag: Option<String>,
+    /// `--defer-to`: the environment whose latest success is the job's dbt state.
+    pub defer_to: Option<String>,
+    /// `--job`: the failed job `retry` retries.
+    pub retry_job: Option<String>,
 }
 
 impl Context {
@@ -35,6 +42,9 @@ impl Context {
             settings: connect::locate(settings).await?,
             log_level: options.log_level.unwrap_or(LogLevel::Info),
             dbt_log_level: options.log_level,
+            environment_flag: options.environment.clone(),
+            defer_to: options.defer_to.clone(),
+            retry_job: options.job.clone(),
         })
     }
 

@@ -35,6 +35,7 @@ async fn create(ctx: &Context, a: CreateArgs, args: Vec<String>) -> Result<ExitS
         command: None,
         args,
         elementary: ctx.settings.elementary(),
+        environment: ctx.settings.environment().map(str::to_string),
     };
     let (s, stats) = client
         .create_schedule(request, &ctx.settings.job_files())

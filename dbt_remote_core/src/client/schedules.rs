@@ -22,6 +22,8 @@ pub struct NewSchedule {
     pub args: Vec<String>,
     /// Each run makes an Elementary report after dbt (docs/elementary.md).
     pub elementary: bool,
+    /// Each run is a job of this environment (docs/slim-ci.md).
+    pub environment: Option<String>,
 }
 
 impl Client {
@@ -47,6 +49,7 @@ impl Client {
             files: submit_files(&packed),
             mode: Default::default(),
             elementary: schedule.elementary,
+            environment: schedule.environment,
         };
         let created = self
             .json(self.http.post(self.url("/api/v1/schedules")).json(&request))

@@ -134,6 +134,8 @@ pub fn legacy_job(form: &LegacyForm, policy: &LegacyPolicy) -> Result<LegacyJob>
         mode: JobMode::Manifest,
         client_profiles,
         elementary: overrides.elementary,
+        environment: None,
+        state_of: None,
     };
     spec.validate()?;
     Ok(LegacyJob {

@@ -84,6 +84,7 @@ class Client:
         seeds_path: str | os.PathLike[str] | None = None,
         location: str | None = None,
         config_dir: str | os.PathLike[str] | None = None,
+        environment: str | None = None,
     ) -> Client: ...
     @property
     def server_url(self) -> str: ...
@@ -98,6 +99,8 @@ class Client:
         extra_packages: str | os.PathLike[str] | None = None,
         seeds_path: str | os.PathLike[str] | None = None,
         elementary: bool | None = None,
+        environment: str | None = None,
+        defer_to: str | None = None,
     ) -> Job: ...
     def submit_async(
         self,
@@ -109,11 +112,29 @@ class Client:
         extra_packages: str | os.PathLike[str] | None = None,
         seeds_path: str | os.PathLike[str] | None = None,
         elementary: bool | None = None,
+        environment: str | None = None,
+        defer_to: str | None = None,
     ) -> Awaitable[Job]: ...
     def job(self, id: str) -> Job: ...
     def job_async(self, id: str) -> Awaitable[Job]: ...
-    def jobs(self, status: str | None = None, limit: int = 50) -> list[Job]: ...
-    def jobs_async(self, status: str | None = None, limit: int = 50) -> Awaitable[list[Job]]: ...
+    def jobs(
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        *,
+        project: str | None = None,
+        environment: str | None = None,
+        target: str | None = None,
+    ) -> list[Job]: ...
+    def jobs_async(
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        *,
+        project: str | None = None,
+        environment: str | None = None,
+        target: str | None = None,
+    ) -> Awaitable[list[Job]]: ...
     def create_schedule(
         self,
         cron: str,
@@ -188,6 +209,8 @@ class Job:
     def project(self) -> str | None: ...
     @property
     def target(self) -> str | None: ...
+    @property
+    def environment(self) -> str | None: ...
     @property
     def created_at(self) -> str: ...
     @property
