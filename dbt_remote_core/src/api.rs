@@ -361,6 +361,28 @@ pub struct Health {
 /// [`Job`] and closes the stream.
 pub const SSE_EVENT_LOG: &str = "log";
 pub const SSE_EVENT_END: &str = "end";
+/// The event that ends a log stream the server could not go on with: an [`ErrorBody`].
+pub const SSE_EVENT_ERROR: &str = "error";
+/// A comment line: what the server sends on a quiet log stream to keep it open.
+pub const SSE_HEARTBEAT: &[u8] = b":\n\n";
+
+/// One Server-Sent Event: `event:`, one `data:` line of `data` as JSON, then `id:` if given.
+pub fn sse_event(event: &str, id: Option<u64>, data: &impl Serialize) -> Result<bytes::Bytes> {
+    let json = serde_json::to_string(data)
+        .map_err(|e| Error::backend("json", format!("encoding a {event} event: {e}")))?;
+    // JSON has no raw line break, so the data fits on one `data:` line.
+    let mut frame = format!("event:{event}\ndata:{json}\n");
+    if let Some(id) = id {
+        frame.push_str(&format!("id:{id}\n"));
+    }
+    frame.push('\n');
+    Ok(frame.into())
+}
+
+/// The `log` event of a record, its sequence number as the event id.
+pub fn sse_log_event(record: &LogRecord) -> Result<bytes::Bytes> {
+    sse_event(SSE_EVENT_LOG, Some(record.seq), record)
+}
 
 impl ErrorBody {
     /// The body of an error answer.

@@ -551,7 +551,7 @@ impl Follow {
                         self.done = true;
                         return Ok(Some(StreamEvent::End(parse_event(&event.data)?)));
                     }
-                    "error" => {
+                    api::SSE_EVENT_ERROR => {
                         let why = format!("log stream: {}", event.data);
                         self.retry(Error::backend("dbt-server", why)).await?;
                     }

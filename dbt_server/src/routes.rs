@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use dbt_remote_core::api::{self, BlobQuery, ErrorBody, SubmitJob, SSE_EVENT_END, SSE_EVENT_LOG};
+use dbt_remote_core::api::{self, BlobQuery, ErrorBody, SubmitJob, SSE_EVENT_END, SSE_EVENT_ERROR};
 use dbt_remote_core::auth::Verifier;
 use dbt_remote_core::server::EdgeSettings;
 use dbt_remote_core::service::{log_cursor, not_uploaded, ListJobs};
@@ -14,6 +14,7 @@ use dbt_remote_core::{BlobHash, Error, JobService, RelPath};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use warp::filters::BoxedFilter;
+use warp::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use warp::http::StatusCode;
 use warp::path::Tail;
 use warp::reply::{self, Reply, Response};
@@ -335,11 +336,11 @@ async fn stream(
     let events = svc
         .follow(job_id(&id)?, last.or(after).unwrap_or(0))
         .await?;
-    // The heartbeat comments also find a client that has left: their write fails.
-    let stream = warp::sse::keep_alive()
-        .interval(heartbeat)
-        .stream(sse(events));
-    Ok(warp::sse::reply(stream).into_response())
+    let mut reply = warp::reply::stream(sse(events, heartbeat)).into_response();
+    let headers = reply.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(reply)
 }
 
 async fn artifacts(id: String, svc: JobService) -> Answer {
@@ -358,30 +359,74 @@ async fn artifact(id: String, name: Tail, svc: JobService) -> Answer {
 
 /// Server-Sent Events of a log follower: `log` events with the record's seq as event id, then
 /// one `end` event with the final job. A store error ends the stream with an `error` event.
+/// A record's event is encoded once for all of its job's followers ([`SharedRecord`]).
+///
+/// A comment goes out at a `heartbeat` tick when nothing was written since the tick before, so
+/// a quiet stream gets one at least every two ticks and a busy one none: it keeps proxies from
+/// closing a quiet stream, and finds a client that has left (the write fails).
+///
+/// [`SharedRecord`]: dbt_remote_core::state::SharedRecord
 fn sse(
     events: impl Stream<Item = dbt_remote_core::Result<FollowEvent>> + Send + 'static,
-) -> impl Stream<Item = Result<warp::sse::Event, Infallible>> + Send + Sync + 'static {
-    // warp wants a Sync stream; the follower is polled only through `&mut`, so wrapping it is
-    // enough (no task in between: each record wakes one task, the connection's). When the
-    // client leaves, hyper drops the response and the follower with it.
-    sync_wrapper::SyncStream::new(events.map(|event| {
-        let event = match event {
-            Ok(FollowEvent::Record(record)) => warp::sse::Event::default()
-                .event(SSE_EVENT_LOG)
-                .id(record.seq.to_string())
-                .json_data(&record),
-            Ok(FollowEvent::End(job)) => warp::sse::Event::default()
-                .event(SSE_EVENT_END)
-                .json_data(api::Job::from(job)),
-            Err(e) => {
-                tracing::error!("log stream failed: {e}");
-                warp::sse::Event::default()
-                    .event("error")
-                    .json_data(ErrorBody::new("internal", "reading the log failed"))
+    heartbeat: std::time::Duration,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + Sync + 'static {
+    struct Sse<S> {
+        events: std::pin::Pin<Box<S>>,
+        tick: tokio::time::Interval,
+        wrote: bool,
+    }
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state = Sse {
+        events: Box::pin(events),
+        tick,
+        wrote: false,
+    };
+    let frames = futures::stream::unfold(state, |mut st| async move {
+        loop {
+            tokio::select! {
+                event = st.events.next() => {
+                    st.wrote = true;
+                    return Some((Ok(sse_frame(event?)), st));
+                }
+                _ = st.tick.tick() => {
+                    if !std::mem::take(&mut st.wrote) {
+                        return Some((Ok(Bytes::from_static(api::SSE_HEARTBEAT)), st));
+                    }
+                }
             }
-        };
-        Ok(event.unwrap_or_else(|_| warp::sse::Event::default().comment("unserialisable")))
-    }))
+        }
+    });
+    // warp wants a Sync stream; it is polled only through `&mut`, so wrapping it is enough (no
+    // task in between: each record wakes one task, the connection's). When the client leaves,
+    // hyper drops the response and the follower with it.
+    sync_wrapper::SyncStream::new(frames)
+}
+
+/// The SSE frame of one follower event.
+fn sse_frame(event: dbt_remote_core::Result<FollowEvent>) -> Bytes {
+    let frame = match event {
+        Ok(FollowEvent::Record(record)) => {
+            let mut failed = None;
+            let frame = record.encoded(|r| {
+                api::sse_log_event(r).unwrap_or_else(|e| {
+                    failed = Some(e);
+                    Bytes::new()
+                })
+            });
+            failed.map_or(Ok(frame), Err)
+        }
+        Ok(FollowEvent::End(job)) => api::sse_event(SSE_EVENT_END, None, &api::Job::from(job)),
+        Err(e) => {
+            tracing::error!("log stream failed: {e}");
+            let body = ErrorBody::new("internal", "reading the log failed");
+            api::sse_event(SSE_EVENT_ERROR, None, &body)
+        }
+    };
+    frame.unwrap_or_else(|e| {
+        tracing::error!("encoding a log stream event failed: {e}");
+        Bytes::from_static(b":unserialisable\n\n")
+    })
 }
 
 impl Config {

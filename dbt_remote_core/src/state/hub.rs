@@ -15,11 +15,17 @@
 //! each follower gets every record exactly once, in order, then the end, as with
 //! [`follow_logs`](super::follow_logs). The store stays the durable source: a follower that
 //! reconnects resumes from its `Last-Event-ID` like any other.
+//!
+//! Records reach followers as [`SharedRecord`]s: read once, and encoded once for the wire
+//! whoever sends them. With many followers (more than [`DEFAULT_BATCH_FOLLOWERS`]), a feed
+//! publishes at most one page every [`DEFAULT_BATCH_INTERVAL`]: each follower then wakes and
+//! writes once per batch instead of once per record, which is what 1,000 followers cost.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::{FollowEvent, StateStore};
@@ -33,6 +39,67 @@ const RECENT: usize = 4096;
 const PAGE: usize = 1000;
 /// Default longest wait of a feed between two reads when its store wakes it.
 pub const DEFAULT_SAFETY_POLL: Duration = Duration::from_secs(1);
+/// Default number of followers of one job above which its feed publishes in batches.
+pub const DEFAULT_BATCH_FOLLOWERS: usize = 100;
+/// Default shortest time between two pages a feed publishes to many followers.
+pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A log record as the followers of a job share it: one copy in memory for all of them, and
+/// its wire encoding made once, by the first follower that sends it.
+#[derive(Debug, Clone)]
+pub struct SharedRecord(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    record: LogRecord,
+    encoded: OnceLock<Bytes>,
+}
+
+impl SharedRecord {
+    pub fn new(record: LogRecord) -> Self {
+        SharedRecord(Arc::new(Shared {
+            record,
+            encoded: OnceLock::new(),
+        }))
+    }
+
+    /// The record's wire encoding: `encode`d by the first caller, the same bytes for the rest.
+    /// Every caller must pass the same encoding (the server has one: an SSE event).
+    pub fn encoded(&self, encode: impl FnOnce(&LogRecord) -> Bytes) -> Bytes {
+        self.0
+            .encoded
+            .get_or_init(|| encode(&self.0.record))
+            .clone()
+    }
+}
+
+impl std::ops::Deref for SharedRecord {
+    type Target = LogRecord;
+
+    fn deref(&self) -> &LogRecord {
+        &self.0.record
+    }
+}
+
+impl PartialEq for SharedRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.record == other.0.record
+    }
+}
+
+impl From<LogRecord> for SharedRecord {
+    fn from(record: LogRecord) -> Self {
+        SharedRecord::new(record)
+    }
+}
+
+/// When a feed publishes in batches: above `followers` followers, at most one page every
+/// `interval`.
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    followers: usize,
+    interval: Duration,
+}
 
 /// The feeds of the jobs being followed; cheap to clone (clones share the feeds).
 #[derive(Debug, Clone)]
@@ -40,6 +107,7 @@ pub struct LogHub {
     store: Arc<dyn StateStore>,
     feeds: Arc<Mutex<HashMap<JobId, Arc<Feed>>>>,
     safety_poll: Duration,
+    batching: Batching,
 }
 
 /// How far a feed has read, as its followers see it.
@@ -57,24 +125,25 @@ struct Head {
 struct Feed {
     head: watch::Sender<Head>,
     /// The most recent records, with consecutive sequence numbers.
-    recent: RwLock<VecDeque<LogRecord>>,
+    recent: RwLock<VecDeque<SharedRecord>>,
 }
 
 impl Feed {
     /// Up to `limit` records after `after`, when the feed still holds the next one.
-    fn after(&self, after: u64, limit: usize) -> Option<Vec<LogRecord>> {
+    fn after(&self, after: u64, limit: usize) -> Option<Vec<SharedRecord>> {
         let recent = self.recent.read().unwrap();
         let first = recent.front()?.seq;
         if after + 1 < first || after >= recent.back()?.seq {
             return None;
         }
         let skip = (after + 1 - first) as usize;
-        Some(recent.iter().skip(skip).take(limit).cloned().collect())
+        let end = recent.len().min(skip + limit);
+        Some(recent.range(skip..end).cloned().collect())
     }
 
-    fn keep(&self, page: &[LogRecord]) {
+    fn keep(&self, page: Vec<LogRecord>) {
         let mut recent = self.recent.write().unwrap();
-        recent.extend(page.iter().cloned());
+        recent.extend(page.into_iter().map(SharedRecord::new));
         let excess = recent.len().saturating_sub(RECENT);
         recent.drain(..excess);
     }
@@ -86,7 +155,22 @@ impl LogHub {
             store,
             feeds: Arc::default(),
             safety_poll: DEFAULT_SAFETY_POLL,
+            batching: Batching {
+                followers: DEFAULT_BATCH_FOLLOWERS,
+                interval: DEFAULT_BATCH_INTERVAL,
+            },
         }
+    }
+
+    /// Above `followers` followers of one job, its feed publishes at most one page every
+    /// `interval` (defaults [`DEFAULT_BATCH_FOLLOWERS`], [`DEFAULT_BATCH_INTERVAL`]): a record
+    /// then waits up to `interval` longer, and each follower writes once per batch.
+    pub fn with_batching(mut self, followers: usize, interval: Duration) -> Self {
+        self.batching = Batching {
+            followers,
+            interval,
+        };
+        self
     }
 
     /// The longest a feed waits between two reads on a store that wakes it (default
@@ -186,8 +270,13 @@ async fn read_feed(hub: LogHub, id: JobId, feed: Arc<Feed>, mut after: u64, poll
         };
         if let Some(last) = page.last() {
             after = last.seq;
-            feed.keep(&page);
+            feed.keep(page);
             feed.head.send_modify(|h| h.seq = after);
+            // Many followers: let records gather, so that each follower wakes (and writes to
+            // its connection) once per batch rather than once per record.
+            if feed.head.receiver_count() > hub.batching.followers {
+                tokio::time::sleep(hub.batching.interval).await;
+            }
             continue;
         }
         if job.status.is_final() {
@@ -226,7 +315,7 @@ struct Follower {
     /// The last record given to this follower.
     cursor: u64,
     rx: Option<(Arc<Feed>, watch::Receiver<Head>)>,
-    buffered: VecDeque<LogRecord>,
+    buffered: VecDeque<SharedRecord>,
     done: bool,
 }
 
@@ -257,7 +346,10 @@ impl Follower {
             if self.cursor < seq {
                 let page = match feed.after(self.cursor, PAGE) {
                     Some(page) => page,
-                    None => self.hub.store.read_logs(self.id, self.cursor, PAGE).await?,
+                    None => {
+                        let page = self.hub.store.read_logs(self.id, self.cursor, PAGE).await?;
+                        page.into_iter().map(SharedRecord::new).collect()
+                    }
                 };
                 // Only what the feed had read: the end comes after the last record it saw.
                 self.buffered.extend(

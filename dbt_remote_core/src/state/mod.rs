@@ -28,7 +28,7 @@ pub use cache::{CacheKey, CacheKind, DEFAULT_MAX_CACHE_ENTRY_BYTES};
 pub use echo::{cloud_logging_line, EchoLogs};
 #[cfg(feature = "gcp")]
 pub use gcp::{GcpStore, GcpStoreBuilder, GcpWritten};
-pub use hub::{LogHub, DEFAULT_SAFETY_POLL};
+pub use hub::{LogHub, SharedRecord, DEFAULT_SAFETY_POLL};
 pub use local::{LocalStore, DEFAULT_LOCK_TIMEOUT};
 pub use memory::MemoryStore;
 pub use wake::{JobWaker, JobWakeups, JobWatch};
@@ -229,8 +229,8 @@ impl<T: StateStore + ?Sized> StateStoreExt for T {}
 /// One step of [`follow_logs`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum FollowEvent {
-    /// A log record, in order.
-    Record(LogRecord),
+    /// A log record, in order (shared with the job's other followers).
+    Record(SharedRecord),
     /// The job has ended and every record has been returned.
     End(JobRecord),
 }
@@ -259,7 +259,7 @@ pub fn follow_logs(
     futures::stream::try_unfold(state, move |mut st| async move {
         loop {
             if let Some(rec) = st.buffered.pop_front() {
-                return Ok(Some((FollowEvent::Record(rec), st)));
+                return Ok(Some((FollowEvent::Record(rec.into()), st)));
             }
             if st.ended {
                 return Ok(None);

@@ -346,3 +346,50 @@ async fn a_follower_far_behind_reads_the_store_and_a_feed_nobody_follows_stops()
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn many_followers_get_records_in_batches_and_few_at_once() {
+    // The same trickle of records to 10 followers, with batching above 5 followers (on) and
+    // above 100 (off): every follower gets every record either way; batched, the feed reads
+    // (and its followers wake) a few times instead of once per append.
+    let mut reads = Vec::new();
+    for above in [5, 100] {
+        let store = counting(true);
+        let id = new_job(&*store).await;
+        set_status(&*store, id, JobStatus::Running).await;
+        let hub = LogHub::new(store.clone()).with_batching(above, Duration::from_millis(250));
+        let followers: Vec<_> = (0..10)
+            .map(|_| tokio::spawn(drain(hub.follow(id, 0, LONG))))
+            .collect();
+        let mut first = Box::pin(hub.follow(id, 0, LONG));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = store.reads.load(Ordering::Relaxed);
+        // The first record after a quiet spell is not held back.
+        let started = Instant::now();
+        append(&*store, id, 0, 1).await;
+        first.next().await.unwrap().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "above {above}"
+        );
+        drop(first);
+        for i in 1..40 {
+            append(&*store, id, i, 1).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        set_status(&*store, id, JobStatus::Succeeded).await;
+        for follower in followers {
+            let (seqs, end) = follower.await.unwrap();
+            assert_eq!(seqs, (1..=40).collect::<Vec<u64>>(), "above {above}");
+            assert_eq!(end, Some(JobStatus::Succeeded));
+        }
+        reads.push(store.reads.load(Ordering::Relaxed) - before);
+    }
+    // Batched: about one read per 250 ms of the ~450 ms trickle; unbatched: one or two per append.
+    assert!(reads[0] <= 10, "batched feed read {} times", reads[0]);
+    assert!(
+        reads[1] >= 30,
+        "unbatched feed read only {} times",
+        reads[1]
+    );
+}
