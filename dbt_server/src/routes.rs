@@ -416,7 +416,7 @@ fn sse_frame(event: dbt_remote_core::Result<FollowEvent>) -> Bytes {
             });
             failed.map_or(Ok(frame), Err)
         }
-        Ok(FollowEvent::End(job)) => api::sse_event(SSE_EVENT_END, None, &api::Job::from(job)),
+        Ok(FollowEvent::End(job)) => api::sse_event(SSE_EVENT_END, None, &api::Job::from(*job)),
         Err(e) => {
             tracing::error!("log stream failed: {e}");
             let body = ErrorBody::new("internal", "reading the log failed");

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
-use firestore::{FirestoreDb, FirestoreDbOptions};
+use firestore::FirestoreDb;
 use futures::TryStreamExt;
 use gcloud_sdk::google::firestore::v1::{
     batch_get_documents_response, run_query_request, structured_query, value, write,
@@ -24,7 +24,7 @@ use gcloud_sdk::tonic::{Code, Status};
 
 use super::{check_name, stale, Schedule, ScheduleStore};
 use crate::env;
-use crate::state::gcp::firestore::{create_only, integer, put, string, unchanged_since};
+use crate::state::gcp::firestore::{create_only, integer, open, put, string, unchanged_since};
 use crate::{Error, Result};
 
 const BACKEND: &str = "firestore schedules";
@@ -105,42 +105,13 @@ impl FirestoreSchedulesBuilder {
                 env::COLLECTION_PREFIX
             )));
         }
-        let mut options = FirestoreDbOptions::new(project.clone());
-        let token_source = match &self.emulator {
-            Some(host) => {
-                options = options.with_firebase_api_url(format!("http://{host}"));
-                gcloud_sdk::TokenSourceType::ExternalSource(Box::new(EmulatorToken))
-            }
-            None => gcloud_sdk::TokenSourceType::Default,
-        };
-        let database = format!("projects/{project}/databases/{}", options.database_id);
-        let db = FirestoreDb::with_options_token_source(
-            options,
-            gcloud_sdk::GCP_DEFAULT_SCOPES.clone(),
-            token_source,
-        )
-        .await
-        .map_err(|e| Error::backend(BACKEND, format!("connecting to Firestore: {e}")))?;
+        let (db, database) = open(&project, self.emulator.as_deref()).await?;
         Ok(FirestoreSchedules {
             db,
             documents: format!("{database}/documents"),
             database,
             prefix,
         })
-    }
-}
-
-/// The token sent to an emulator, which checks none.
-struct EmulatorToken;
-
-#[async_trait]
-impl gcloud_sdk::Source for EmulatorToken {
-    async fn token(&self) -> gcloud_sdk::error::Result<gcloud_sdk::Token> {
-        Ok(gcloud_sdk::Token::new(
-            "Bearer".into(),
-            "owner".to_string().into(),
-            firestore::jiff::Timestamp::MAX,
-        ))
     }
 }
 

@@ -360,7 +360,7 @@ impl Follower {
             }
             if let Some(job) = end {
                 self.done = true;
-                return Ok(Some(FollowEvent::End(*job)));
+                return Ok(Some(FollowEvent::End(job)));
             }
             if rx.changed().await.is_err() {
                 // The feed stopped (nobody followed it for a moment): start a new one.

@@ -232,7 +232,7 @@ pub enum FollowEvent {
     /// A log record, in order (shared with the job's other followers).
     Record(SharedRecord),
     /// The job has ended and every record has been returned.
-    End(JobRecord),
+    End(Box<JobRecord>),
 }
 
 /// Follows a job's log from `after` until the job ends: every record exactly once, in order,
@@ -275,7 +275,7 @@ pub fn follow_logs(
             }
             if job.status.is_final() {
                 st.ended = true;
-                return Ok(Some((FollowEvent::End(job), st)));
+                return Ok(Some((FollowEvent::End(Box::new(job)), st)));
             }
             tokio::time::sleep(poll).await;
         }

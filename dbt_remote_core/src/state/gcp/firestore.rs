@@ -216,7 +216,7 @@ fn backoff(attempt: u32) -> Duration {
 
 /// A new connection to the project's default database (or the emulator at `host:port`), and
 /// the database's name `projects/<p>/databases/<d>`.
-pub(super) async fn open(project: &str, emulator: Option<&str>) -> Result<(FirestoreDb, String)> {
+pub(crate) async fn open(project: &str, emulator: Option<&str>) -> Result<(FirestoreDb, String)> {
     let mut options = FirestoreDbOptions::new(project.to_owned());
     let token_source = match emulator {
         Some(host) => {
