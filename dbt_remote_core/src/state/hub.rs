@@ -42,7 +42,7 @@ pub const DEFAULT_SAFETY_POLL: Duration = Duration::from_secs(1);
 /// Default number of followers of one job above which its feed publishes in batches.
 pub const DEFAULT_BATCH_FOLLOWERS: usize = 100;
 /// Default shortest time between two pages a feed publishes to many followers.
-pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(200);
+pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A log record as the followers of a job share it: one copy in memory for all of them, and
 /// its wire encoding made once, by the first follower that sends it.
