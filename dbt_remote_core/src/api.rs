@@ -13,6 +13,8 @@ use crate::schedule::{Schedule, ScheduleSpec};
 use crate::state::ArtifactInfo;
 use crate::{Error, Result};
 
+pub mod sse;
+
 /// `POST /api/v1/jobs`: the dbt arguments and the project files, by content address. Every
 /// blob must have been uploaded first (`POST /api/v1/blobs/missing` says which are needed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,33 +358,9 @@ pub struct Health {
     pub version: String,
 }
 
-/// Server-Sent Events of `GET /api/v1/jobs/{id}/logs/stream`: event `log` carries a
-/// [`LogRecord`] with the event id set to its sequence number; event `end` carries the final
-/// [`Job`] and closes the stream.
-pub const SSE_EVENT_LOG: &str = "log";
-pub const SSE_EVENT_END: &str = "end";
-/// The event that ends a log stream the server could not go on with: an [`ErrorBody`].
-pub const SSE_EVENT_ERROR: &str = "error";
-/// A comment line: what the server sends on a quiet log stream to keep it open.
-pub const SSE_HEARTBEAT: &[u8] = b":\n\n";
-
-/// One Server-Sent Event: `event:`, one `data:` line of `data` as JSON, then `id:` if given.
-pub fn sse_event(event: &str, id: Option<u64>, data: &impl Serialize) -> Result<bytes::Bytes> {
-    let json = serde_json::to_string(data)
-        .map_err(|e| Error::backend("json", format!("encoding a {event} event: {e}")))?;
-    // JSON has no raw line break, so the data fits on one `data:` line.
-    let mut frame = format!("event:{event}\ndata:{json}\n");
-    if let Some(id) = id {
-        frame.push_str(&format!("id:{id}\n"));
-    }
-    frame.push('\n');
-    Ok(frame.into())
-}
-
-/// The `log` event of a record, its sequence number as the event id.
-pub fn sse_log_event(record: &LogRecord) -> Result<bytes::Bytes> {
-    sse_event(SSE_EVENT_LOG, Some(record.seq), record)
-}
+pub use sse::{
+    sse_event, sse_log_event, SSE_EVENT_END, SSE_EVENT_ERROR, SSE_EVENT_LOG, SSE_HEARTBEAT,
+};
 
 impl ErrorBody {
     /// The body of an error answer.

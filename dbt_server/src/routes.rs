@@ -5,13 +5,12 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use dbt_remote_core::api::{self, BlobQuery, ErrorBody, SubmitJob, SSE_EVENT_END, SSE_EVENT_ERROR};
+use dbt_remote_core::api::{self, BlobQuery, SubmitJob};
 use dbt_remote_core::auth::Verifier;
 use dbt_remote_core::server::EdgeSettings;
-use dbt_remote_core::service::{log_cursor, not_uploaded, ListJobs};
-use dbt_remote_core::state::FollowEvent;
+use dbt_remote_core::service::{log_cursor, ListJobs};
 use dbt_remote_core::{BlobHash, Error, JobService, RelPath};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde::Deserialize;
 use warp::filters::BoxedFilter;
 use warp::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -269,16 +268,7 @@ async fn put_blob(hash: String, svc: JobService, body: Result<Bytes, Error>) -> 
 }
 
 async fn submit(svc: JobService, body: Result<Bytes, Error>) -> Answer {
-    let (spec, state_from) = parse_json::<SubmitJob>(&body?)?.into_parts()?;
-    let missing = svc.missing_files(&spec).await?;
-    if !missing.is_empty() {
-        let why = not_uploaded(&missing);
-        return Err(Error::invalid(format!(
-            "{why}: upload them with PUT /api/v1/blobs/{{sha256}}"
-        )));
-    }
-    let spec = svc.with_state_of(spec, state_from).await?;
-    let job = svc.submit_spec(spec, &[]).await?;
+    let job = svc.submit(parse_json::<SubmitJob>(&body?)?).await?;
     let location = format!("/api/v1/jobs/{}", job.id);
     let reply = reply::with_status(reply::json(&job), StatusCode::CREATED);
     Ok(reply::with_header(reply, "location", location).into_response())
@@ -295,10 +285,7 @@ async fn list(svc: JobService, q: Result<ListQuery, Error>) -> Answer {
         limit: q.limit,
         project: q.project,
         target: q.target,
-        environment: q
-            .environment
-            .map(|e| dbt_remote_core::job::check_environment(&e).map(|()| e))
-            .transpose()?,
+        environment: q.environment,
     };
     Ok(json_reply(&svc.list(&query).await?, StatusCode::OK))
 }
@@ -336,7 +323,11 @@ async fn stream(
     let events = svc
         .follow(job_id(&id)?, last.or(after).unwrap_or(0))
         .await?;
-    let mut reply = warp::reply::stream(sse(events, heartbeat)).into_response();
+    // warp wants a Sync stream; it is polled only through `&mut`, so wrapping it is enough (no
+    // task in between: each record wakes one task, the connection's). When the client leaves,
+    // hyper drops the response and the follower with it.
+    let frames = api::sse::frames(events, heartbeat).map(Ok::<_, Infallible>);
+    let mut reply = warp::reply::stream(sync_wrapper::SyncStream::new(frames)).into_response();
     let headers = reply.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -355,78 +346,6 @@ async fn artifact(id: String, name: Tail, svc: JobService) -> Answer {
     let id = job_id(&id)?;
     let content = svc.artifact(id, &RelPath::new(name.as_str())?).await?;
     Ok(artifact_reply(&name, content))
-}
-
-/// Server-Sent Events of a log follower: `log` events with the record's seq as event id, then
-/// one `end` event with the final job. A store error ends the stream with an `error` event.
-/// A record's event is encoded once for all of its job's followers ([`SharedRecord`]).
-///
-/// A comment goes out at a `heartbeat` tick when nothing was written since the tick before, so
-/// a quiet stream gets one at least every two ticks and a busy one none: it keeps proxies from
-/// closing a quiet stream, and finds a client that has left (the write fails).
-///
-/// [`SharedRecord`]: dbt_remote_core::state::SharedRecord
-fn sse(
-    events: impl Stream<Item = dbt_remote_core::Result<FollowEvent>> + Send + 'static,
-    heartbeat: std::time::Duration,
-) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + Sync + 'static {
-    struct Sse<S> {
-        events: std::pin::Pin<Box<S>>,
-        tick: tokio::time::Interval,
-        wrote: bool,
-    }
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let state = Sse {
-        events: Box::pin(events),
-        tick,
-        wrote: false,
-    };
-    let frames = futures::stream::unfold(state, |mut st| async move {
-        loop {
-            tokio::select! {
-                event = st.events.next() => {
-                    st.wrote = true;
-                    return Some((Ok(sse_frame(event?)), st));
-                }
-                _ = st.tick.tick() => {
-                    if !std::mem::take(&mut st.wrote) {
-                        return Some((Ok(Bytes::from_static(api::SSE_HEARTBEAT)), st));
-                    }
-                }
-            }
-        }
-    });
-    // warp wants a Sync stream; it is polled only through `&mut`, so wrapping it is enough (no
-    // task in between: each record wakes one task, the connection's). When the client leaves,
-    // hyper drops the response and the follower with it.
-    sync_wrapper::SyncStream::new(frames)
-}
-
-/// The SSE frame of one follower event.
-fn sse_frame(event: dbt_remote_core::Result<FollowEvent>) -> Bytes {
-    let frame = match event {
-        Ok(FollowEvent::Record(record)) => {
-            let mut failed = None;
-            let frame = record.encoded(|r| {
-                api::sse_log_event(r).unwrap_or_else(|e| {
-                    failed = Some(e);
-                    Bytes::new()
-                })
-            });
-            failed.map_or(Ok(frame), Err)
-        }
-        Ok(FollowEvent::End(job)) => api::sse_event(SSE_EVENT_END, None, &api::Job::from(*job)),
-        Err(e) => {
-            tracing::error!("log stream failed: {e}");
-            let body = ErrorBody::new("internal", "reading the log failed");
-            api::sse_event(SSE_EVENT_ERROR, None, &body)
-        }
-    };
-    frame.unwrap_or_else(|e| {
-        tracing::error!("encoding a log stream event failed: {e}");
-        Bytes::from_static(b":unserialisable\n\n")
-    })
 }
 
 impl Config {

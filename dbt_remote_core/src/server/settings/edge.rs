@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{var, var_bool, var_parse};
+use super::vars::{var, var_bool, var_parse};
 use crate::env;
 use crate::{Error, Result};
 
