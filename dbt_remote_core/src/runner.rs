@@ -39,6 +39,9 @@ pub const ARTIFACTS: &[&str] = &[
 const TARGET_DIR: &str = "target";
 const LOG_DIR: &str = "logs";
 
+/// dbt's level of `logs/dbt.log`; `none` unless the work dir is kept.
+const LOG_LEVEL_FILE: &str = "DBT_LOG_LEVEL_FILE";
+
 /// Commands that take no `--target-path` flag (they get `DBT_TARGET_PATH` only).
 const NO_TARGET_FLAG: &[&str] = &["deps", "debug"];
 
@@ -395,6 +398,12 @@ impl Runner<'_> {
             env.insert(name.into(), value.into());
         }
         env.remove(std::ffi::OsStr::new("DBT_PROJECT_DIR"));
+        if !self.config.keep_work_dir {
+            // dbt's file log (every debug event as text; a quarter of a 300-model build) goes
+            // with the work dir: the job's log is dbt's JSON output. An operator's own
+            // DBT_LOG_LEVEL_FILE, or the job's --log-level-file, still wins.
+            env.entry(LOG_LEVEL_FILE.into()).or_insert("none".into());
+        }
         if let Some(dir) = self.profiles_dir(profiles) {
             env.insert(crate::env::PROFILES_DIR.into(), dir.into_os_string());
         }

@@ -174,6 +174,10 @@ async fn cancel_ends_cancelled_and_dbt_is_gone() {
     let job = start_slow_job(&client).await;
     let dir = work_dir(&server, job.id);
     assert!(!processes_in(&dir).is_empty(), "dbt runs in the work dir");
+    assert!(
+        dir.join("target").is_dir() && !dir.join("logs/dbt.log").exists(),
+        "dbt writes no file log in a work dir that is not kept"
+    );
     let asked = Instant::now();
     let answer = client.cancel(job.id).await.unwrap();
     assert!(answer.cancel_requested);
