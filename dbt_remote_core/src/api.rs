@@ -40,6 +40,11 @@ pub struct SubmitJob {
     /// retries from. Default: the latest failed job of the same project and environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<JobId>,
+    /// Run on the files (and the mode) of this earlier job instead of files sent with the
+    /// request (`files` must be empty): the server holds every blob of them, so nothing is
+    /// uploaded. `Job.retry()` in Python retries a job this way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_of: Option<JobId>,
 }
 
 /// Where a submitted job's dbt state comes from: an earlier job's artifacts, which the server
@@ -78,6 +83,11 @@ impl SubmitJob {
     /// from; the error says what is wrong.
     pub fn into_parts(self) -> Result<(JobSpec, StateFrom)> {
         let (defer_to, retry_of) = (self.defer_to.clone(), self.retry_of);
+        if self.files_of.is_some() && !self.files.is_empty() {
+            return Err(Error::invalid(
+                "files_of runs on an earlier job's files: send no files with it",
+            ));
+        }
         let spec = self.into_spec()?;
         let retry = spec.command() == Some("retry");
         let from = match (defer_to, retry_of) {
@@ -99,7 +109,7 @@ impl SubmitJob {
         Ok((spec, from))
     }
 
-    /// Checks every field but `defer_to` and `retry_of` and turns the request into a job spec;
+    /// Checks every field but `defer_to`, `retry_of` and `files_of` and turns the request into a job spec;
     /// the error says what is wrong.
     pub fn into_spec(self) -> Result<JobSpec> {
         let files = self
@@ -179,6 +189,7 @@ impl CreateSchedule {
             environment: self.environment,
             defer_to: None,
             retry_of: None,
+            files_of: None,
         }
         .into_spec()?;
         Ok(ScheduleSpec {

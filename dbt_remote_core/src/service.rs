@@ -141,9 +141,12 @@ impl JobService {
     /// [`missing_files`](Self::missing_files)).
     ///
     /// A job that defers to an environment, or retries a failed job, gets that earlier job's
-    /// artifacts in its state dir (see [`with_state_of`](Self::with_state_of)).
+    /// artifacts in its state dir (see [`with_state_of`](Self::with_state_of)); one on an
+    /// earlier job's files gets those ([`with_files_of`](Self::with_files_of)).
     pub async fn submit(&self, request: SubmitJob) -> Result<Job> {
+        let files_of = request.files_of;
         let (spec, from) = request.into_parts()?;
+        let spec = self.with_files_of(spec, files_of).await?;
         self.limits.job.check_files(spec.files.len())?;
         let missing = self.missing_files(&spec).await?;
         if !missing.is_empty() {

@@ -269,7 +269,10 @@ async fn put_blob(hash: String, svc: JobService, body: Result<Bytes, Error>) -> 
 }
 
 async fn submit(svc: JobService, body: Result<Bytes, Error>) -> Answer {
-    let (spec, state_from) = parse_json::<SubmitJob>(&body?)?.into_parts()?;
+    let request = parse_json::<SubmitJob>(&body?)?;
+    let files_of = request.files_of;
+    let (spec, state_from) = request.into_parts()?;
+    let spec = svc.with_files_of(spec, files_of).await?;
     let missing = svc.missing_files(&spec).await?;
     if !missing.is_empty() {
         let why = not_uploaded(&missing);
