@@ -222,6 +222,9 @@ pub struct ScheduleInfo {
     pub last_run: Option<DateTime<Utc>>,
     /// The job it last submitted.
     pub last_job: Option<JobId>,
+    /// The environment each run is a job of, when it names one.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 impl From<&Schedule> for ScheduleInfo {
@@ -238,6 +241,7 @@ impl From<&Schedule> for ScheduleInfo {
             next_run: s.next_run().ok(),
             last_run: s.last_run,
             last_job: s.last_job,
+            environment: s.spec.environment.clone(),
         }
     }
 }
