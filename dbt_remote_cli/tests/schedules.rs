@@ -34,7 +34,7 @@ fn schedules_run_the_files_stored_at_creation() {
         &["--server-url", url, "schedules", "create"][..],
         &["--name", "nightly", "--cron", "0 8 * * *"],
         &model,
-        &["--project-dir", "."],
+        &["--project-dir", ".", "--environment", "prod"],
     ]
     .concat();
     assert_eq!(exited(&run(dir, &create), 0).trim(), "nightly");
@@ -71,13 +71,22 @@ fn schedules_run_the_files_stored_at_creation() {
 
     let list = exited(&run(dir, &["schedules", "list", "--server-url", url]), 0);
     let header = list.lines().next().unwrap_or_default();
-    for column in ["NAME", "CRON", "DESCRIPTION", "NEXT RUN", "LAST JOB"] {
+    for column in [
+        "NAME",
+        "ENVIRONMENT",
+        "CRON",
+        "DESCRIPTION",
+        "NEXT RUN",
+        "LAST JOB",
+    ] {
         assert!(header.contains(column), "{list}");
     }
     let row = list
         .lines()
         .find(|l| l.starts_with("nightly"))
         .expect(&list);
+    // The schedule's environment: each run is a job of it.
+    assert!(row.contains("  prod  "), "the environment in {row:?}");
     for cell in [
         "0 8 * * *",
         "At 08:00.",

@@ -42,6 +42,11 @@ pub struct SubmitJob {
     /// retries from. Default: the latest failed job of the same project and environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<JobId>,
+    /// Run on the files (and the mode) of this earlier job instead of files sent with the
+    /// request (`files` must be empty): the server holds every blob of them, so nothing is
+    /// uploaded. `Job.retry()` in Python retries a job this way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_of: Option<JobId>,
 }
 
 /// Where a submitted job's dbt state comes from: an earlier job's artifacts, which the server
@@ -80,6 +85,11 @@ impl SubmitJob {
     /// from; the error says what is wrong.
     pub fn into_parts(self) -> Result<(JobSpec, StateFrom)> {
         let (defer_to, retry_of) = (self.defer_to.clone(), self.retry_of);
+        if self.files_of.is_some() && !self.files.is_empty() {
+            return Err(Error::invalid(
+                "files_of runs on an earlier job's files: send no files with it",
+            ));
+        }
         let spec = self.into_spec()?;
         let retry = spec.command() == Some("retry");
         let from = match (defer_to, retry_of) {
@@ -101,7 +111,7 @@ impl SubmitJob {
         Ok((spec, from))
     }
 
-    /// Checks every field but `defer_to` and `retry_of` and turns the request into a job spec;
+    /// Checks every field but `defer_to`, `retry_of` and `files_of` and turns the request into a job spec;
     /// the error says what is wrong.
     pub fn into_spec(self) -> Result<JobSpec> {
         let files = self
@@ -181,6 +191,7 @@ impl CreateSchedule {
             environment: self.environment,
             defer_to: None,
             retry_of: None,
+            files_of: None,
         }
         .into_spec()?;
         Ok(ScheduleSpec {
@@ -213,6 +224,9 @@ pub struct ScheduleInfo {
     pub last_run: Option<DateTime<Utc>>,
     /// The job it last submitted.
     pub last_job: Option<JobId>,
+    /// The environment each run is a job of, when it names one.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 impl From<&Schedule> for ScheduleInfo {
@@ -229,6 +243,7 @@ impl From<&Schedule> for ScheduleInfo {
             next_run: s.next_run().ok(),
             last_run: s.last_run,
             last_job: s.last_job,
+            environment: s.spec.environment.clone(),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::log::LogRecord;
 use crate::package::{pack_job, with_state, JobFiles, ProjectFile};
 use crate::{Error, Result};
 
+mod retry;
 mod schedules;
 
 pub use schedules::NewSchedule;
@@ -261,11 +262,15 @@ impl Client {
             environment: options.environment,
             defer_to: options.defer_to,
             retry_of: options.retry_of,
+            files_of: None,
         };
-        let job = self
-            .json(self.http.post(self.url("/api/v1/jobs")).json(&request))
-            .await?;
-        Ok((job, stats))
+        Ok((self.post_job(&request).await?, stats))
+    }
+
+    /// `POST /api/v1/jobs`: submits a job whose blobs the server holds.
+    async fn post_job(&self, request: &SubmitJob) -> Result<Job> {
+        self.json(self.http.post(self.url("/api/v1/jobs")).json(request))
+            .await
     }
 
     /// Uploads the blobs of `files` the server lacks (each once) and says what was sent.

@@ -137,9 +137,12 @@ impl JobService {
     /// [`missing_files`](Self::missing_files)).
     ///
     /// A job that defers to an environment, or retries a failed job, gets that earlier job's
-    /// artifacts in its state dir (see [`with_state_of`](Self::with_state_of)).
+    /// artifacts in its state dir (see [`with_state_of`](Self::with_state_of)); one on an
+    /// earlier job's files gets those ([`with_files_of`](Self::with_files_of)).
     pub async fn submit(&self, request: SubmitJob) -> Result<Job> {
+        let files_of = request.files_of;
         let (spec, from) = request.into_parts()?;
+        let spec = self.with_files_of(spec, files_of).await?;
         self.check_uploaded(&spec).await?;
         let spec = self.with_state_of(spec, from).await?;
         self.submit_spec(spec, &[]).await

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use dbt_remote_core::api::Job as JobState;
 use dbt_remote_core::client::FailedNode as CoreFailedNode;
+use dbt_remote_core::package::JobFiles;
 use dbt_remote_core::{Client, JobOutcome, JobStatus};
 use pyo3::prelude::*;
 
@@ -202,6 +203,23 @@ pymethods_with_twins! {
                 self.on_server(|client, id| async move {
                     let nodes = client.failed_nodes(id).await?;
                     Ok(nodes.into_iter().map(FailedNode::from).collect::<Vec<_>>())
+                });
+
+            /// Submits dbt's `retry` of this job and returns the new job: it re-runs the nodes
+            /// that errored, failed or were skipped here, with this job's arguments, in the same
+            /// environment (docs/slim-ci.md). With `project_dir`, the project as it is now is
+            /// packed and sent, so a fix made since is used; without, the new job runs on this
+            /// job's own files, which the server holds (nothing is read or uploaded). Raises
+            /// `ServerError` (400) when this job stored no `run_results.json` to retry from.
+            #[pyo3(signature = (project_dir=None))]
+            fn retry / retry_async(&self, project_dir: Option<PathBuf>) -> Job =
+                self.on_server(|client, id| async move {
+                    let files = project_dir.map(|project_dir| JobFiles {
+                        project_dir,
+                        ..Default::default()
+                    });
+                    let (job, _) = client.retry(id, files.as_ref()).await?;
+                    Ok(Job::new(client, job))
                 });
         }
 

@@ -25,6 +25,8 @@ pub struct Schedule {
     pub last_run: Option<String>,
     /// The id of the job it last submitted.
     pub last_job: Option<String>,
+    /// The environment each run is a job of, when it names one.
+    pub environment: Option<String>,
 }
 
 impl From<ScheduleInfo> for Schedule {
@@ -41,6 +43,7 @@ impl From<ScheduleInfo> for Schedule {
             next_run: s.next_run.map(|t| t.to_rfc3339()),
             last_run: s.last_run.map(|t| t.to_rfc3339()),
             last_job: s.last_job.map(|j| j.to_string()),
+            environment: s.environment,
         }
     }
 }

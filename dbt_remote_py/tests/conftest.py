@@ -32,7 +32,9 @@ def _required_env(name: str) -> str:
 class Server:
     """A dbt-server process; stopped by `stop()`."""
 
-    def __init__(self, state: Path, extra: list[str] | None = None) -> None:
+    def __init__(
+        self, state: Path, extra: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         binary = _required_env("DBT_REMOTE_SERVER_BIN")
         dbt = _required_env("DBT_REMOTE_DBT_PATH")
         state.mkdir(parents=True, exist_ok=True)
@@ -43,6 +45,7 @@ class Server:
              "--profiles-dir", str(PROFILES), *(extra or [])],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
         self.url = self._wait_for_address()
 

@@ -61,6 +61,20 @@ with dag("dbt_remote_deferrable_failure"):
         deferrable=True, **COMMON,
     )
 
+with dag("dbt_remote_prod"):
+    DbtRemoteOperator(
+        task_id="build", command="build --select +stg_orders",
+        environment="{{{{ params.environment }}}}", params={{"environment": "airflow-prod"}},
+        **COMMON,
+    )
+
+with dag("dbt_remote_slim_ci"):
+    DbtRemoteOperator(
+        task_id="build", command="build --select state:modified+ --defer",
+        environment="airflow-ci", defer_to="{{{{ params.prod }}}}",
+        params={{"prod": "airflow-prod"}}, **COMMON,
+    )
+
 with dag("dbt_remote_timeout"):
     DbtRemoteOperator(
         task_id="slow", command="run --select slow_model --vars '{{slow_seconds: 120}}'",
@@ -141,6 +155,28 @@ def test_deferrable_failure_is_never_success(airflow):
     assert code != 0, log
     assert "failing nodes: model.jaffle_duckdb.fail_on_demand" in log, log
     assert "state=failed" in log, log
+
+
+def test_environment_and_defer_to_are_templated_and_reach_the_job(airflow, server):
+    client = Client(server.url)
+    # Before prod has a success, deferring to it fails the task with the server's message.
+    code, log = dag_test(airflow, "dbt_remote_slim_ci")
+    assert code != 0, log
+    assert 'environment "airflow-prod" has no succeeded job of project "jaffle_duckdb"' in log, log
+    assert client.jobs(environment="airflow-ci") == []
+
+    code, log = dag_test(airflow, "dbt_remote_prod")
+    assert code == 0, log
+    [prod] = client.jobs(environment="airflow-prod")
+    assert prod.status == "succeeded"
+
+    code, log = dag_test(airflow, "dbt_remote_slim_ci")
+    assert code == 0, log
+    [ci] = client.jobs(environment="airflow-ci")
+    assert ci.status == "succeeded"
+    # dbt ran with prod's manifest as its state (the server placed it and added --state).
+    assert ci.args[-2:] == ["--state", ".dbt-remote/state"], ci.args
+    assert "Nothing to do" in log or "nothing to do" in log.lower(), log
 
 
 def test_a_timeout_cancels_the_remote_job(airflow, server):

@@ -20,6 +20,14 @@ def test_schedules_are_created_listed_run_and_deleted(server, project):
     assert created.args == ["run", "--select", "fail_on_demand"]
     assert created.file_count > 0 and created.next_run is not None and created.last_job is None
     assert "py-nightly" in [s.name for s in client.list_schedules()]
+    assert created.environment is None
+    # A client's environment is the schedule's: each run is a job of it.
+    prod = Client(server.url, environment="py-prod").create_schedule(
+        name="py-prod-nightly", cron="0 8 * * *", args="build", project_dir=project
+    )
+    assert prod.environment == "py-prod"
+    assert {s.name: s.environment for s in client.list_schedules()}["py-prod-nightly"] == "py-prod"
+    client.delete_schedule("py-prod-nightly")
 
     with pytest.raises(ServerError, match="already exists"):
         client.create_schedule(name="py-nightly", cron="0 9 * * *", args="build", project_dir=project)

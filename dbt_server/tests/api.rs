@@ -259,6 +259,14 @@ async fn bad_submissions_are_refused_and_store_nothing() {
             "retry without a failed job",
             json!({ "args": ["retry"], "files": shop }),
         ),
+        (
+            "files_of with files",
+            json!({ "args": ["build"], "files_of": JobId::new(), "files": shop }),
+        ),
+        (
+            "files_of an unknown job",
+            json!({ "args": ["build"], "files_of": JobId::new() }),
+        ),
         ("empty args", json!({ "args": [] })),
         ("empty command", json!({ "args": [""] })),
         ("unknown command", json!({ "args": ["rm", "-rf", "/"] })),
@@ -633,4 +641,69 @@ async fn jobs_of_an_environment_are_listed_and_deferred_to() {
         .find(|f| f.path.as_str() == ".dbt-remote/state/manifest.json")
         .expect("the manifest is a file of the job");
     assert_eq!(placed.sha256, BlobHash::of(&manifest));
+}
+
+/// `Client::retry` without a project (Python's `job.retry()`): the new job is dbt's `retry` of
+/// the failed job, on its files (`files_of`: nothing uploaded), in its environment, labelled
+/// with its target, with its run results and manifest as dbt's state.
+#[tokio::test]
+async fn a_retry_runs_on_the_failed_jobs_own_files() {
+    let s = server().await;
+    let client = Client::new(&s.url).unwrap();
+    let files = [
+        file("dbt_project.yml", b"name: shop\n"),
+        file("models/a.sql", b"select 1"),
+    ];
+    let options = dbt_remote_core::client::SubmitOptions {
+        environment: Some("ci".into()),
+        ..Default::default()
+    };
+    let args = vec!["build".into(), "--target".into(), "ci".into()];
+    let (failed, _) = client.submit_with(args, &files, options).await.unwrap();
+    s.store.start_job(failed.id).await.unwrap();
+    s.store
+        .finish_job(failed.id, JobStatus::Failed, Some(1), None)
+        .await
+        .unwrap();
+    for name in ["run_results.json", "manifest.json"] {
+        let content = Bytes::from(format!("{{\"{name}\": 1}}"));
+        let name = RelPath::new(name).unwrap();
+        s.store
+            .put_artifact(failed.id, &name, content)
+            .await
+            .unwrap();
+    }
+
+    let (retry, stats) = client.retry(failed.id, None).await.unwrap();
+    assert_eq!((stats.uploaded_blobs, stats.uploaded_bytes), (0, 0));
+    assert_eq!(
+        retry.args,
+        ["retry", "--target", "ci", "--state", ".dbt-remote/state"]
+    );
+    assert_eq!(retry.environment.as_deref(), Some("ci"));
+    assert_eq!(retry.target.as_deref(), Some("ci"));
+    assert_eq!(retry.state_of, Some(failed.id));
+    let stored = s.store.get_job(retry.id).await.unwrap();
+    let paths: Vec<&str> = stored.spec.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "dbt_project.yml",
+            "models/a.sql",
+            ".dbt-remote/state/run_results.json",
+            ".dbt-remote/state/manifest.json"
+        ]
+    );
+    let original = s.store.get_job(failed.id).await.unwrap();
+    assert_eq!(stored.spec.files[..2], original.spec.files[..]);
+
+    // A job that stored no run results cannot be retried: 400, nothing stored.
+    let (queued, _) = client.submit(vec!["build".into()], &files).await.unwrap();
+    let before = job_count(&*s.store).await;
+    let err = client.retry(queued.id, None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("stored no run_results.json"),
+        "{err}"
+    );
+    assert_eq!(job_count(&*s.store).await, before);
 }

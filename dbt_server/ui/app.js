@@ -1,6 +1,6 @@
 // The dbt-remote web UI (docs/ui.md): renders the page of the current path from the API.
 //
-//   /                 jobs list (?status=…&page_token=…)
+//   /                 jobs list (?status=…&project=…&environment=…&target=…&page_token=…)
 //   /ui/jobs/{id}     one job: fields, live logs (SSE), results, artifacts, links, cancel
 //   /ui/schedules     schedules
 //
@@ -173,48 +173,88 @@ async function run(page) {
 
 // ---- jobs list ----
 
+/** The job fields the list filters by, as the API's query names them, and their labels. */
+const FILTERS = [
+  ["project", "Project"],
+  ["environment", "Environment"],
+  ["target", "Target"],
+];
+
 async function jobsPage() {
   const params = new URLSearchParams(location.search);
   const status = params.get("status") || "";
   const token = params.get("page_token") || "";
   const limit = params.get("limit") || "";
+  const filters = Object.fromEntries(FILTERS.map(([name]) => [name, params.get(name) || ""]));
   const query = new URLSearchParams({ limit: limit || "25" });
   if (status) query.set("status", status);
+  for (const [name, value] of Object.entries(filters)) if (value) query.set(name, value);
   if (token) query.set("page_token", token);
   const list = await api(`/api/v1/jobs?${query}`);
 
+  /** The list's URL with `changes` (a new filter starts at the first page), for links. */
+  const listUrl = (changes = {}) => {
+    const values = { status, ...filters, limit, ...changes };
+    const next = new URLSearchParams();
+    for (const name of ["status", ...FILTERS.map(([n]) => n), "limit", "page_token"]) {
+      if (values[name]) next.set(name, values[name]);
+    }
+    return `/${next.toString() ? `?${next}` : ""}`;
+  };
   const filter = el(
     "select",
     { id: "status-filter", "aria-label": "Status" },
     el("option", { value: "" }, "all statuses"),
     STATUSES.map((s) => el("option", { value: s, selected: s === status }, s)),
   );
-  filter.addEventListener("change", () => {
-    const next = new URLSearchParams();
-    if (filter.value) next.set("status", filter.value);
-    if (limit) next.set("limit", limit);
-    navigate(`/${next.toString() ? `?${next}` : ""}`);
+  filter.addEventListener("change", () => navigate(listUrl({ status: filter.value })));
+  // Each filter is a text field (applied on Enter or leaving it) suggesting the values of
+  // the jobs shown.
+  const fieldFilters = FILTERS.map(([name, label]) => {
+    const seen = new Set(list.jobs.map((j) => j[name]).filter(Boolean));
+    const input = el("input", {
+      type: "search",
+      id: `${name}-filter`,
+      name,
+      value: filters[name],
+      list: `${name}-values`,
+      placeholder: "all",
+      size: 14,
+      autocomplete: "off",
+    });
+    input.addEventListener("change", () => navigate(listUrl({ [name]: input.value.trim() })));
+    return [
+      el("label", { for: `${name}-filter` }, label),
+      input,
+      el("datalist", { id: `${name}-values` }, [...seen].sort().map((v) => el("option", { value: v }))),
+    ];
   });
+  const filtered = Object.values(filters).some(Boolean);
   const body = el("tbody", { id: "jobs-body" }, list.jobs.map(jobRow));
   const table = el(
     "table",
     { id: "jobs" },
-    el("thead", {}, el("tr", {}, ["Status", "Command", "Project", "Target", "Started", "Duration"].map((h) => el("th", {}, h)))),
+    el(
+      "thead",
+      {},
+      el("tr", {}, ["Status", "Command", "Project", "Environment", "Target", "Started", "Duration"].map((h) => el("th", {}, h))),
+    ),
     body,
   );
   const pager = el("div", { class: "pager" });
-  const pageUrl = (pageToken) => {
-    const next = new URLSearchParams();
-    if (status) next.set("status", status);
-    if (limit) next.set("limit", limit);
-    if (pageToken) next.set("page_token", pageToken);
-    return `/${next.toString() ? `?${next}` : ""}`;
-  };
-  if (token) pager.append(link(pageUrl(""), "« Newest", { id: "first-page" }));
-  if (list.next_page_token) pager.append(link(pageUrl(list.next_page_token), "Older »", { id: "next-page" }));
+  if (token) pager.append(link(listUrl(), "« Newest", { id: "first-page" }));
+  if (list.next_page_token) pager.append(link(listUrl({ page_token: list.next_page_token }), "Older »", { id: "next-page" }));
+  const clear = listUrl(Object.fromEntries(FILTERS.map(([name]) => [name, ""])));
   show(
     el("h1", {}, "Jobs"),
-    el("div", { class: "toolbar" }, el("label", { for: "status-filter" }, "Status"), filter),
+    el(
+      "div",
+      { class: "toolbar", id: "filters" },
+      el("label", { for: "status-filter" }, "Status"),
+      filter,
+      fieldFilters.flat(),
+      filtered ? link(clear, "Clear filters", { id: "clear-filters" }) : null,
+    ),
     list.jobs.length ? table : el("p", { class: "muted", id: "no-jobs" }, "No jobs."),
     pager,
   );
@@ -230,6 +270,7 @@ function jobRow(job) {
     el("td", {}, badge(job.status)),
     el("td", {}, link(jobUrl(job.id), command(job) || job.id, { class: "mono" })),
     el("td", { class: "project" }, orDash(job.project)),
+    el("td", { class: "environment" }, orDash(job.environment)),
     el("td", { class: "target" }, orDash(job.target)),
     el("td", {}, when(job.started_at)),
     el("td", { class: "num" }, duration(job.started_at, job.finished_at)),
@@ -334,6 +375,7 @@ function jobFields(job) {
     ["Status", badge(job.status)],
     ["Command", el("code", {}, command(job))],
     ["Project", el("span", { id: "field-project" }, orDash(job.project))],
+    ["Environment", el("span", { id: "field-environment" }, orDash(job.environment))],
     ["Target", el("span", { id: "field-target" }, orDash(job.target))],
     ["Created", when(job.created_at)],
     ["Started", when(job.started_at)],

@@ -72,17 +72,24 @@ async fn list(ctx: &Context, a: ListArgs) -> Result<ExitStatus> {
         .chain([4])
         .max()
         .unwrap_or(4);
+    let env_width = schedules
+        .iter()
+        .filter_map(|s| s.environment.as_ref().map(String::len))
+        .chain([11])
+        .max()
+        .unwrap_or(11);
     println!(
-        "{:<name_width$}  {:<15}  {:<30}  {:<20}  {:<36}  COMMAND",
-        "NAME", "CRON", "DESCRIPTION", "NEXT RUN (UTC)", "LAST JOB"
+        "{:<name_width$}  {:<env_width$}  {:<15}  {:<30}  {:<20}  {:<36}  COMMAND",
+        "NAME", "ENVIRONMENT", "CRON", "DESCRIPTION", "NEXT RUN (UTC)", "LAST JOB"
     );
     for s in &schedules {
         let last = s
             .last_job
             .map_or_else(|| "-".to_string(), |j| j.to_string());
         println!(
-            "{:<name_width$}  {:<15}  {:<30}  {:<20}  {:<36}  dbt {}",
+            "{:<name_width$}  {:<env_width$}  {:<15}  {:<30}  {:<20}  {:<36}  dbt {}",
             s.name,
+            s.environment.as_deref().unwrap_or("-"),
             s.cron,
             s.description,
             next_run(s),

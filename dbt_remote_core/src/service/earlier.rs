@@ -1,7 +1,8 @@
 //! Jobs that start from an earlier job's artifacts: deferral to an environment's latest success
 //! (`defer_to`) and `dbt retry` of a failed job. The server keeps every job's artifacts, so it
 //! finds the earlier job by project and environment and places its files where dbt reads its
-//! state, the [`STATE_DIR`] a `--manifest` sent by the client goes to (docs/slim-ci.md).
+//! state, the [`STATE_DIR`] a `--manifest` sent by the client goes to (docs/slim-ci.md). A job
+//! may also run on an earlier job's files (`files_of`: `Job.retry()` in Python).
 
 use crate::api::StateFrom;
 use crate::blob::BlobHash;
@@ -101,6 +102,30 @@ impl JobService {
             }
         };
         self.place_artifacts(spec, &earlier, artifacts).await
+    }
+
+    /// `spec` on the files and mode of the earlier job `files_of` names (the request sent no
+    /// files); unchanged for `None`. Every blob is the store's already. A 400 when there is no
+    /// such job. The earlier job's client profiles are never carried over: the new job uses the
+    /// server's profiles.
+    pub async fn with_files_of(
+        &self,
+        mut spec: JobSpec,
+        files_of: Option<JobId>,
+    ) -> Result<JobSpec> {
+        let Some(id) = files_of else {
+            return Ok(spec);
+        };
+        let earlier = match self.store.get_job(id).await {
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::invalid(format!("files_of: there is no job {id}")))
+            }
+            other => other?,
+        };
+        spec.files = earlier.spec.files;
+        spec.mode = earlier.spec.mode;
+        spec.validate()?;
+        Ok(spec)
     }
 
     /// The job `id`, to retry: a 400 (not a 404 of the route) when there is none.

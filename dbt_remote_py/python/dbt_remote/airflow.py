@@ -120,6 +120,11 @@ class DbtRemoteOperator(BaseOperator):
     ``command`` is a string (split as a shell would, never run by one) or a list of
     arguments. ``server_url``, ``credentials`` and the packing options resolve as in the
     ``dbt-remote`` CLI (argument, then ``DBT_REMOTE_*`` variables, then ``dbt_remote.yml``).
+
+    ``environment`` names the environment the job runs for (default: the ``environment``
+    setting); ``defer_to="prod"`` runs with the manifest of prod's latest succeeded job as
+    dbt's ``--state``, e.g. with ``command="build --select state:modified+ --defer"``
+    (docs/slim-ci.md). Both are templated.
     """
 
     template_fields: Sequence[str] = (
@@ -130,6 +135,8 @@ class DbtRemoteOperator(BaseOperator):
         "dbt_project",
         "extra_packages",
         "seeds_path",
+        "environment",
+        "defer_to",
     )
     ui_color = "#ff694a"
 
@@ -144,6 +151,8 @@ class DbtRemoteOperator(BaseOperator):
         dbt_project: str | None = None,
         extra_packages: str | None = None,
         seeds_path: str | None = None,
+        environment: str | None = None,
+        defer_to: str | None = None,
         poll_interval: float = 2.0,
         deferrable: bool = False,
         **kwargs: Any,
@@ -157,6 +166,8 @@ class DbtRemoteOperator(BaseOperator):
         self.dbt_project = dbt_project
         self.extra_packages = extra_packages
         self.seeds_path = seeds_path
+        self.environment = environment
+        self.defer_to = defer_to
         self.poll_interval = poll_interval
         self.deferrable = deferrable
         self._job: Job | None = None
@@ -173,6 +184,8 @@ class DbtRemoteOperator(BaseOperator):
             dbt_project=self.dbt_project,
             extra_packages=self.extra_packages,
             seeds_path=self.seeds_path,
+            environment=self.environment or None,
+            defer_to=self.defer_to or None,
         )
         self._job = job
         self.log.info("dbt-remote: job %s submitted to %s", job.id, client.server_url)

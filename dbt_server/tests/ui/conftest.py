@@ -135,8 +135,11 @@ class Server:
             assert status == 201, answer
         return files
 
-    def submit(self, project: Path, args: list[str], elementary: bool = False) -> dict[str, Any]:
-        body = {"args": args, "files": self.upload(project), "elementary": elementary}
+    def submit(self, project: Path, args: list[str], elementary: bool = False,
+               environment: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"args": args, "files": self.upload(project), "elementary": elementary}
+        if environment:
+            body["environment"] = environment
         return self.json("POST", "/api/v1/jobs", body)
 
     def job(self, job_id: str) -> dict[str, Any]:

@@ -131,8 +131,8 @@ def test_list_shows_finished_and_running_jobs_and_failed_ones_stand_out(page, se
     link = ok.locator("a")
     assert link.get_attribute("href") == f"/ui/jobs/{finished['ok']['id']}"
     assert link.inner_text() == " ".join(finished["ok"]["args"])
-    # Fields the server does not send yet (project, target before the merge) show a dash.
-    for field in ("project", "target"):
+    # Fields a job has not (an environment it names none of) show a dash.
+    for field in ("project", "environment", "target"):
         expected = finished["ok"].get(field) or "–"
         assert ok.locator(f"td.{field}").inner_text() == expected
     page.screenshot(path=str(shots / "jobs.png"), full_page=True)
@@ -171,6 +171,41 @@ def test_status_filter_and_paging(page, server, finished, slow):
     assert first + second == everything
     page.click("#first-page")
     wait_for(lambda: [r["jobId"] for r in rows(page, "#jobs tbody tr")] == first, 10, "the first page again")
+
+
+def test_filters_by_environment_project_and_target_live_in_the_url(page, server, project):
+    prod = server.submit(project, ["ls", "--select", "stg_orders"], environment="ui-prod")
+    ci = server.submit(project, ["ls", "--select", "stg_orders", "--target", "ci"], environment="ui-ci")
+    for job in (prod, ci):
+        server.wait(job["id"])
+    ids = lambda: {r["jobId"] for r in rows(page, "#jobs tbody tr")}  # noqa: E731
+    page.goto(server.url + "/")
+    page.locator(f"#jobs tr[data-job-id='{prod['id']}']").wait_for()
+    assert {prod["id"], ci["id"]} <= ids()
+    assert page.locator(f"#jobs tr[data-job-id='{ci['id']}'] td.environment").inner_text() == "ui-ci"
+    # The environment field suggests the environments of the jobs shown; typing one filters.
+    suggested = page.eval_on_selector_all("#environment-values option", "os => os.map(o => o.value)")
+    assert {"ui-prod", "ui-ci"} <= set(suggested)
+    page.fill("#environment-filter", "ui-ci")
+    page.press("#environment-filter", "Enter")
+    page.wait_for_url("**/?environment=ui-ci")
+    wait_for(lambda: ids() == {ci["id"]}, 10, "only ui-ci's job")
+    assert page.locator("#jobs tbody td.environment").all_inner_texts() == ["ui-ci"]
+    # A link shares the filtered view: opened anew, it shows the same jobs and fields.
+    page.goto(server.url + "/?environment=ui-prod&project=jaffle_duckdb&target=dev")
+    page.locator(f"#jobs tr[data-job-id='{prod['id']}']").wait_for()
+    assert ids() == {prod["id"]}
+    values = {n: page.input_value(f"#{n}-filter") for n in ("project", "environment", "target")}
+    assert values == {"project": "jaffle_duckdb", "environment": "ui-prod", "target": "dev"}
+    page.goto(server.url + "/?target=ci")
+    page.locator(f"#jobs tr[data-job-id='{ci['id']}']").wait_for()
+    assert prod["id"] not in ids()
+    assert set(page.locator("#jobs tbody td.target").all_inner_texts()) == {"ci"}
+    page.goto(server.url + "/?environment=no-such-env")
+    page.locator("#no-jobs").wait_for()
+    page.click("#clear-filters")
+    page.wait_for_url(server.url + "/")
+    page.locator(f"#jobs tr[data-job-id='{ci['id']}']").wait_for()
 
 
 def test_results_table_matches_run_results_json(page, server, finished, shots):
