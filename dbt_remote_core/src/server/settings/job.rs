@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::vars::{var, var_bool, var_parse, var_path};
+#[cfg(not(feature = "gcp"))]
+use super::NO_GCP;
 use super::{StateKind, StoreLimits, DEFAULT_DBT, DEFAULT_STATE_DIR};
 use crate::env;
 use crate::limits::JobLimits;
