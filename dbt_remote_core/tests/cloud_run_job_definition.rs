@@ -6,7 +6,6 @@
 mod cloud_run_api;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use dbt_remote_core::launcher::cloud_run::CloudRunLauncher;
 use dbt_remote_core::{JobLauncher, StateStore};
@@ -33,18 +32,9 @@ async fn launcher_with_profiles(
     server: &MockServer,
     store: Arc<dyn StateStore>,
 ) -> CloudRunLauncher {
-    CloudRunLauncher::builder()
-        .with_project("p")
-        .with_region("europe-west1")
-        .with_image(IMAGE)
-        .with_service_account(RUNNER)
-        .with_task_timeout(Duration::from_secs(1800))
-        .with_env("DBT_REMOTE_STATE", "gcp")
+    builder(server)
         .with_env("DBT_REMOTE_DBT_PATH", "/opt/dbt/bin/dbt")
         .with_profiles_secret("projects/p/secrets/dbt-profiles:3")
-        .with_poll_interval(Duration::from_millis(50))
-        .with_endpoint(server.uri())
-        .with_anonymous_credentials()
         .build(store)
         .await
         .unwrap()

@@ -57,6 +57,7 @@ pub fn frames(
         events: std::pin::Pin<Box<S>>,
         tick: tokio::time::Interval,
         wrote: bool,
+        ended: bool,
     }
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -64,13 +65,20 @@ pub fn frames(
         events: Box::pin(events),
         tick,
         wrote: false,
+        ended: false,
     };
     futures::stream::unfold(state, |mut st| async move {
+        if st.ended {
+            return None; // the events ended while their last frames were joined
+        }
         loop {
             tokio::select! {
                 event = st.events.next() => {
                     st.wrote = true;
-                    return Some((frame(event?), st));
+                    let first = frame(event?);
+                    let (chunk, ended) = with_ready_frames(first, &mut st.events);
+                    st.ended = ended;
+                    return Some((chunk, st));
                 }
                 _ = st.tick.tick() => {
                     if !std::mem::take(&mut st.wrote) {
@@ -80,6 +88,37 @@ pub fn frames(
             }
         }
     })
+}
+
+/// Most frames [`frames`] joins into one chunk.
+const MAX_JOINED: usize = 64;
+
+/// `first` and the frames of the events `events` has ready now, as one chunk: a follower
+/// woken for a batch of records writes it at once (one chunk for hyper to frame and send).
+/// Also whether `events` ended.
+fn with_ready_frames<S>(first: Bytes, events: &mut std::pin::Pin<Box<S>>) -> (Bytes, bool)
+where
+    S: Stream<Item = Result<FollowEvent>>,
+{
+    use futures::FutureExt;
+    let mut joined: Option<bytes::BytesMut> = None;
+    let mut ended = false;
+    for _ in 1..MAX_JOINED {
+        // A `next()` that is not ready is dropped: nothing is lost, and the next real poll
+        // registers the task's waker.
+        match events.next().now_or_never() {
+            Some(Some(event)) => {
+                let out = joined.get_or_insert_with(|| bytes::BytesMut::from(&first[..]));
+                out.extend_from_slice(&frame(event));
+            }
+            Some(None) => {
+                ended = true;
+                break;
+            }
+            None => break,
+        }
+    }
+    (joined.map_or(first, bytes::BytesMut::freeze), ended)
 }
 
 /// The SSE frame of one follower event; a comment if it cannot be encoded (logged).
@@ -115,6 +154,28 @@ mod tests {
 
     fn end() -> Result<FollowEvent> {
         Ok(FollowEvent::End(Box::new(sample_job())))
+    }
+
+    /// Events ready at once go out as one chunk, in order; the stream ends after the last.
+    #[tokio::test(start_paused = true)]
+    async fn ready_events_are_joined_into_one_chunk() {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let mut out = Box::pin(frames(rx, Duration::from_secs(5)));
+        for _ in 0..3 {
+            tx.unbounded_send(Err(Error::invalid("x"))).unwrap();
+        }
+        tx.unbounded_send(end()).unwrap();
+        drop(tx);
+        let chunk = out.next().await.unwrap();
+        let text = String::from_utf8(chunk.to_vec()).unwrap();
+        let events: Vec<&str> = text.lines().filter(|l| l.starts_with("event:")).collect();
+        assert_eq!(
+            events,
+            ["event:error", "event:error", "event:error", "event:end"],
+            "{text}"
+        );
+        assert!(text.ends_with("\n\n"), "{text:?}");
+        assert_eq!(out.next().await, None);
     }
 
     /// A heartbeat only after a whole quiet tick: none on a busy stream, one per tick (at

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dbt_remote_core::launcher::cloud_run::CloudRunLauncher;
+use dbt_remote_core::launcher::CloudRunLauncherBuilder;
 use dbt_remote_core::testing::sample_job;
 use dbt_remote_core::{JobId, JobLauncher, JobStatus, MemoryStore, StateStore};
 use dbt_remote_test_support::text::assert_contains;
@@ -18,19 +19,25 @@ pub const JOB: &str = "projects/p/locations/europe-west1/jobs/dbt-server-job";
 pub const IMAGE: &str = "europe-docker.pkg.dev/p/dbt/dbt-server:1";
 pub const RUNNER: &str = "dbt-runner@p.iam.gserviceaccount.com";
 
-pub async fn launcher(server: &MockServer, store: Arc<dyn StateStore>) -> CloudRunLauncher {
+/// A launcher builder with the settings every test shares, talking to the fake API `server`.
+pub fn builder(server: &MockServer) -> CloudRunLauncherBuilder {
     CloudRunLauncher::builder()
         .with_project("p")
         .with_region("europe-west1")
         .with_image(IMAGE)
         .with_service_account(RUNNER)
         .with_task_timeout(Duration::from_secs(1800))
-        .with_cpu("2")
-        .with_memory("4Gi")
         .with_env("DBT_REMOTE_STATE", "gcp")
         .with_poll_interval(Duration::from_millis(50))
         .with_endpoint(server.uri())
         .with_anonymous_credentials()
+}
+
+/// The launcher of most tests: the shared settings, 2 CPUs and 4 GiB.
+pub async fn launcher(server: &MockServer, store: Arc<dyn StateStore>) -> CloudRunLauncher {
+    builder(server)
+        .with_cpu("2")
+        .with_memory("4Gi")
         .build(store)
         .await
         .unwrap()
