@@ -6,10 +6,14 @@ trigger) in one process and prints the task log: that output is what the asserts
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -75,6 +79,11 @@ with dag("dbt_remote_slim_ci"):
         params={{"prod": "airflow-prod"}}, **COMMON,
     )
 
+with dag("dbt_remote_kill"):
+    DbtRemoteOperator(
+        task_id="slow", command="run --select slow_model --vars '{{slow_seconds: 121}}'", **COMMON,
+    )
+
 with dag("dbt_remote_timeout"):
     DbtRemoteOperator(
         task_id="slow", command="run --select slow_model --vars '{{slow_seconds: 120}}'",
@@ -113,6 +122,8 @@ def airflow(server, tmp_path_factory):
     run("db", "migrate")
     listed = run("dags", "reserialize")
     run.out = out  # type: ignore[attr-defined]
+    run.env = env  # type: ignore[attr-defined]
+    run.home = home  # type: ignore[attr-defined]
     assert "dbt_remote_success" in run("dags", "list").stdout, listed.stdout + listed.stderr
     return run
 
@@ -217,3 +228,101 @@ def test_a_deferral_timeout_cancels_the_remote_job(server, project):
     with pytest.raises(JobFailed) as ended:
         job.wait(timeout=90, poll_interval=0.5)
     assert ended.value.status == "cancelled"
+
+
+def _running_job(client: Client, marker: str, timeout: float = 120):
+    """The job whose arguments contain `marker`, once dbt runs it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for job in client.jobs(limit=50):
+            if marker in " ".join(job.args) and job.status == "running":
+                return job
+        time.sleep(0.3)
+    raise AssertionError(f"no running job with {marker!r}")
+
+
+def test_killing_the_task_cancels_the_remote_job(airflow, server):
+    # SIGTERM is how Airflow stops a running task (marked failed or cleared, the worker
+    # going down): the task runner calls on_kill, which cancels the job, and the task fails.
+    client = Client(server.url)
+    proc = subprocess.Popen(
+        [str(AIRFLOW), "dags", "test", "dbt_remote_kill"], env=airflow.env, cwd=airflow.home,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        job = _running_job(client, "slow_seconds: 121")
+        proc.send_signal(signal.SIGTERM)
+        log, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with pytest.raises(JobFailed) as ended:
+        job.wait(timeout=60, poll_interval=0.5)
+    assert ended.value.status == "cancelled", log
+    assert f"job {job.id} cancelled" in log, log
+    assert "state=success" not in log, log
+
+
+def _follow_in_a_trigger(server, project, monkeypatch, state: str | None, marker: str):
+    """A DbtRemoteTrigger following a slow job, cancelled as the triggerer cancels it once
+    its task instance is in `state` (the state the Airflow API reports for it)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    from dbt_remote.airflow import DbtRemoteTrigger
+
+    client = Client(server.url)
+    job = client.submit(f"run --select slow_model --vars '{{slow_seconds: {marker}}}'", project)
+    asked = []
+
+    def get_task_states(**kwargs):
+        asked.append(kwargs)
+        return {"manual__1": {"slow": state}}
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
+    trigger = DbtRemoteTrigger(job_id=job.id, server_url=server.url, poll_interval=0.3)
+    trigger.task_instance = SimpleNamespace(
+        dag_id="d", task_id="slow", run_id="manual__1", map_index=-1
+    )
+
+    async def follow_then_cancel() -> None:
+        task = asyncio.ensure_future(anext(trigger.run()))
+        deadline = time.monotonic() + 120
+        while (await client.job_async(job.id)).status != "running":
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(1)
+        task.cancel()  # what the triggerer does to a trigger it no longer runs
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(follow_then_cancel())
+    assert asked == [
+        {"dag_id": "d", "task_ids": ["slow"], "run_ids": ["manual__1"], "map_index": -1}
+    ]
+    return job
+
+
+@pytest.mark.parametrize("state", ["failed", None, "success", "up_for_retry", "scheduled"])
+def test_a_deferred_task_marked_failed_or_cleared_cancels_its_remote_job(
+    server, project, monkeypatch, state
+):
+    # failed: marked failed; None: cleared; scheduled: the deferral timed out (the task resumes
+    # in __fail__, which cancels too).
+    marker = {"failed": 131, None: 132, "success": 133, "up_for_retry": 134, "scheduled": 135}
+    job = _follow_in_a_trigger(server, project, monkeypatch, state, str(marker[state]))
+    with pytest.raises(JobFailed) as ended:
+        job.wait(timeout=60, poll_interval=0.5)
+    assert ended.value.status == "cancelled"
+
+
+def test_a_trigger_stopped_while_its_task_is_still_deferred_leaves_the_job_running(
+    server, project, monkeypatch
+):
+    # The triggerer stopping (or handing the trigger to another triggerer) cancels the trigger
+    # too: the task is still deferred and will be resumed, so its job goes on.
+    job = _follow_in_a_trigger(server, project, monkeypatch, "deferred", "136")
+    time.sleep(1)
+    job.refresh()
+    assert job.status == "running"
+    job.cancel()

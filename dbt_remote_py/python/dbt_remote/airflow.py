@@ -94,6 +94,11 @@ class DbtRemoteTrigger(BaseTrigger):
             except JobFailed:
                 pass  # the event carries the status; the operator fails the task
         except asyncio.CancelledError:
+            # The triggerer cancels a trigger both when its task left the deferred state
+            # (cleared, marked failed or success, deferral timed out) and when the triggerer
+            # stops or hands the trigger to another one: only in the first case must the job go.
+            if await self._task_left_deferral():
+                await self._cancel_job()
             raise
         except Exception as e:  # noqa: BLE001 - reported to the task, not lost in the triggerer
             yield TriggerEvent({"job_id": self.job_id, "status": "error", "error": str(e)})
@@ -107,6 +112,40 @@ class DbtRemoteTrigger(BaseTrigger):
                 "outcome": job.outcome,
             }
         )
+
+
+    async def _task_left_deferral(self) -> bool:
+        """Whether the task instance of this trigger is no longer deferred (asked of the
+        Airflow API through the triggerer's supervisor). Unknown counts as still deferred: the
+        task's own resume and kill paths cancel the job then."""
+        ti = self.task_instance
+        if ti is None:
+            return False
+        try:
+            from asgiref.sync import sync_to_async
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+            states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+                dag_id=ti.dag_id,
+                task_ids=[ti.task_id],
+                run_ids=[ti.run_id],
+                map_index=ti.map_index,
+            )
+            state = states[ti.run_id][ti.task_id]
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            self.log.warning("dbt-remote: could not read the state of the task: %s", e)
+            return False
+        return state != "deferred"
+
+    async def _cancel_job(self) -> None:
+        try:
+            client = Client(self.server_url, self.credentials)
+            job = await client.job_async(self.job_id)
+            if not job.done:
+                await job.cancel_async()
+                self.log.warning("dbt-remote: job %s cancelled: the task is no longer deferred", self.job_id)
+        except Exception as e:  # noqa: BLE001 - best effort while going down
+            self.log.error("dbt-remote: could not cancel job %s: %s", self.job_id, e)
 
 
 class DbtRemoteOperator(BaseOperator):
