@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TOKEN
 from dbt_remote import Client, JobFailed
 
 pytest.importorskip("airflow", reason="Apache Airflow is not installed (scripts/test-python.sh installs it)")
@@ -79,6 +80,20 @@ with dag("dbt_remote_slim_ci"):
         params={{"prod": "airflow-prod"}}, **COMMON,
     )
 
+with dag("dbt_remote_connection"):
+    # No server_url: the server is the one of the connection dbt_remote_default.
+    DbtRemoteOperator(
+        task_id="build", command="build --exclude slow_model", project_dir={project!r},
+        poll_interval=0.5,
+    )
+
+with dag("dbt_remote_connection_token"):
+    # A connection with a token, followed in the triggerer (which reads the connection again).
+    DbtRemoteOperator(
+        task_id="build", command="build --select +stg_orders", project_dir={project!r},
+        dbt_remote_conn_id="dbt_remote_auth", deferrable=True, poll_interval=0.5,
+    )
+
 with dag("dbt_remote_kill"):
     DbtRemoteOperator(
         task_id="slow", command="run --select slow_model --vars '{{slow_seconds: 121}}'", **COMMON,
@@ -92,8 +107,17 @@ with dag("dbt_remote_timeout"):
 """
 
 
+def _conn_uri(url: str, token: str | None = None) -> str:
+    """The Airflow connection URI of the dbt-server at `url` (scheme dbt-remote: type dbt_remote)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    auth = f":{token}@" if token else ""
+    return f"dbt-remote://{auth}{parts.hostname}:{parts.port}"
+
+
 @pytest.fixture(scope="module")
-def airflow(server, tmp_path_factory):
+def airflow(server, auth_server, tmp_path_factory):
     """An AIRFLOW_HOME with the DAGs, a migrated database and serialized DAGs."""
     home = tmp_path_factory.mktemp("airflow")
     (home / "dags").mkdir()
@@ -109,6 +133,8 @@ def airflow(server, tmp_path_factory):
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "NO_COLOR": "1",
+        "AIRFLOW_CONN_DBT_REMOTE_DEFAULT": _conn_uri(server.url),
+        "AIRFLOW_CONN_DBT_REMOTE_AUTH": _conn_uri(auth_server.url, TOKEN),
     }
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -142,6 +168,89 @@ def test_a_dag_run_streams_dbt_lines_into_the_task_log_and_pushes_the_job_id(air
     job = Client(server.url).job(job_id)
     assert (job.status, job.exit_code) == ("succeeded", 0)
     assert f"job {job_id} succeeded" in log
+
+
+def test_a_dag_with_only_a_connection_from_the_environment_succeeds(airflow, server):
+    before = {j.id for j in Client(server.url).jobs(limit=100)}
+    code, log = dag_test(airflow, "dbt_remote_connection")
+    assert code == 0, log
+    for line in ("OK created sql table model main.orders", "Completed successfully"):
+        assert line in log, log
+    assert f"submitted to {server.url}" in log, log
+    [job] = [j for j in Client(server.url).jobs(limit=100) if j.id not in before]
+    assert job.status == "succeeded"
+
+
+def test_the_token_of_a_connection_reaches_a_server_with_auth_on(airflow, auth_server):
+    code, log = dag_test(airflow, "dbt_remote_connection_token")
+    assert code == 0, log
+    assert "DbtRemoteTrigger" in log, log
+    assert "OK created sql view model main.stg_orders" in log, log
+    assert TOKEN not in log
+    [job] = Client(auth_server.url, token=TOKEN).jobs(limit=10)
+    assert job.status == "succeeded"
+
+
+def test_the_hook_tests_its_connection(server, auth_server, free_url, monkeypatch):
+    from dbt_remote.airflow import DbtRemoteHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_DBT_REMOTE_UP", _conn_uri(server.url))
+    monkeypatch.setenv("AIRFLOW_CONN_DBT_REMOTE_DOWN", _conn_uri(free_url))
+    monkeypatch.setenv("AIRFLOW_CONN_DBT_REMOTE_TOKEN", _conn_uri(auth_server.url, TOKEN))
+    monkeypatch.setenv("AIRFLOW_CONN_DBT_REMOTE_BAD_TOKEN", _conn_uri(auth_server.url, "wrong"))
+    ok, message = DbtRemoteHook("dbt_remote_up").test_connection()
+    assert ok, message
+    assert server.url in message
+    assert DbtRemoteHook("dbt_remote_token").test_connection()[0]
+    ok, message = DbtRemoteHook("dbt_remote_down").test_connection()
+    assert not ok and message
+    ok, message = DbtRemoteHook("dbt_remote_bad_token").test_connection()
+    assert not ok and message
+    client = DbtRemoteHook("dbt_remote_up").get_client()
+    assert client.server_url == server.url
+    assert DbtRemoteHook.default_conn_name == "dbt_remote_default"
+    assert DbtRemoteHook.conn_type == "dbt_remote"
+
+
+def test_the_url_of_a_connection():
+    from airflow.sdk import Connection
+
+    from dbt_remote.airflow_hook import server_url_of
+
+    def url(**kw):
+        return server_url_of(Connection(conn_id="c", conn_type="dbt_remote", **kw))
+
+    assert url(host="h", port=8001) == "http://h:8001"
+    assert url(host="h", port=443, schema="https") == "https://h:443"
+    assert url(host="h.example.com", schema="https") == "https://h.example.com"
+    assert url(host="https://run.app/") == "https://run.app"
+    with pytest.raises(ValueError):
+        url(host="h", schema="ftp")
+    with pytest.raises(ValueError):
+        url(port=1)
+    conn = Connection.from_uri("dbt-remote://:t0k@127.0.0.1:8123", conn_id="c")
+    assert (conn.conn_type, conn.password, server_url_of(conn)) == (
+        "dbt_remote", "t0k", "http://127.0.0.1:8123"
+    )
+
+
+def test_an_explicit_server_url_wins_and_no_connection_keeps_the_settings(free_url, monkeypatch):
+    from dbt_remote.airflow import DbtRemoteOperator, DbtRemoteTrigger
+
+    monkeypatch.setenv("AIRFLOW_CONN_DBT_REMOTE_DEFAULT", "dbt-remote://10.9.9.9:1")
+    monkeypatch.delenv("DBT_REMOTE_SERVER_URL", raising=False)
+    explicit = DbtRemoteOperator(task_id="a", command="run", server_url=free_url)
+    assert explicit._connect()[1] is None
+    assert explicit._client().server_url == free_url
+    from_conn = DbtRemoteOperator(task_id="b", command="run")
+    client, conn_id = from_conn._connect()
+    assert (client.server_url, conn_id) == ("http://10.9.9.9:1", "dbt_remote_default")
+    missing = DbtRemoteOperator(task_id="c", command="run", dbt_remote_conn_id="dbt_remote_none")
+    assert missing._connect()[1] is None
+    assert missing._client().server_url == Client().server_url
+    # The trigger carries the connection's id, never its token.
+    _, kwargs = DbtRemoteTrigger(job_id="j", dbt_remote_conn_id="dbt_remote_default").serialize()
+    assert kwargs["dbt_remote_conn_id"] == "dbt_remote_default" and kwargs["server_url"] is None
 
 
 def test_a_failing_model_fails_the_task_naming_the_node(airflow):
@@ -326,3 +435,4 @@ def test_a_trigger_stopped_while_its_task_is_still_deferred_leaves_the_job_runni
     job.refresh()
     assert job.status == "running"
     job.cancel()
+
