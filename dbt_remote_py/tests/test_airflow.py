@@ -436,3 +436,22 @@ def test_a_trigger_stopped_while_its_task_is_still_deferred_leaves_the_job_runni
     assert job.status == "running"
     job.cancel()
 
+
+def test_the_provider_metadata_is_valid_and_found_by_airflow(airflow):
+    import json
+    from importlib.resources import files
+
+    import jsonschema
+
+    from dbt_remote.airflow_provider import get_provider_info
+
+    schema = json.loads(files("airflow").joinpath("provider_info.schema.json").read_text())
+    info = get_provider_info()
+    jsonschema.validate(info, schema)
+    assert info["connection-types"] == [
+        {"hook-class-name": "dbt_remote.airflow_hook.DbtRemoteHook", "connection-type": "dbt_remote"}
+    ]
+    listed = airflow("providers", "list").stdout
+    assert "dbt-remote" in listed, listed
+    hooks = airflow("providers", "hooks").stdout
+    assert "dbt_remote" in hooks and "DbtRemoteHook" in hooks, hooks
