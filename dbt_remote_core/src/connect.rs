@@ -76,8 +76,18 @@ pub fn client(settings: &Settings) -> Result<Client> {
 
 /// Locates the server and makes its client: [`locate`], then [`client`].
 pub async fn connect(settings: Settings) -> Result<Connection> {
+    connect_with(settings, None).await
+}
+
+/// [`connect`], with `auth` (when given) as the credentials instead of those the settings and
+/// the environment name: a caller holding its own credentials (a static token from an Airflow
+/// connection) so none is read from, or leaks through, the process environment.
+pub async fn connect_with(settings: Settings, auth: Option<ClientAuth>) -> Result<Connection> {
     let settings = locate(settings).await?;
-    let client = client(&settings)?;
+    let client = match auth {
+        Some(auth) => Client::new(settings.server_url())?.with_auth(auth),
+        None => client(&settings)?,
+    };
     Ok(Connection { settings, client })
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use dbt_remote_core::auth::ClientAuth;
 use dbt_remote_core::client::{JobFilter, NewSchedule, SubmitOptions};
 use dbt_remote_core::config::{Overrides, Settings};
 use dbt_remote_core::connect::{self, Connection};
@@ -36,13 +37,15 @@ impl Command {
 /// (when they need a discovery) or at once (a fixed URL: no network call).
 struct Server {
     settings: Settings,
+    /// Credentials given to the client (`token=`), used instead of the settings' ones.
+    auth: Option<ClientAuth>,
     connection: tokio::sync::OnceCell<Connection>,
 }
 
 impl Server {
     async fn connection(&self) -> dbt_remote_core::Result<&Connection> {
         self.connection
-            .get_or_try_init(|| connect::connect(self.settings.clone()))
+            .get_or_try_init(|| connect::connect_with(self.settings.clone(), self.auth.clone()))
             .await
     }
 
@@ -55,6 +58,8 @@ impl Server {
 /// arguments given here, then `DBT_REMOTE_*` environment variables, then `dbt_remote.yml` in
 /// `config_dir` (default: the current folder), then the defaults. Built with the `gcp` feature,
 /// a client given `location` and no server URL finds dbt-server on Cloud Run, on first use.
+/// `token` is a static token sent as it is, instead of any credentials of the settings or
+/// the environment (`DBT_REMOTE_TOKEN`, `credentials`, Google's).
 #[pyclass(module = "dbt_remote._native", frozen)]
 pub struct Client {
     server: Arc<Server>,
@@ -106,6 +111,11 @@ pymethods_with_twins! {
                     retry_of: None,
                 },
             );
+
+            /// The server's `GET /health` answer, `{"status": ..., "version": ...}`: whether it
+            /// is reachable (this route needs no credentials).
+            fn health / health_async(&self) -> BTreeMap<&'static str, String> =
+                self.server_health();
 
             /// The job with this id (raises `NotFound` for an unknown one).
             fn job / job_async(&self, id: &str) -> Job = self.get_job(parse_id(id)?);
@@ -180,7 +190,7 @@ pymethods_with_twins! {
         #[pyo3(signature = (
             server_url=None, credentials=None, *, project_dir=None, manifest=None,
             dbt_project=None, extra_packages=None, seeds_path=None, location=None, config_dir=None,
-            environment=None
+            environment=None, token=None
         ))]
         #[allow(clippy::too_many_arguments)]
         fn new(
@@ -195,6 +205,7 @@ pymethods_with_twins! {
             location: Option<String>,
             config_dir: Option<PathBuf>,
             environment: Option<String>,
+            token: Option<String>,
         ) -> PyResult<Self> {
             let flags = Overrides {
                 server_url,
@@ -213,15 +224,17 @@ pymethods_with_twins! {
                 None => std::env::current_dir().unwrap_or_else(|_| ".".into()),
             };
             let settings = Settings::load(&flags, &dir).map_err(to_py)?;
+            let auth = token.map(ClientAuth::static_token);
             // A fixed URL connects now, without a network call, so a bad URL or credentials file
             // is an error here; a Cloud Run discovery waits for the first use.
             let connection = if connect::discovers(&settings) {
                 None
             } else {
-                Some(block_on(py, None, connect::connect(settings.clone()))?)
+                Some(block_on(py, None, connect::connect_with(settings.clone(), auth.clone()))?)
             };
             let server = Server {
                 settings,
+                auth,
                 connection: tokio::sync::OnceCell::new_with(connection),
             };
             Ok(Client {
@@ -291,6 +304,21 @@ impl Client {
             let client = server.client().await?;
             let (job, _) = client.submit_project_with(args, &files, options).await?;
             Ok(Job::new(client, job))
+        }
+    }
+
+    fn server_health(
+        &self,
+    ) -> impl std::future::Future<Output = dbt_remote_core::Result<BTreeMap<&'static str, String>>>
+           + Send
+           + 'static {
+        let server = self.server.clone();
+        async move {
+            let health = server.client().await?.health().await?;
+            Ok(BTreeMap::from([
+                ("status", health.status),
+                ("version", health.version),
+            ]))
         }
     }
 

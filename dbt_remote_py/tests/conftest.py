@@ -80,6 +80,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         sys.stderr.write(s.log_path.read_text(errors="replace"))
 
 
+TOKEN = "py-static-token-17"
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A dbt-server started with auth on: the static token `TOKEN`."""
+    import hashlib
+
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    s = Server(tmp_path_factory.mktemp("auth-server"), ["--auth-token-sha256", digest])
+    yield s
+    s.stop()
+
+
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
     """A fresh copy of the example project."""

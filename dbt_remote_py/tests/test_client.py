@@ -305,3 +305,32 @@ def test_every_operation_has_an_async_twin(server, project, tmp_path):
         assert failing.outcome == f"job {failing.id} failed: dbt exited with code 1"
 
     asyncio.run(main())
+
+
+def test_an_explicit_token_reaches_a_server_with_auth_on(auth_server, monkeypatch):
+    from conftest import TOKEN
+
+    from dbt_remote import AuthError
+
+    monkeypatch.delenv("DBT_REMOTE_TOKEN", raising=False)
+    with pytest.raises(AuthError):
+        Client(auth_server.url).jobs()
+    assert Client(auth_server.url, token=TOKEN).jobs() == []
+    assert Client(auth_server.url, token=TOKEN).health()["status"]
+    # The token given wins over the environment's, and is never put into it.
+    monkeypatch.setenv("DBT_REMOTE_TOKEN", "wrong")
+    assert Client(auth_server.url, token=TOKEN).jobs() == []
+    with pytest.raises(AuthError):
+        Client(auth_server.url).jobs()
+    assert os.environ["DBT_REMOTE_TOKEN"] == "wrong"
+
+
+def test_health_answers_without_credentials(auth_server, free_url):
+    health = Client(auth_server.url).health()
+    assert set(health) == {"status", "version"}
+    async def main() -> dict[str, str]:
+        return await Client(auth_server.url).health_async()
+
+    assert asyncio.run(main()) == health
+    with pytest.raises(DbtRemoteError):
+        Client(free_url).health()

@@ -7,8 +7,10 @@ lines in the task log as they happen.
         task_id="dbt_build",
         command="build --select orders+",
         project_dir="/opt/airflow/dbt/jaffle",
-        server_url="http://dbt-server:8001",
     )
+
+The server is the one of the Airflow connection ``dbt_remote_default`` (type ``dbt_remote``,
+see ``DbtRemoteHook``), e.g. ``AIRFLOW_CONN_DBT_REMOTE_DEFAULT='dbt-remote://dbt-server:8001'``.
 
 Importable only where Airflow (3.x) is installed.
 """
@@ -20,7 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 try:
-    from airflow.exceptions import AirflowException
+    from airflow.exceptions import AirflowException, AirflowNotFoundException
     from airflow.sdk import BaseOperator
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 except ImportError as e:  # pragma: no cover - depends on the environment
@@ -29,8 +31,9 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from dbt_remote import Client, Job, JobFailed, LogRecord
+from dbt_remote.airflow_hook import DbtRemoteHook
 
-__all__ = ["DbtRemoteOperator", "DbtRemoteTrigger"]
+__all__ = ["DbtRemoteHook", "DbtRemoteOperator", "DbtRemoteTrigger"]
 
 _LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 
@@ -53,7 +56,9 @@ def _failure_message(job: Job) -> str:
 
 class DbtRemoteTrigger(BaseTrigger):
     """Waits for a dbt-remote job in the triggerer, writing its log records to the task log.
-    Resumable: it is rebuilt from the job id alone. Fires one event with the final status."""
+    Resumable: it is rebuilt from the job id and where the server is (``server_url``, else the
+    connection ``dbt_remote_conn_id``, read again in the triggerer: no token is serialized).
+    Fires one event with the final status."""
 
     def __init__(
         self,
@@ -62,8 +67,10 @@ class DbtRemoteTrigger(BaseTrigger):
         credentials: str | None = None,
         poll_interval: float = 2.0,
         stream_logs: bool = True,
+        dbt_remote_conn_id: str | None = None,
     ) -> None:
         super().__init__()
+        self.dbt_remote_conn_id = dbt_remote_conn_id
         self.job_id = job_id
         self.server_url = server_url
         self.credentials = credentials
@@ -79,12 +86,18 @@ class DbtRemoteTrigger(BaseTrigger):
                 "credentials": self.credentials,
                 "poll_interval": self.poll_interval,
                 "stream_logs": self.stream_logs,
+                "dbt_remote_conn_id": self.dbt_remote_conn_id,
             },
         )
 
+    async def _client(self) -> Client:
+        if self.server_url is None and self.dbt_remote_conn_id:
+            return await DbtRemoteHook(self.dbt_remote_conn_id).aget_client(self.credentials)
+        return Client(self.server_url, self.credentials)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        client = Client(self.server_url, self.credentials)
         try:
+            client = await self._client()
             job = await client.job_async(self.job_id)
             if self.stream_logs:
                 async for record in job.logs_async():
@@ -94,6 +107,11 @@ class DbtRemoteTrigger(BaseTrigger):
             except JobFailed:
                 pass  # the event carries the status; the operator fails the task
         except asyncio.CancelledError:
+            # The triggerer cancels a trigger both when its task left the deferred state
+            # (cleared, marked failed or success, deferral timed out) and when the triggerer
+            # stops or hands the trigger to another one: only in the first case must the job go.
+            if await self._task_left_deferral():
+                await self._cancel_job()
             raise
         except Exception as e:  # noqa: BLE001 - reported to the task, not lost in the triggerer
             yield TriggerEvent({"job_id": self.job_id, "status": "error", "error": str(e)})
@@ -109,6 +127,40 @@ class DbtRemoteTrigger(BaseTrigger):
         )
 
 
+    async def _task_left_deferral(self) -> bool:
+        """Whether the task instance of this trigger is no longer deferred (asked of the
+        Airflow API through the triggerer's supervisor). Unknown counts as still deferred: the
+        task's own resume and kill paths cancel the job then."""
+        ti = self.task_instance
+        if ti is None:
+            return False
+        try:
+            from asgiref.sync import sync_to_async
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+            states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+                dag_id=ti.dag_id,
+                task_ids=[ti.task_id],
+                run_ids=[ti.run_id],
+                map_index=ti.map_index,
+            )
+            state = states[ti.run_id][ti.task_id]
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            self.log.warning("dbt-remote: could not read the state of the task: %s", e)
+            return False
+        return state != "deferred"
+
+    async def _cancel_job(self) -> None:
+        try:
+            client = await self._client()
+            job = await client.job_async(self.job_id)
+            if not job.done:
+                await job.cancel_async()
+                self.log.warning("dbt-remote: job %s cancelled: the task is no longer deferred", self.job_id)
+        except Exception as e:  # noqa: BLE001 - best effort while going down
+            self.log.error("dbt-remote: could not cancel job %s: %s", self.job_id, e)
+
+
 class DbtRemoteOperator(BaseOperator):
     """Runs a dbt command on a dbt-server and fails the task when dbt fails.
 
@@ -118,8 +170,10 @@ class DbtRemoteOperator(BaseOperator):
     (``DbtRemoteTrigger``), so no worker slot is held while dbt runs.
 
     ``command`` is a string (split as a shell would, never run by one) or a list of
-    arguments. ``server_url``, ``credentials`` and the packing options resolve as in the
-    ``dbt-remote`` CLI (argument, then ``DBT_REMOTE_*`` variables, then ``dbt_remote.yml``).
+    arguments. The server is ``server_url`` when given (with ``credentials``), else the one of
+    the Airflow connection ``dbt_remote_conn_id`` (default ``dbt_remote_default``; its
+    password is a static token), else as in the ``dbt-remote`` CLI (``DBT_REMOTE_*``
+    variables, then ``dbt_remote.yml``). The packing options resolve as in the CLI.
 
     ``environment`` names the environment the job runs for (default: the ``environment``
     setting); ``defer_to="prod"`` runs with the manifest of prod's latest succeeded job as
@@ -155,9 +209,11 @@ class DbtRemoteOperator(BaseOperator):
         defer_to: str | None = None,
         poll_interval: float = 2.0,
         deferrable: bool = False,
+        dbt_remote_conn_id: str = DbtRemoteHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.dbt_remote_conn_id = dbt_remote_conn_id
         self.command = command
         self.project_dir = project_dir
         self.server_url = server_url
@@ -172,11 +228,29 @@ class DbtRemoteOperator(BaseOperator):
         self.deferrable = deferrable
         self._job: Job | None = None
 
+    def _conn_id(self) -> str | None:
+        """The connection the server comes from: none when ``server_url`` is given or the
+        connection does not exist (the CLI's settings then)."""
+        if self.server_url or not self.dbt_remote_conn_id:
+            return None
+        try:
+            DbtRemoteHook.get_connection(self.dbt_remote_conn_id)
+        except AirflowNotFoundException:
+            return None
+        return self.dbt_remote_conn_id
+
+    def _connect(self) -> tuple[Client, str | None]:
+        """The client, and the connection it was made from (if any)."""
+        conn_id = self._conn_id()
+        if conn_id is not None:
+            return DbtRemoteHook(conn_id).get_client(self.credentials), conn_id
+        return Client(self.server_url, self.credentials), None
+
     def _client(self) -> Client:
-        return Client(self.server_url, self.credentials)
+        return self._connect()[0]
 
     def execute(self, context: Any) -> str:
-        client = self._client()
+        client, conn_id = self._connect()
         job = client.submit(
             self.command,
             self.project_dir,
@@ -194,9 +268,11 @@ class DbtRemoteOperator(BaseOperator):
             self.defer(
                 trigger=DbtRemoteTrigger(
                     job_id=job.id,
-                    server_url=client.server_url,
+                    # From a connection, the trigger reads it again (no token serialized).
+                    server_url=None if conn_id is not None else client.server_url,
                     credentials=self.credentials,
                     poll_interval=self.poll_interval,
+                    dbt_remote_conn_id=conn_id,
                 ),
                 method_name="execute_complete",
                 timeout=self.execution_timeout,
