@@ -17,7 +17,7 @@
 //! # }).unwrap();
 //! ```
 
-use crate::auth::ClientAuth;
+use crate::auth::{ClientAuth, Credentials};
 use crate::config::Settings;
 use crate::locator::{self, LocatorSettings, ServerLocator};
 use crate::{Client, Result};
@@ -37,14 +37,28 @@ pub struct Connection {
 pub fn discovers(settings: &Settings) -> bool {
     let files = settings.job_files();
     let creds = settings.creds_path();
-    locator_settings(settings, &files, creds.as_deref()).discovers()
+    locator_settings(settings, &files, creds.as_deref(), None).discovers()
 }
 
 /// The locator `settings` call for (see [`locator::choose`]).
 pub async fn locator(settings: &Settings) -> Result<Box<dyn ServerLocator>> {
+    locator_with(settings, None).await
+}
+
+/// [`locator`], whose discovery probes carry `credentials` when given.
+async fn locator_with(
+    settings: &Settings,
+    credentials: Option<&Credentials>,
+) -> Result<Box<dyn ServerLocator>> {
     let files = settings.job_files();
     let creds = settings.creds_path();
-    locator::choose(locator_settings(settings, &files, creds.as_deref())).await
+    locator::choose(locator_settings(
+        settings,
+        &files,
+        creds.as_deref(),
+        credentials,
+    ))
+    .await
 }
 
 /// [`locator`] with the Cloud Run locator made from `cloud_run` (tests, emulators).
@@ -55,14 +69,18 @@ pub async fn locator_on_cloud_run(
 ) -> Result<Box<dyn ServerLocator>> {
     let files = settings.job_files();
     let creds = settings.creds_path();
-    let settings = locator_settings(settings, &files, creds.as_deref());
+    let settings = locator_settings(settings, &files, creds.as_deref(), None);
     locator::choose_on_cloud_run(settings, cloud_run).await
 }
 
 /// `settings` with `server_url` as their locator finds it: unchanged for a fixed URL,
 /// the discovered one otherwise.
 pub async fn locate(settings: Settings) -> Result<Settings> {
-    let url = locator(&settings).await?.locate().await?;
+    locate_with(settings, None).await
+}
+
+async fn locate_with(settings: Settings, credentials: Option<&Credentials>) -> Result<Settings> {
+    let url = locator_with(&settings, credentials).await?.locate().await?;
     Ok(settings.with_located_server_url(url))
 }
 
@@ -79,13 +97,20 @@ pub async fn connect(settings: Settings) -> Result<Connection> {
     connect_with(settings, None).await
 }
 
-/// [`connect`], with `auth` (when given) as the credentials instead of those the settings and
-/// the environment name: a caller holding its own credentials (a static token from an Airflow
-/// connection) so none is read from, or leaks through, the process environment.
-pub async fn connect_with(settings: Settings, auth: Option<ClientAuth>) -> Result<Connection> {
-    let settings = locate(settings).await?;
-    let client = match auth {
-        Some(auth) => Client::new(settings.server_url())?.with_auth(auth),
+/// [`connect`], with `credentials` (when given) instead of those the settings and the
+/// environment name, for the server and for a discovery's probes: a caller holding its own (a
+/// static token or a service-account key from an Airflow connection), so none is read from,
+/// or leaks through, the process environment.
+pub async fn connect_with(
+    settings: Settings,
+    credentials: Option<Credentials>,
+) -> Result<Connection> {
+    let settings = locate_with(settings, credentials.as_ref()).await?;
+    let client = match credentials {
+        Some(credentials) => {
+            let url = settings.server_url();
+            Client::new(url)?.with_auth(credentials.for_server(url)?)
+        }
         None => client(&settings)?,
     };
     Ok(Connection { settings, client })
@@ -95,6 +120,7 @@ fn locator_settings<'a>(
     settings: &'a Settings,
     files: &'a crate::package::JobFiles,
     creds_path: Option<&'a std::path::Path>,
+    credentials: Option<&'a Credentials>,
 ) -> LocatorSettings<'a> {
     LocatorSettings {
         server_url: settings.server_url(),
@@ -102,6 +128,7 @@ fn locator_settings<'a>(
         location: settings.location(),
         project_dir: &files.project_dir,
         creds_path,
+        credentials,
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dbt_remote_core::auth::ClientAuth;
+use dbt_remote_core::auth::{ClientAuth, Credentials};
 use dbt_remote_core::testing::auth::{key, TestKey};
 use dbt_remote_core::{Client, Error};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -233,6 +233,32 @@ async fn a_key_file_gets_an_id_token_once_and_again_before_it_expires() {
         endpoint.refusals.lock().unwrap().is_empty(),
         "{:?}",
         endpoint.refusals
+    );
+}
+
+#[tokio::test]
+async fn a_key_given_as_json_gets_id_tokens_for_the_servers_url() {
+    let endpoint = TokenEndpoint::start(key(0)).await;
+    let json = key(0).service_account_json(EMAIL, &endpoint.uri);
+    let credentials = Credentials::key_json(&json).unwrap();
+    assert!(!format!("{credentials:?}").contains("PRIVATE KEY"));
+    let auth = credentials.for_server(&format!("{AUDIENCE}/")).unwrap();
+    assert!(auth.describe().contains(EMAIL), "{}", auth.describe());
+    assert!(auth.token().await.unwrap().is_some());
+    assert!(
+        endpoint.refusals.lock().unwrap().is_empty(),
+        "{:?}",
+        endpoint.refusals
+    );
+    // Another server is another audience (the endpoint expects AUDIENCE only).
+    let other = credentials
+        .for_server("https://other.example.test")
+        .unwrap();
+    assert!(other.token().await.is_err());
+    let refusals = endpoint.refusals.lock().unwrap().clone();
+    assert!(
+        refusals.len() == 1 && refusals[0].contains("target_audience"),
+        "{refusals:?}"
     );
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dbt_remote_core::auth::ClientAuth;
+use dbt_remote_core::auth::Credentials;
 use dbt_remote_core::client::{JobFilter, NewSchedule, SubmitOptions};
 use dbt_remote_core::config::{Overrides, Settings};
 use dbt_remote_core::connect::{self, Connection};
@@ -37,15 +37,18 @@ impl Command {
 /// (when they need a discovery) or at once (a fixed URL: no network call).
 struct Server {
     settings: Settings,
-    /// Credentials given to the client (`token=`), used instead of the settings' ones.
-    auth: Option<ClientAuth>,
+    /// Credentials given to the client (`token=`, `service_account_key=`), used instead of
+    /// the settings' ones.
+    credentials: Option<Credentials>,
     connection: tokio::sync::OnceCell<Connection>,
 }
 
 impl Server {
     async fn connection(&self) -> dbt_remote_core::Result<&Connection> {
         self.connection
-            .get_or_try_init(|| connect::connect_with(self.settings.clone(), self.auth.clone()))
+            .get_or_try_init(|| {
+                connect::connect_with(self.settings.clone(), self.credentials.clone())
+            })
             .await
     }
 
@@ -58,8 +61,9 @@ impl Server {
 /// arguments given here, then `DBT_REMOTE_*` environment variables, then `dbt_remote.yml` in
 /// `config_dir` (default: the current folder), then the defaults. Built with the `gcp` feature,
 /// a client given `location` and no server URL finds dbt-server on Cloud Run, on first use.
-/// `token` is a static token sent as it is, instead of any credentials of the settings or
-/// the environment (`DBT_REMOTE_TOKEN`, `credentials`, Google's).
+/// `token` is a static token sent as it is, or `service_account_key` the JSON of a Google
+/// service-account key whose ID tokens are sent (also to a discovery's probes), instead of any
+/// credentials of the settings or the environment (`DBT_REMOTE_TOKEN`, `credentials`, Google's).
 #[pyclass(module = "dbt_remote._native", frozen)]
 pub struct Client {
     server: Arc<Server>,
@@ -190,7 +194,7 @@ pymethods_with_twins! {
         #[pyo3(signature = (
             server_url=None, credentials=None, *, project_dir=None, manifest=None,
             dbt_project=None, extra_packages=None, seeds_path=None, location=None, config_dir=None,
-            environment=None, token=None
+            environment=None, token=None, service_account_key=None
         ))]
         #[allow(clippy::too_many_arguments)]
         fn new(
@@ -206,6 +210,7 @@ pymethods_with_twins! {
             config_dir: Option<PathBuf>,
             environment: Option<String>,
             token: Option<String>,
+            service_account_key: Option<String>,
         ) -> PyResult<Self> {
             let flags = Overrides {
                 server_url,
@@ -224,17 +229,27 @@ pymethods_with_twins! {
                 None => std::env::current_dir().unwrap_or_else(|_| ".".into()),
             };
             let settings = Settings::load(&flags, &dir).map_err(to_py)?;
-            let auth = token.map(ClientAuth::static_token);
+            let credentials = match (token, service_account_key) {
+                (Some(_), Some(_)) => {
+                    return Err(to_py(dbt_remote_core::Error::invalid(
+                        "give token or service_account_key, not both",
+                    )))
+                }
+                (Some(token), None) => Some(Credentials::token(token)),
+                (None, Some(key)) => Some(Credentials::key_json(&key).map_err(to_py)?),
+                (None, None) => None,
+            };
             // A fixed URL connects now, without a network call, so a bad URL or credentials file
             // is an error here; a Cloud Run discovery waits for the first use.
             let connection = if connect::discovers(&settings) {
                 None
             } else {
-                Some(block_on(py, None, connect::connect_with(settings.clone(), auth.clone()))?)
+                let connecting = connect::connect_with(settings.clone(), credentials.clone());
+                Some(block_on(py, None, connecting)?)
             };
             let server = Server {
                 settings,
-                auth,
+                credentials,
                 connection: tokio::sync::OnceCell::new_with(connection),
             };
             Ok(Client {

@@ -33,7 +33,11 @@ class Server:
     """A dbt-server process; stopped by `stop()`."""
 
     def __init__(
-        self, state: Path, extra: list[str] | None = None, env: dict[str, str] | None = None
+        self,
+        state: Path,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        port: int = 0,
     ) -> None:
         binary = _required_env("DBT_REMOTE_SERVER_BIN")
         dbt = _required_env("DBT_REMOTE_DBT_PATH")
@@ -41,7 +45,7 @@ class Server:
         self.log_path = state / "server.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [binary, "--port", "0", "--state-dir", str(state / "state"), "--dbt", dbt,
+            [binary, "--port", str(port), "--state-dir", str(state / "state"), "--dbt", dbt,
              "--profiles-dir", str(PROFILES), *(extra or [])],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -102,12 +106,16 @@ def project(tmp_path: Path) -> Path:
     return dest
 
 
-@pytest.fixture()
-def free_url() -> str:
-    """The URL of a port of 127.0.0.1 where nothing listens."""
+def free_port() -> int:
+    """A port of 127.0.0.1 where nothing listens (now)."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def free_url() -> str:
+    """The URL of a port of 127.0.0.1 where nothing listens."""
+    return f"http://127.0.0.1:{free_port()}"

@@ -9,6 +9,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 
+use super::credentials::KeyJson;
 use super::{init_jwt, unauthenticated, unix_now};
 use crate::{env, Error, Result};
 
@@ -103,7 +104,11 @@ struct Inner {
 
 enum Source {
     None,
-    Static(String),
+    Static {
+        token: String,
+        /// Read from `DBT_REMOTE_TOKEN` (else given to the client).
+        from_env: bool,
+    },
     ServiceAccount {
         email: String,
         key_id: Option<String>,
@@ -176,7 +181,14 @@ impl ClientAuth {
 
     /// Sends `token` as it is (a server configured with a static token).
     pub fn static_token(token: impl Into<String>) -> Self {
-        Self::with_http(Source::Static(token.into()), None)
+        let token = token.into();
+        Self::with_http(
+            Source::Static {
+                token,
+                from_env: false,
+            },
+            None,
+        )
     }
 
     /// Sends Google ID tokens for `audience` (the server URL), obtained with the credentials
@@ -189,30 +201,10 @@ impl ClientAuth {
                 key_file.display()
             ))
         })?;
-        let in_file = |m: String| {
-            unauthenticated(format!("the credentials file {}: {m}", key_file.display()))
-        };
-        #[derive(Deserialize)]
-        struct Kind {
-            #[serde(rename = "type")]
-            kind: String,
-        }
-        let kind = serde_json::from_str::<Kind>(&text).map(|k| k.kind);
-        if kind.as_deref().is_ok_and(|k| k == "authorized_user") {
-            let user: AuthorizedUser = serde_json::from_str(&text)
-                .map_err(|e| in_file(format!("it is not a complete authorized_user file: {e}")))?;
-            return Self::authorized_user(user, &key_file.display().to_string());
-        }
-        let key: ServiceAccountKey = serde_json::from_str(&text).map_err(|e| {
-            unauthenticated(format!(
-                "the credentials file {} is not a Google service-account key: {e}",
-                key_file.display()
-            ))
-        })?;
-        Self::service_account(key, audience).map_err(|e| match e {
-            Error::Unauthenticated(m) => in_file(m),
-            e => e,
-        })
+        let file = format!("the credentials file {}", key_file.display());
+        KeyJson::parse(&text)
+            .map_err(|m| unauthenticated(format!("{file} {m}")))?
+            .auth(audience, &file, &key_file.display().to_string())
     }
 
     /// Sends the ID tokens of a user's gcloud credentials (`file` names where they were read,
@@ -305,7 +297,11 @@ impl ClientAuth {
             }
         };
         if let Some(token) = var(env::TOKEN) {
-            return Ok(Self::static_token(token));
+            let source = Source::Static {
+                token,
+                from_env: true,
+            };
+            return Ok(Self::with_http(source, None));
         }
         if let Some(path) = creds_path {
             return Self::service_account_file(path, audience);
@@ -326,7 +322,10 @@ impl ClientAuth {
     pub fn describe(&self) -> String {
         match &self.inner.source {
             Source::None => "no credentials".into(),
-            Source::Static(_) => format!("the static token of {}", env::TOKEN),
+            Source::Static { from_env: true, .. } => {
+                format!("the static token of {}", env::TOKEN)
+            }
+            Source::Static { .. } => "the static token given to the client".into(),
             Source::ServiceAccount { email, .. } => {
                 format!("a Google ID token of {email} (service-account key file)")
             }
@@ -354,7 +353,7 @@ impl ClientAuth {
     pub async fn token(&self) -> Result<Option<String>> {
         match &self.inner.source {
             Source::None => return Ok(None),
-            Source::Static(token) => return Ok(Some(token.clone())),
+            Source::Static { token, .. } => return Ok(Some(token.clone())),
             Source::ServiceAccount { .. }
             | Source::Metadata { .. }
             | Source::AuthorizedUser { .. } => {}
@@ -381,7 +380,7 @@ impl ClientAuth {
             Source::AuthorizedUser {
                 user, token_uri, ..
             } => self.refresh(user, token_uri).await?,
-            Source::None | Source::Static(_) => unreachable!("handled above"),
+            Source::None | Source::Static { .. } => unreachable!("handled above"),
         };
         let exp = expiry(&token).ok_or_else(|| {
             unauthenticated(format!(
@@ -598,7 +597,9 @@ mod tests {
             env_of(&[("DBT_REMOTE_TOKEN", "s3cret")]),
         )
         .unwrap();
-        assert!(matches!(&auth.inner.source, Source::Static(t) if t == "s3cret"));
+        assert!(
+            matches!(&auth.inner.source, Source::Static { token, from_env: true } if token == "s3cret")
+        );
         assert!(!format!("{auth:?}").contains("s3cret"));
     }
 

@@ -4,6 +4,8 @@
 //!   static token (`DBT_REMOTE_TOKEN`), or a Google ID token whose audience is the server URL,
 //!   made from a service-account key file or asked of the metadata server, cached until
 //!   shortly before it expires.
+//! - [`Credentials`]: a static token or a service-account key a caller hands to a client
+//!   itself (an Airflow connection's), instead of those of the settings and the environment.
 //! - [`Verifier`] (the server): whether a request's `Authorization: Bearer …` is acceptable.
 //!   A static token (kept as its SHA-256), or a Google ID token checked against Google's
 //!   public keys (JWKS), audience, issuer, expiry and an optional list of emails. Off by
@@ -15,10 +17,12 @@
 //! message a person can act on.
 
 mod client;
+mod credentials;
 pub mod session;
 mod verify;
 
 pub use client::{ClientAuth, ServiceAccountKey, DEFAULT_METADATA_HOST, GOOGLE_TOKEN_URI};
+pub use credentials::Credentials;
 pub use verify::{Principal, Verifier, VerifierBuilder, GOOGLE_ISSUERS, GOOGLE_JWKS_URL};
 
 use crate::Error;

@@ -9,7 +9,7 @@ use google_cloud_run_v2::client::Services;
 
 use super::profile::bigquery_project;
 use super::ServerLocator;
-use crate::auth::ClientAuth;
+use crate::auth::{ClientAuth, Credentials};
 use crate::cloud_run::{api_error, check_region, client, ClientOptions, Hints};
 use crate::env;
 use crate::{Error, Result};
@@ -30,6 +30,7 @@ pub struct CloudRunLocatorBuilder {
     profiles_dir: Option<PathBuf>,
     target: Option<String>,
     creds_path: Option<PathBuf>,
+    credentials: Option<Credentials>,
     client: ClientOptions,
 }
 
@@ -83,6 +84,13 @@ impl CloudRunLocatorBuilder {
         self
     }
 
+    /// Credentials given to the client, which the probes carry instead of those of
+    /// [`with_credentials_file`](Self::with_credentials_file) and the environment.
+    pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
     crate::cloud_run::client_option_setters!();
 
     /// Checks the settings, finds the project if needed, and makes the locator.
@@ -118,6 +126,7 @@ impl CloudRunLocatorBuilder {
             services,
             http,
             creds_path: self.creds_path,
+            credentials: self.credentials,
         })
     }
 }
@@ -133,6 +142,7 @@ pub struct CloudRunLocator {
     services: Services,
     http: reqwest::Client,
     creds_path: Option<PathBuf>,
+    credentials: Option<Credentials>,
 }
 
 impl CloudRunLocator {
@@ -154,7 +164,10 @@ impl CloudRunLocator {
             response: String,
         }
         let url = format!("{}/check", uri.trim_end_matches('/'));
-        let auth = ClientAuth::from_env(uri, self.creds_path.as_deref())?;
+        let auth = match &self.credentials {
+            Some(credentials) => credentials.for_server(uri)?,
+            None => ClientAuth::from_env(uri, self.creds_path.as_deref())?,
+        };
         let mut request = self.http.get(&url);
         if let Some(token) = auth.token().await? {
             request = request.bearer_auth(token);

@@ -49,6 +49,9 @@ pub struct LocatorSettings<'a> {
     pub project_dir: &'a Path,
     /// The `creds_path` setting: the key file whose ID tokens a discovery's probes carry.
     pub creds_path: Option<&'a Path>,
+    /// Credentials given to the client: the probes carry these instead (see
+    /// [`Credentials`](crate::auth::Credentials)).
+    pub credentials: Option<&'a crate::auth::Credentials>,
 }
 
 impl LocatorSettings<'_> {
@@ -119,6 +122,7 @@ pub async fn choose_on_cloud_run(
             .with_location(location.as_str())
             .with_dbt_project_dir(settings.project_dir)
             .with_credentials_file(settings.creds_path.map(Path::to_path_buf))
+            .with_credentials(settings.credentials.cloned())
             .build()
             .await
             .map_err(|e| match (origin, e) {
@@ -158,6 +162,7 @@ mod tests {
             location,
             project_dir: dir,
             creds_path: None,
+            credentials: None,
         };
         assert!(choose(settings(Some("europe-west1"), false)).await.is_err());
         assert!(choose(settings(Some("europe-west1"), true)).await.is_ok());

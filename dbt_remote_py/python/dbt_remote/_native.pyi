@@ -86,6 +86,7 @@ class Client:
         config_dir: str | os.PathLike[str] | None = None,
         environment: str | None = None,
         token: str | None = None,
+        service_account_key: str | None = None,
     ) -> Client: ...
     @property
     def server_url(self) -> str: ...

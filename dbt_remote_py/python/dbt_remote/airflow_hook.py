@@ -1,15 +1,22 @@
 """The Airflow connection type ``dbt_remote`` and its hook: a dbt-server as an Airflow
 Connection. Host, port and schema (``http``, the default, or ``https``) give the server URL; the
-password, when set, is a static token sent as it is.
+password, when set, is a static token sent as it is. Extras (JSON): ``key_path`` (a Google
+service-account key file) or ``keyfile_dict`` (the key's JSON itself), whose ID tokens are
+sent instead; ``location`` (a Cloud Run region) finds the server on Cloud Run when no host is
+set.
 
     AIRFLOW_CONN_DBT_REMOTE_DEFAULT='dbt-remote://dbt-server:8001'
     AIRFLOW_CONN_DBT_REMOTE_DEFAULT='dbt-remote://:TOKEN@dbt-server.example.com:443/https'
+    AIRFLOW_CONN_DBT_REMOTE_DEFAULT='{"conn_type": "dbt_remote",
+        "extra": {"location": "europe-west1", "key_path": "/secrets/sa.json"}}'
 
 Importable only where Airflow (3.x) is installed.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 try:
@@ -23,12 +30,37 @@ from dbt_remote import Client
 
 __all__ = ["DbtRemoteHook", "server_url_of"]
 
+#: The extras a ``dbt_remote`` connection reads.
+EXTRAS = ("key_path", "keyfile_dict", "location")
 
-def server_url_of(conn: Any) -> str:
-    """The server URL of a ``dbt_remote`` connection: ``{schema}://{host}:{port}``."""
+_log = logging.getLogger(__name__)
+
+
+def extras_of(conn: Any) -> dict[str, Any]:
+    """The known extras of a connection (also under the ``extra__dbt_remote__`` prefix of
+    Airflow 2's forms); others are named in a warning, empty ones are unset."""
+    raw = conn.extra_dejson or {}
+    extras: dict[str, Any] = {}
+    for name, value in raw.items():
+        key = name.removeprefix("extra__dbt_remote__")
+        if key not in EXTRAS:
+            _log.warning("connection %r: unknown extra %r (known: %s)", conn.conn_id, name, ", ".join(EXTRAS))
+        elif value not in (None, "", {}):
+            extras[key] = value
+    return extras
+
+
+def server_url_of(conn: Any) -> str | None:
+    """The server URL of a ``dbt_remote`` connection: ``{schema}://{host}:{port}``; ``None``
+    without a host when the extra ``location`` asks for a Cloud Run discovery."""
     host = (conn.host or "").strip()
     if not host:
-        raise ValueError(f"connection {conn.conn_id!r}: no host (the dbt-server's address)")
+        if "location" in extras_of(conn):
+            return None
+        raise ValueError(
+            f"connection {conn.conn_id!r}: no host (the dbt-server's address), and no extra "
+            "location (a Cloud Run region to find it in)"
+        )
     if "://" in host:  # a whole URL written as the host
         return host.rstrip("/")
     scheme = (conn.schema or "http").strip().lower()
@@ -38,8 +70,26 @@ def server_url_of(conn: Any) -> str:
 
 
 def client_of(conn: Any, credentials: str | None = None) -> Client:
-    """A client of the server of a ``dbt_remote`` connection, with its password as token."""
-    return Client(server_url_of(conn), credentials, token=conn.password or None)
+    """A client of the server of a ``dbt_remote`` connection: its password as token, or the
+    service-account key of its extras (``credentials``, a key file given to the operator,
+    wins over ``key_path``)."""
+    extras = extras_of(conn)
+    token = conn.password or None
+    key = extras.get("keyfile_dict")
+    if key is not None and not isinstance(key, str):
+        key = json.dumps(key)
+    if sum(x is not None for x in (token, key, extras.get("key_path"))) > 1:
+        raise ValueError(
+            f"connection {conn.conn_id!r}: give one of a password (a static token), the extra "
+            "key_path or the extra keyfile_dict"
+        )
+    return Client(
+        server_url_of(conn),
+        credentials or extras.get("key_path"),
+        location=extras.get("location"),
+        token=token,
+        service_account_key=key,
+    )
 
 
 class DbtRemoteHook(BaseHook):
@@ -61,9 +111,16 @@ class DbtRemoteHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         return {
-            "hidden_fields": ["login", "extra"],
+            "hidden_fields": ["login"],
             "relabeling": {"password": "Static token", "schema": "Scheme (http or https)"},
-            "placeholders": {"host": "dbt-server.example.com", "port": "8001", "schema": "http"},
+            "placeholders": {
+                "host": "dbt-server.example.com (empty: found on Cloud Run in the extra location)",
+                "port": "8001",
+                "schema": "http",
+                "extra": json.dumps(
+                    {"key_path": "/secrets/sa-key.json", "keyfile_dict": "", "location": "europe-west1"}
+                ),
+            },
         }
 
     def get_conn(self) -> Client:
