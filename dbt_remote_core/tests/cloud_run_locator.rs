@@ -2,6 +2,7 @@
 //! both on 127.0.0.1.
 #![cfg(feature = "gcp")]
 
+use dbt_remote_core::auth::Credentials;
 use dbt_remote_core::config::{ConfigFile, Overrides, Settings};
 use dbt_remote_core::connect::locator_on_cloud_run;
 use dbt_remote_core::locator::CloudRunLocatorBuilder;
@@ -366,6 +367,14 @@ async fn the_check_probe_carries_an_id_token_for_each_candidates_url() {
     // With the key, the probe carries an ID token for the server's URL and is let in.
     let located = locator(&api)
         .with_credentials_file(Some(key_file.clone()))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(located.locate().await.unwrap(), dbt_server.uri());
+    // A key given to the client as JSON (an Airflow connection's) reaches the probe too.
+    let given = Credentials::key_json(&key(0).service_account_json(EMAIL, &token_uri)).unwrap();
+    let located = locator(&api)
+        .with_credentials(Some(given))
         .build()
         .await
         .unwrap();
