@@ -207,6 +207,14 @@ fn a_pull_request_builds_what_changed_deferring_to_prod_and_retries_its_failure(
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let retry = ci.latest();
     assert_eq!(retry.state_of, Some(failed.id));
+    // Labelled with the target the failed job ran against, which dbt's retry runs with.
+    let target = failed.target.clone().expect("the failed job's target");
+    assert!(
+        retry.args.windows(2).any(|w| w == ["--target", target.as_str()]),
+        "{:?}",
+        retry.args
+    );
+    assert_eq!(retry.target, failed.target);
     let results = ci.results(&retry);
     assert_eq!(
         ids(&results),

@@ -8,6 +8,7 @@ use crate::api::StateFrom;
 use crate::blob::BlobHash;
 use crate::job::{with_state, FileEntry, JobId, JobRecord, JobSpec, JobStatus, STATE_DIR};
 use crate::paths::RelPath;
+use crate::project::{profile_from_args, target_from_args};
 use crate::state::JobQuery;
 use crate::{Error, Result};
 
@@ -66,6 +67,7 @@ impl JobService {
     /// with [`Error::InvalidInput`], saying what to run first, when there is no such job or it
     /// stored no such artifacts. Stores the artifacts as blobs (idempotent), nothing else.
     pub async fn with_state_of(&self, spec: JobSpec, from: StateFrom) -> Result<JobSpec> {
+        let retry = matches!(from, StateFrom::Retry(_));
         let (earlier, artifacts): (JobRecord, &[&str]) = match from {
             StateFrom::Own => return Ok(spec),
             StateFrom::DeferTo(environment) => {
@@ -100,6 +102,11 @@ impl JobService {
                 };
                 (job, &[RUN_RESULTS, MANIFEST])
             }
+        };
+        let spec = if retry {
+            with_profile_and_target_of(spec, &earlier)
+        } else {
+            spec
         };
         self.place_artifacts(spec, &earlier, artifacts).await
     }
@@ -177,6 +184,24 @@ impl JobService {
         spec.state_of = Some(earlier.id);
         Ok(spec)
     }
+}
+
+/// A retry's `spec` naming the profile and target of the job it retries, where it names none:
+/// dbt's `retry` runs with the retried run's own, so the new job is listed under what it runs
+/// against (not under its profile's default target).
+fn with_profile_and_target_of(mut spec: JobSpec, earlier: &JobRecord) -> JobSpec {
+    let profile = profile_from_args(&earlier.spec.args);
+    if let (None, Some(profile)) = (profile_from_args(&spec.args), profile) {
+        spec.args.extend(["--profile".to_string(), profile]);
+    }
+    let target = earlier
+        .target
+        .clone()
+        .or_else(|| target_from_args(&earlier.spec.args));
+    if let (None, Some(target)) = (target_from_args(&spec.args), target) {
+        spec.args.extend(["--target".to_string(), target]);
+    }
+    spec
 }
 
 #[cfg(test)]
@@ -335,6 +360,15 @@ mod tests {
             .unwrap();
         assert_eq!(got.state_of, Some(failed));
         assert_eq!(got.args, ["retry", "--state", STATE_DIR]);
+        // The failed job ran against a named profile and target: the retry names them too,
+        // unless it names its own.
+        let mut labelled = s.store.get_job(failed).await.unwrap();
+        labelled.spec.args = vec!["build".into(), "--profile".into(), "p2".into()];
+        labelled.target = Some("ci".into());
+        let args = |spec: &JobSpec| with_profile_and_target_of(spec.clone(), &labelled).args;
+        assert_eq!(args(&spec), ["retry", "--profile", "p2", "--target", "ci"]);
+        let own = s.spec(&["retry", "-t", "prod"], Some("ci")).await;
+        assert_eq!(args(&own), ["retry", "-t", "prod", "--profile", "p2"]);
         assert_eq!(got.files.len(), 3);
         let by_id = s
             .service
