@@ -210,7 +210,10 @@ fn a_pull_request_builds_what_changed_deferring_to_prod_and_retries_its_failure(
     // Labelled with the target the failed job ran against, which dbt's retry runs with.
     let target = failed.target.clone().expect("the failed job's target");
     assert!(
-        retry.args.windows(2).any(|w| w == ["--target", target.as_str()]),
+        retry
+            .args
+            .windows(2)
+            .any(|w| w == ["--target", target.as_str()]),
         "{:?}",
         retry.args
     );
