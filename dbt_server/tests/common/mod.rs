@@ -112,3 +112,14 @@ pub fn strings(array: &serde_json::Value) -> Vec<String> {
 pub fn server_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_dbt-server"))
 }
+
+/// A project file of `path` with `content`.
+pub fn file(path: &str, content: &'static [u8]) -> dbt_remote_core::package::ProjectFile {
+    let path = dbt_remote_core::RelPath::new(path).unwrap();
+    dbt_remote_core::package::ProjectFile::new(path, bytes::Bytes::from_static(content))
+}
+
+/// How many jobs `store` holds.
+pub async fn job_count(store: &dyn StateStore) -> usize {
+    dbt_remote_core::testing::all_jobs(store).await.len()
+}
