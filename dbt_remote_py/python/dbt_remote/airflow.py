@@ -23,7 +23,8 @@ from typing import Any
 
 try:
     from airflow.exceptions import AirflowException, AirflowNotFoundException
-    from airflow.sdk import BaseOperator
+    from airflow.sdk import BaseOperator, BaseOperatorLink
+    from airflow.sdk.execution_time.xcom import XCom
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -33,7 +34,10 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from dbt_remote import Client, Job, JobFailed, LogRecord
 from dbt_remote.airflow_hook import DbtRemoteHook
 
-__all__ = ["DbtRemoteHook", "DbtRemoteOperator", "DbtRemoteTrigger"]
+__all__ = ["DbtRemoteHook", "DbtRemoteJobLink", "DbtRemoteOperator", "DbtRemoteTrigger"]
+
+JOB_URL_KEY = "job_url"
+"""The XCom key of the URL of the job's page on the server's web UI."""
 
 _LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 
@@ -41,6 +45,21 @@ _LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 def _log_record(log: Any, record: LogRecord) -> None:
     """One record of the job's log as one line of the task log, at its level."""
     log.log(_LEVELS.get(record.level, 20), "%s", record.message)
+
+
+def job_url(server_url: str, job_id: str) -> str:
+    """The page of a job on dbt-server's web UI."""
+    return f"{server_url.rstrip('/')}/ui/jobs/{job_id}"
+
+
+class DbtRemoteJobLink(BaseOperatorLink):
+    """The task's button "dbt-remote job": the job's page on the web UI of the server the task
+    used, from the XCom ``job_url`` the task pushed when it submitted the job."""
+
+    name = "dbt-remote job"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        return XCom.get_value(ti_key=ti_key, key=JOB_URL_KEY) or ""
 
 
 def _failure_message(job: Job) -> str:
@@ -165,8 +184,9 @@ class DbtRemoteOperator(BaseOperator):
     """Runs a dbt command on a dbt-server and fails the task when dbt fails.
 
     Each record of the job's log is written to the task log as it arrives. The job id is
-    pushed to XCom (key ``job_id``, also the return value). Killing the task or its timeout
-    cancels the remote job. With ``deferrable=True`` the wait runs in the triggerer
+    pushed to XCom (key ``job_id``, also the return value), and the URL of its page on the
+    server's web UI (key ``job_url``: the task's extra link "dbt-remote job"). Killing the task
+    or its timeout cancels the remote job. With ``deferrable=True`` the wait runs in the triggerer
     (``DbtRemoteTrigger``), so no worker slot is held while dbt runs.
 
     ``command`` is a string (split as a shell would, never run by one) or a list of
@@ -179,6 +199,11 @@ class DbtRemoteOperator(BaseOperator):
     setting); ``defer_to="prod"`` runs with the manifest of prod's latest succeeded job as
     dbt's ``--state``, e.g. with ``command="build --select state:modified+ --defer"``
     (docs/slim-ci.md). Both are templated.
+
+    With the OpenLineage provider installed, the task's lineage is the datasets the job read
+    and wrote (``get_openlineage_facets_on_complete``, from the job's ``manifest.json`` and
+    ``run_results.json``); ``openlineage_namespace`` sets their namespace (default for DuckDB
+    ``duckdb://<database>``).
     """
 
     template_fields: Sequence[str] = (
@@ -193,6 +218,7 @@ class DbtRemoteOperator(BaseOperator):
         "defer_to",
     )
     ui_color = "#ff694a"
+    operator_extra_links = (DbtRemoteJobLink(),)
 
     def __init__(
         self,
@@ -210,6 +236,7 @@ class DbtRemoteOperator(BaseOperator):
         poll_interval: float = 2.0,
         deferrable: bool = False,
         dbt_remote_conn_id: str = DbtRemoteHook.default_conn_name,
+        openlineage_namespace: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -226,7 +253,9 @@ class DbtRemoteOperator(BaseOperator):
         self.defer_to = defer_to
         self.poll_interval = poll_interval
         self.deferrable = deferrable
+        self.openlineage_namespace = openlineage_namespace
         self._job: Job | None = None
+        self._lineage_artifacts: tuple[str, str, dict[str, Any]] | None = None
 
     def _conn_id(self) -> str | None:
         """The connection the server comes from: none when ``server_url`` is given or the
@@ -264,6 +293,7 @@ class DbtRemoteOperator(BaseOperator):
         self._job = job
         self.log.info("dbt-remote: job %s submitted to %s", job.id, client.server_url)
         context["ti"].xcom_push(key="job_id", value=job.id)
+        context["ti"].xcom_push(key=JOB_URL_KEY, value=job_url(client.server_url, job.id))
         if self.deferrable:
             self.defer(
                 trigger=DbtRemoteTrigger(
@@ -288,6 +318,7 @@ class DbtRemoteOperator(BaseOperator):
             self._cancel()
             raise
         self.log.info("dbt-remote: %s", job.outcome)
+        self._keep_lineage_artifacts(job.id, client)
         return job.id
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> str:
@@ -295,6 +326,7 @@ class DbtRemoteOperator(BaseOperator):
         status = event.get("status")
         if status == "succeeded":
             self.log.info("dbt-remote: %s", event.get("outcome") or f"job {job_id} succeeded")
+            self._keep_lineage_artifacts(str(job_id))
             return str(job_id)
         if status == "error":
             raise AirflowException(f"dbt-remote: following job {job_id} failed: {event.get('error')}")
@@ -311,6 +343,47 @@ class DbtRemoteOperator(BaseOperator):
                 self._job = self._client().job(str(job_id))
                 self._cancel()
         return super().resume_execution(next_method, next_kwargs, context)
+
+    def _keep_lineage_artifacts(self, job_id: str, client: Client | None = None) -> None:
+        """With OpenLineage on, fetch the succeeded job's artifacts now, in the task's process:
+        the listener calls ``get_openlineage_facets_on_complete`` in a forked child (by
+        default), where the client cannot make requests."""
+        try:
+            from airflow.providers.openlineage.conf import is_disabled
+        except ImportError:
+            return  # no OpenLineage provider: nothing to report to
+        try:
+            if is_disabled():
+                return
+            from dbt_remote.airflow_openlineage import fetch_artifacts
+
+            client = client or self._client()
+            artifacts = fetch_artifacts(client.job(job_id))
+            self._lineage_artifacts = (job_id, client.server_url, artifacts)
+        except Exception as e:  # noqa: BLE001 - lineage never fails the task
+            self.log.warning(
+                "dbt-remote: could not fetch the artifacts of job %s for OpenLineage: %s", job_id, e
+            )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The datasets the job read and wrote, for the OpenLineage provider's listener (it
+        calls this once the task succeeded, also after a deferral), from the artifacts the task
+        fetched. Lineage never fails the task: on an error it logs a warning and reports no
+        datasets."""
+        try:
+            from airflow.providers.openlineage.extractors import OperatorLineage
+        except ImportError:  # pragma: no cover - the provider calls this, so it is installed
+            return None
+        try:
+            from dbt_remote.airflow_openlineage import job_lineage
+
+            if self._lineage_artifacts is None:
+                raise ValueError("the task fetched no artifacts of its job")
+            job_id, server_url, artifacts = self._lineage_artifacts
+            return job_lineage(job_id, server_url, artifacts, self.openlineage_namespace, self.log)
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            self.log.warning("dbt-remote: no OpenLineage datasets for this task: %s", e)
+            return OperatorLineage()
 
     def on_kill(self) -> None:
         self._cancel()

@@ -1,6 +1,6 @@
 """The Airflow provider metadata of dbt-remote, found by Airflow's providers manager through the
-``apache_airflow_provider`` entry point: the connection type ``dbt_remote`` with its hook, and
-the operator. Importing this module needs no Airflow."""
+``apache_airflow_provider`` entry point: the connection type ``dbt_remote`` with its hook, the
+operator and its extra link "dbt-remote job". Importing this module needs no Airflow."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "dbt-remote",
         "name": "dbt-remote",
         "description": "Run dbt commands on a dbt-server from Airflow: the dbt_remote connection, "
-        "DbtRemoteHook and DbtRemoteOperator (dbt's log lines in the task log, deferrable).",
+        "DbtRemoteHook and DbtRemoteOperator (dbt's log lines in the task log, deferrable, a link "
+        "to the job's page, OpenLineage datasets from the job's artifacts).",
         "versions": [_version()],
         "integrations": [{"integration-name": INTEGRATION, "tags": ["service"]}],
         "operators": [
@@ -36,6 +37,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": INTEGRATION, "python-modules": ["dbt_remote.airflow"]}
         ],
+        "extra-links": ["dbt_remote.airflow.DbtRemoteJobLink"],
         "connection-types": [
             {
                 "hook-class-name": "dbt_remote.airflow_hook.DbtRemoteHook",
